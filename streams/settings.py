@@ -1,0 +1,132 @@
+"""Every setting of a burnwatch process, in one frozen class read once at start-up.
+
+Values come, highest priority first, from ``BURNWATCH_*`` environment variables, files in
+``BURNWATCH_SECRETS_DIR`` (one file per secret, named like the field), and the YAML config file named
+by ``BURNWATCH_CONFIG``. Secrets are ``SecretStr``: they print as ``**********``.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+ENV_PREFIX = "BURNWATCH_"
+
+
+class ConfigError(Exception):
+    """A setting has a bad value; the message names the field, the value and the source."""
+
+
+class Settings(BaseSettings):
+    """burnwatch settings. Each field is also the env var ``BURNWATCH_<FIELD>`` (upper case)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        frozen=True,
+        extra="forbid",
+        secrets_dir=os.environ.get("BURNWATCH_SECRETS_DIR") or None,
+    )
+
+    # Kafka connection (SASL/TLS are configuration only)
+    kafka_bootstrap_servers: str = "localhost:9092"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+
+    # Topics
+    topic_prefix: str = ""
+    topic_partitions: int = Field(default=6, ge=1, le=10_000)
+    topic_replication_factor: int = Field(default=1, ge=1, le=16)
+
+    # Worker
+    app_id: str = Field(default="burnwatch", min_length=1)
+    data_dir: Path = Path(".burnwatch")
+    store: Literal["rocksdb", "memory"] = "rocksdb"
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    web_host: str = "0.0.0.0"  # noqa: S104 - metrics and health must be reachable by Prometheus
+    web_port: int = Field(default=6066, ge=1, le=65_535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    dedup_horizon_hours: float = Field(default=72.0, gt=0)
+
+    # Pricing
+    catalog_path: Path | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Order the sources: init args, env, secret files, then the YAML config file."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, file_secret_settings]
+        config_file = os.environ.get("BURNWATCH_CONFIG")
+        if config_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+    def topic(self, name: str) -> str:
+        """Return the full name of a burnwatch topic (with the configured prefix)."""
+        return f"{self.topic_prefix}{name}"
+
+    def librdkafka_config(self) -> dict[str, Any]:
+        """Return confluent-kafka client settings for the configured cluster (secrets included)."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.kafka_bootstrap_servers,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            conf["sasl.mechanism"] = self.kafka_sasl_mechanism
+            conf["sasl.username"] = self.kafka_sasl_username or ""
+            password = self.kafka_sasl_password
+            conf["sasl.password"] = password.get_secret_value() if password else ""
+        if self.kafka_ssl_cafile:
+            conf["ssl.ca.location"] = str(self.kafka_ssl_cafile)
+        if self.kafka_ssl_certfile:
+            conf["ssl.certificate.location"] = str(self.kafka_ssl_certfile)
+        if self.kafka_ssl_keyfile:
+            conf["ssl.key.location"] = str(self.kafka_ssl_keyfile)
+        return conf
+
+    def masked(self) -> dict[str, Any]:
+        """Return every setting as JSON-ready values, with secrets masked."""
+        return self.model_dump(mode="json")
+
+
+def describe_error(error: ValidationError, source: str | None = None) -> str:
+    """Turn a settings validation error into lines that name each field and its bad value."""
+    where = f" in {source}" if source else ""
+    lines = []
+    for err in error.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(settings)"
+        value = err.get("input")
+        shown = "<secret>" if "password" in field or "secret" in field or "token" in field else value
+        lines.append(f"invalid setting {field!r}{where}: {err['msg']} (got {shown!r})")
+    return "\n".join(lines)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Read the settings once; raise ``ConfigError`` naming every bad field and value."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        source = os.environ.get("BURNWATCH_CONFIG") or "environment (BURNWATCH_*)"
+        raise ConfigError(describe_error(error, source)) from None
