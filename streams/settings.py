@@ -12,10 +12,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
+    SecretsSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
@@ -34,7 +36,6 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX,
         frozen=True,
         extra="forbid",
-        secrets_dir=os.environ.get("BURNWATCH_SECRETS_DIR") or None,
     )
 
     # Kafka connection (SASL/TLS are configuration only)
@@ -75,8 +76,16 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Order the sources: init args, env, secret files, then the YAML config file."""
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, file_secret_settings]
+        """Order the sources: init args, env, secret files, then the YAML config file.
+
+        ``BURNWATCH_SECRETS_DIR`` and ``BURNWATCH_CONFIG`` are read here, when ``Settings()`` is built,
+        not when the class is defined, so a process (or a test) may set them after import.
+        """
+        # Secret files are named like the field (kafka_sasl_password), as Docker and k8s mount them.
+        secrets = SecretsSettingsSource(
+            settings_cls, secrets_dir=os.environ.get("BURNWATCH_SECRETS_DIR") or None, env_prefix=""
+        )
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, secrets]
         config_file = os.environ.get("BURNWATCH_CONFIG")
         if config_file:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
@@ -117,7 +126,8 @@ def describe_error(error: ValidationError, source: str | None = None) -> str:
     for err in error.errors():
         field = ".".join(str(p) for p in err["loc"]) or "(settings)"
         value = err.get("input")
-        shown = "<secret>" if "password" in field or "secret" in field or "token" in field else value
+        secret_like = any(word in field.lower() for word in ("pass", "secret", "token", "key"))
+        shown = "<secret>" if secret_like else value
         lines.append(f"invalid setting {field!r}{where}: {err['msg']} (got {shown!r})")
     return "\n".join(lines)
 
@@ -125,8 +135,13 @@ def describe_error(error: ValidationError, source: str | None = None) -> str:
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """Read the settings once; raise ``ConfigError`` naming every bad field and value."""
+    config_file = os.environ.get("BURNWATCH_CONFIG")
+    if config_file and not Path(config_file).is_file():
+        raise ConfigError(f"config file not found: {config_file} (from BURNWATCH_CONFIG)")
     try:
         return Settings()
     except ValidationError as error:
-        source = os.environ.get("BURNWATCH_CONFIG") or "environment (BURNWATCH_*)"
+        source = f"{config_file} or BURNWATCH_* env" if config_file else "BURNWATCH_* env"
         raise ConfigError(describe_error(error, source)) from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {config_file} is not valid YAML: {error}") from None

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -37,9 +37,9 @@ NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 IntervalSeconds = Annotated[float, Field(gt=0, le=86_400, allow_inf_nan=False)]
 Name = Annotated[str, Field(min_length=1, max_length=256)]
 
-GPU_SAMPLE = "gpu.sample"
-LLM_REQUEST = "llm.request"
-STORAGE_USAGE = "storage.usage"
+GPU_SAMPLE: Final = "gpu.sample"
+LLM_REQUEST: Final = "llm.request"
+STORAGE_USAGE: Final = "storage.usage"
 EVENT_TYPES = (GPU_SAMPLE, LLM_REQUEST, STORAGE_USAGE)
 
 
@@ -53,7 +53,12 @@ class _Event(BaseModel):
     @field_validator("time")
     @classmethod
     def _to_utc(cls, value: datetime) -> datetime:
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            # 0001-01-01T00:00+01:00 is valid ISO 8601 but has no UTC datetime; pydantic lets
+            # OverflowError escape, so turn it into a validation error.
+            raise ValueError("time is out of range once converted to UTC") from None
 
 
 class GpuReading(BaseModel):
@@ -164,7 +169,10 @@ REASONS = (
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """Why one message, or one element of a batch (``index``), was not accepted."""
+    """Why one message, or one element of a batch (``index``), was not accepted.
+
+    ``original`` is the message's exact bytes, or for a batch element that element as compact JSON.
+    """
 
     reason: str
     detail: str
@@ -229,22 +237,34 @@ def from_cloudevent(obj: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _raw(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), default=str).encode()
+def _element_bytes(obj: Any, payload: bytes) -> bytes:
+    try:
+        return json.dumps(obj, separators=(",", ":"), default=str).encode()
+    except RecursionError:
+        # json.loads accepted the nesting but re-encoding it one frame deeper overflows.
+        return payload
 
 
-def _validate_one(obj: Any, index: int | None, parsed: ParsedMessage) -> None:
+def _reject(
+    parsed: ParsedMessage, reason: str, detail: str, obj: Any, index: int | None, payload: bytes
+) -> None:
+    # A whole message keeps its exact bytes; a batch element keeps its own JSON (before any
+    # CloudEvents mapping), so the dead letter shows what the producer sent.
+    original = payload if index is None else _element_bytes(obj, payload)
+    parsed.rejections.append(Rejection(reason, detail, original, index))
+
+
+def _validate_one(obj: Any, index: int | None, parsed: ParsedMessage, payload: bytes) -> None:
     if not isinstance(obj, dict):
-        parsed.rejections.append(Rejection("not_an_event", "element is not a JSON object", _raw(obj), index))
+        _reject(parsed, "not_an_event", "element is not a JSON object", obj, index, payload)
         return
     try:
-        if "specversion" in obj:
-            obj = from_cloudevent(obj)
-        parsed.events.append(EVENT_ADAPTER.validate_python(obj))
+        candidate = from_cloudevent(obj) if "specversion" in obj else obj
+        parsed.events.append(EVENT_ADAPTER.validate_python(candidate))
     except ValidationError as error:
-        parsed.rejections.append(Rejection(_reason_for(error), _short(error), _raw(obj), index))
+        _reject(parsed, _reason_for(error), _short(error), obj, index, payload)
     except ValueError as error:
-        parsed.rejections.append(Rejection("schema", str(error), _raw(obj), index))
+        _reject(parsed, "schema", str(error), obj, index, payload)
 
 
 def parse_message(
@@ -287,7 +307,7 @@ def parse_message(
             return parsed
     try:
         doc = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, RecursionError) as error:  # RecursionError: nesting deeper than the stack
         parsed.rejections.append(Rejection("unparseable", f"not JSON: {error}", payload))
         return parsed
     if isinstance(doc, list):
@@ -296,9 +316,9 @@ def parse_message(
             parsed.rejections.append(Rejection("too_many_events", detail, payload))
             return parsed
         for index, item in enumerate(doc):
-            _validate_one(item, index, parsed)
+            _validate_one(item, index, parsed, payload)
     else:
-        _validate_one(doc, None, parsed)
+        _validate_one(doc, None, parsed, payload)
     return parsed
 
 

@@ -1,0 +1,108 @@
+"""The pricing agent: validate a batch, drop repeats, price, send costs and dead letters."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+
+from streams.core.costs import CostRecord
+from streams.core.dead_letter import dead_letter_record, encode_dead_letter
+from streams.core.price_batch import PricedBatch, group_by_owner, price_payload
+from streams.core.pricing import Pricer
+from streams.metrics import WorkerMetrics
+from streams.names import USAGE_GPU, USAGE_LLM, USAGE_STORAGE
+from streams.settings import Settings
+from streams.topics import Topics
+
+log = logging.getLogger("burnwatch.pricing")
+
+RECORDS_PER_MESSAGE = 1000
+SOURCES = {USAGE_GPU: "gpu", USAGE_LLM: "llm", USAGE_STORAGE: "storage"}
+
+
+def _chunks(records: list[CostRecord], size: int) -> Iterator[list[CostRecord]]:
+    for start in range(0, len(records), size):
+        yield records[start:start + size]
+
+
+def register_price_agent(
+    app: faust.App,
+    settings: Settings,
+    topics: Topics,
+    event_ids: faust.Table,
+    pricer: Pricer,
+    metrics: WorkerMetrics,
+) -> Any:
+    """Add the ``price_usage`` agent to ``app`` and return it."""
+    source_of = {settings.topic(name): source for name, source in SOURCES.items()}
+
+    async def send_dead_letters(batch: PricedBatch, message: Any, source: str) -> None:
+        now = datetime.now(UTC)
+        for rejection in batch.rejections:
+            record = dead_letter_record(
+                rejection, topic=message.topic, partition=message.partition, offset=message.offset,
+                rejected_at=now, message_key=message.key,
+            )
+            await topics.usage_dlq_topic.send(key=message.key, value=encode_dead_letter(record))
+            metrics.events_rejected.labels(source, rejection.reason).inc()
+            log.warning(
+                "rejected %s from %s[%d]@%d (index %s): %s",
+                rejection.reason, message.topic, message.partition, message.offset, rejection.index,
+                rejection.detail,
+            )
+
+    async def send_costs(records: list[CostRecord]) -> None:
+        for owner, group in group_by_owner(records).items():
+            key = owner.encode()
+            for chunk in _chunks(group, RECORDS_PER_MESSAGE):
+                await topics.costs_priced_topic.send(key=key, value=json.dumps(chunk).encode())
+
+    def count(batch: PricedBatch, source: str) -> None:
+        metrics.events_priced.labels(source).inc(len(batch.events))
+        if batch.duplicates:
+            metrics.events_duplicate.labels(source).inc(batch.duplicates)
+        cost: dict[str, float] = {}
+        list_cost: dict[str, float] = {}
+        unpriced = 0
+        for record in batch.records:
+            category = record["ServiceCategory"]
+            cost[category] = cost.get(category, 0.0) + record["EffectiveCost"]
+            list_cost[category] = list_cost.get(category, 0.0) + record["ListCost"]
+            unpriced += record["x_Unpriced"]
+        for category, usd in cost.items():
+            metrics.cost_usd.labels(category).inc(usd)
+            metrics.list_cost_usd.labels(category).inc(list_cost[category])
+        if unpriced:
+            metrics.charges_unpriced.labels(source).inc(unpriced)
+        for sku in pricer.take_new_unpriced():
+            log.warning("no price in catalog %s for %s: charged at 0 and marked x_Unpriced",
+                        pricer.catalog.version, sku)
+
+    @app.agent(topics.usage_topic, name="price_usage")
+    async def price_usage(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            message = event.message
+            source = source_of.get(message.topic, "unknown")
+            metrics.messages_in.labels(source).inc()
+            payload = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
+            batch = price_payload(payload, pricer, event_ids.__contains__,
+                                  max_bytes=settings.max_message_bytes)
+            metrics.events_in.labels(source).inc(len(batch.events) + batch.duplicates + len(batch.rejections))
+            if batch.rejections:
+                await send_dead_letters(batch, message, source)
+            await send_costs(batch.records)
+            # Ids are remembered after their costs are queued: the producer is flushed before the
+            # offset commit, so a crash can repeat a batch but never lose one.
+            for priced in batch.events:
+                event_ids[priced.event_id] = int(priced.time.timestamp())
+            count(batch, source)
+            if message.timestamp:
+                metrics.processing_lag.labels(source).observe(max(0.0, time.time() - message.timestamp))
+
+    return price_usage

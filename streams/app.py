@@ -1,0 +1,56 @@
+"""Builds the faust App from settings, and nothing else."""
+
+from __future__ import annotations
+
+import faust
+from aiokafka.helpers import create_ssl_context
+
+from streams.settings import Settings
+
+MAX_MESSAGE_BYTES_ON_WIRE = 16 * 1024 * 1024
+
+
+def _credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:
+    ssl_context = None
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        ssl_context = create_ssl_context(
+            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None,
+            certfile=str(settings.kafka_ssl_certfile) if settings.kafka_ssl_certfile else None,
+            keyfile=str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
+        )
+    if settings.kafka_sasl_mechanism:
+        password = settings.kafka_sasl_password
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=password.get_secret_value() if password else None,
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=ssl_context,
+        )
+    if ssl_context is not None:
+        return faust.SSLCredentials(ssl_context)
+    return None
+
+
+def create_app(settings: Settings) -> faust.App:
+    """Return a faust App configured from ``settings`` (agents are added by ``streams.worker``)."""
+    brokers = [f"kafka://{host.strip()}" for host in settings.kafka_bootstrap_servers.split(",")]
+    return faust.App(
+        settings.app_id,
+        broker=brokers,
+        broker_credentials=_credentials(settings),
+        store="rocksdb://" if settings.store == "rocksdb" else "memory://",
+        datadir=str(settings.data_dir),
+        autodiscover=False,
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication_factor,
+        processing_guarantee=settings.processing_guarantee,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_enabled=True,
+        producer_max_request_size=MAX_MESSAGE_BYTES_ON_WIRE,
+        producer_compression_type="lz4",
+        producer_acks=-1,
+        consumer_max_fetch_size=MAX_MESSAGE_BYTES_ON_WIRE,
+        broker_commit_interval=1.0,
+        stream_wait_empty=False,
+    )

@@ -1,0 +1,33 @@
+"""``burnwatch worker``: run the stream processor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from streams.commands.common import CONFIG_OPTION, err_console, load_settings, setup_logging
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``worker`` command."""
+
+    @app.command()
+    def worker(config: Path | None = CONFIG_OPTION) -> None:
+        """Run a worker: price usage events from Kafka into costs.priced (scale out by running more)."""
+        import faust
+
+        from streams.admin import ensure_topics
+        from streams.core.catalog import CatalogError
+        from streams.worker import build_worker
+
+        settings = load_settings(config)
+        setup_logging(settings.log_level)
+        try:
+            built = build_worker(settings)
+        except CatalogError as error:
+            err_console.print(f"bad price catalog: {error}", style="red", markup=False, highlight=False)
+            raise typer.Exit(2) from None
+        ensure_topics(settings)
+        worker_process = faust.Worker(built.app, loglevel=settings.log_level.lower(), redirect_stdouts=False)
+        worker_process.execute_from_commandline()

@@ -1,0 +1,31 @@
+"""The worker's Kafka topics. Values are raw bytes: agents validate whole batches themselves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faust
+
+from streams.names import COSTS_PRICED, USAGE_DLQ, USAGE_GPU, USAGE_LLM, USAGE_STORAGE
+from streams.settings import Settings
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The topics one worker reads and writes."""
+
+    usage_topic: faust.TopicT
+    costs_priced_topic: faust.TopicT
+    usage_dlq_topic: faust.TopicT
+
+
+def define_topics(app: faust.App, settings: Settings) -> Topics:
+    """Declare the worker's topics on ``app`` (names carry the configured prefix)."""
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    return Topics(
+        usage_topic=app.topic(
+            settings.topic(USAGE_GPU), settings.topic(USAGE_LLM), settings.topic(USAGE_STORAGE), **raw
+        ),
+        costs_priced_topic=app.topic(settings.topic(COSTS_PRICED), **raw),
+        usage_dlq_topic=app.topic(settings.topic(USAGE_DLQ), **raw),
+    )
