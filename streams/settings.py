@@ -57,12 +57,13 @@ class Settings(BaseSettings):
     app_id: str = Field(default="burnwatch", min_length=1)
     data_dir: Path = Path(".burnwatch")
     store: Literal["rocksdb", "memory"] = "rocksdb"
-    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     web_host: str = "0.0.0.0"  # noqa: S104 - metrics and health must be reachable by Prometheus
     web_port: int = Field(default=6066, ge=1, le=65_535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     dedup_horizon_hours: float = Field(default=72.0, gt=0)
+    # A dead worker's partitions move after this long: short, because a spend guard must keep watching.
+    kafka_session_timeout_s: float = Field(default=10.0, ge=6, le=300)
 
     # Pricing
     catalog_path: Path | None = None

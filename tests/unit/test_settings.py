@@ -53,8 +53,7 @@ def test_defaults_work_with_nothing_configured() -> None:
     assert settings.kafka_security_protocol == "PLAINTEXT"
     assert settings.kafka_sasl_password is None
     assert (settings.topic_prefix, settings.topic_partitions, settings.topic_replication_factor) == ("", 6, 1)
-    assert (settings.app_id, settings.store, settings.processing_guarantee) == (
-        "burnwatch", "rocksdb", "at_least_once")
+    assert (settings.app_id, settings.store) == ("burnwatch", "rocksdb")
     assert settings.data_dir == Path(".burnwatch")
     assert (settings.web_port, settings.log_level) == (6066, "INFO")
     assert settings.max_message_bytes == 8 * 1024 * 1024

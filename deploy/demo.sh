@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The quick-start demo: a worker prices a simulated GPU fleet, LLM gateway and storage buckets (with
+# incidents injected) and a live table shows the priced spend. Expects the broker to be running
+# (`make demo` starts it). Everything the demo runs logs under .demo/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BW=.venv/bin/burnwatch
+DEMO_DIR=.demo
+mkdir -p "$DEMO_DIR"
+export BURNWATCH_KAFKA_BOOTSTRAP_SERVERS="${BURNWATCH_KAFKA_BOOTSTRAP_SERVERS:-localhost:${KAFKA_PORT:-9092}}"
+export BURNWATCH_DATA_DIR="${BURNWATCH_DATA_DIR:-$DEMO_DIR/state}"
+# A fresh topic prefix per run, so the table shows this run's spend only.
+export BURNWATCH_TOPIC_PREFIX="${BURNWATCH_TOPIC_PREFIX:-demo$(date +%s).}"
+export BURNWATCH_APP_ID="${BURNWATCH_APP_ID:-burnwatch-${BURNWATCH_TOPIC_PREFIX%.}}"
+DURATION_S="${DEMO_SIMULATED_SECONDS:-7200}"   # simulated seconds
+SPEED="${DEMO_SPEED:-60}"                       # simulated seconds per wall second
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+echo "==> starting the worker (log: $DEMO_DIR/worker.log; metrics: http://localhost:6066/metrics)"
+$BW worker >"$DEMO_DIR/worker.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 120); do
+  if curl -fsS http://localhost:6066/health >/dev/null 2>&1; then break; fi
+  sleep 0.5
+done
+curl -fsS http://localhost:6066/health >/dev/null || { echo "worker did not become healthy; see $DEMO_DIR/worker.log"; tail -20 "$DEMO_DIR/worker.log"; exit 1; }
+
+echo "==> simulating $((DURATION_S / 3600)) h of traffic at ${SPEED}x with incidents (log: $DEMO_DIR/simulate.log)"
+$BW simulate --speed "$SPEED" --duration "$DURATION_S" --incidents all --truth "$DEMO_DIR/incidents.json" \
+  >"$DEMO_DIR/simulate.log" 2>&1 &
+sim=$!
+pids+=($sim)
+
+echo "==> priced spend, live from costs.priced (Ctrl-C to stop)"
+$BW tail costs.priced --summary --from-beginning --timeout 15 &
+tailpid=$!
+pids+=($tailpid)
+wait "$sim" || { echo "simulator failed; see $DEMO_DIR/simulate.log"; exit 1; }
+wait "$tailpid" || true
+echo "==> done. Injected incidents: $DEMO_DIR/incidents.json; dead letters: $BW tail usage.dlq --from-beginning --timeout 5"
