@@ -12,6 +12,8 @@ export BURNWATCH_DATA_DIR="${BURNWATCH_DATA_DIR:-$DEMO_DIR/state}"
 # A fresh topic prefix per run, so the table shows this run's spend only.
 export BURNWATCH_TOPIC_PREFIX="${BURNWATCH_TOPIC_PREFIX:-demo$(date +%s).}"
 export BURNWATCH_APP_ID="${BURNWATCH_APP_ID:-burnwatch-${BURNWATCH_TOPIC_PREFIX%.}}"
+export BURNWATCH_WEB_PORT="${BURNWATCH_WEB_PORT:-6066}"
+HEALTH="http://localhost:${BURNWATCH_WEB_PORT}/health"
 DURATION_S="${DEMO_SIMULATED_SECONDS:-7200}"   # simulated seconds
 SPEED="${DEMO_SPEED:-60}"                       # simulated seconds per wall second
 
@@ -22,14 +24,14 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-echo "==> starting the worker (log: $DEMO_DIR/worker.log; metrics: http://localhost:6066/metrics)"
+echo "==> starting the worker (log: $DEMO_DIR/worker.log; metrics: http://localhost:${BURNWATCH_WEB_PORT}/metrics)"
 $BW worker >"$DEMO_DIR/worker.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 120); do
-  if curl -fsS http://localhost:6066/health >/dev/null 2>&1; then break; fi
+  if curl -fsS "$HEALTH" >/dev/null 2>&1; then break; fi
   sleep 0.5
 done
-curl -fsS http://localhost:6066/health >/dev/null || { echo "worker did not become healthy; see $DEMO_DIR/worker.log"; tail -20 "$DEMO_DIR/worker.log"; exit 1; }
+curl -fsS "$HEALTH" >/dev/null || { echo "worker did not become healthy; see $DEMO_DIR/worker.log"; tail -20 "$DEMO_DIR/worker.log"; exit 1; }
 
 echo "==> simulating $((DURATION_S / 3600)) h of traffic at ${SPEED}x with incidents (log: $DEMO_DIR/simulate.log)"
 $BW simulate --speed "$SPEED" --duration "$DURATION_S" --incidents all --truth "$DEMO_DIR/incidents.json" \

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,26 +43,30 @@ def register_price_agent(
     """Add the ``price_usage`` agent to ``app`` and return it."""
     source_of = {settings.topic(name): source for name, source in SOURCES.items()}
 
-    async def send_dead_letters(batch: PricedBatch, message: Any, source: str) -> None:
+    async def send_dead_letters(batch: PricedBatch, message: Any, source: str) -> list[Awaitable[Any]]:
         now = datetime.now(UTC)
+        acks = []
         for rejection in batch.rejections:
             record = dead_letter_record(
                 rejection, topic=message.topic, partition=message.partition, offset=message.offset,
                 rejected_at=now, message_key=message.key,
             )
-            await topics.usage_dlq_topic.send(key=message.key, value=encode_dead_letter(record))
+            acks.append(await topics.usage_dlq_topic.send(key=message.key, value=encode_dead_letter(record)))
             metrics.events_rejected.labels(source, rejection.reason).inc()
             log.warning(
                 "rejected %s from %s[%d]@%d (index %s): %s",
                 rejection.reason, message.topic, message.partition, message.offset, rejection.index,
                 rejection.detail,
             )
+        return acks
 
-    async def send_costs(records: list[CostRecord]) -> None:
+    async def send_costs(records: list[CostRecord]) -> list[Awaitable[Any]]:
+        acks = []
         for owner, group in group_by_owner(records).items():
             key = owner.encode()
             for chunk in _chunks(group, RECORDS_PER_MESSAGE):
-                await topics.costs_priced_topic.send(key=key, value=json.dumps(chunk).encode())
+                acks.append(await topics.costs_priced_topic.send(key=key, value=json.dumps(chunk).encode()))
+        return acks
 
     def count(batch: PricedBatch, source: str) -> None:
         metrics.events_priced.labels(source).inc(len(batch.events))
@@ -94,11 +99,12 @@ def register_price_agent(
             batch = price_payload(payload, pricer, event_ids.__contains__,
                                   max_bytes=settings.max_message_bytes)
             metrics.events_in.labels(source).inc(len(batch.events) + batch.duplicates + len(batch.rejections))
-            if batch.rejections:
-                await send_dead_letters(batch, message, source)
-            await send_costs(batch.records)
-            # Ids are remembered after their costs are queued: the producer is flushed before the
-            # offset commit, so a crash can repeat a batch but never lose one.
+            acks = await send_dead_letters(batch, message, source) if batch.rejections else []
+            acks += await send_costs(batch.records)
+            # An id is remembered only once Kafka has acknowledged its charges: the local store then
+            # never runs ahead of the output, so a crash can repeat a batch (same x_ChargeId) but
+            # never lose one.
+            await asyncio.gather(*acks)
             for priced in batch.events:
                 event_ids[priced.event_id] = int(priced.time.timestamp())
             count(batch, source)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import date
-from pathlib import Path
 
 import pytest
 import yaml
@@ -17,8 +16,9 @@ from streams.core.litellm_import import (
     read_litellm,
     to_yaml,
 )
+from tests.support.shared_data import SHARED_DATA, needs_shared
 
-SHARED = Path(__file__).resolve().parents[3] / "shared/data"
+SHARED = SHARED_DATA
 LITELLM = SHARED / "prices/litellm_model_prices_and_context_window.json"
 DEFAULT_FLAGS = {
     "providers": "openai,anthropic,azure,bedrock,vertex_ai,gemini,mistral,groq,deepseek,xai".split(","),
@@ -26,7 +26,7 @@ DEFAULT_FLAGS = {
     "drop_regional": True,
 }
 
-pytestmark = pytest.mark.skipif(not LITELLM.is_file(), reason="shared LiteLLM price file not present")
+pytestmark = needs_shared(LITELLM)
 
 
 @pytest.fixture(scope="module")

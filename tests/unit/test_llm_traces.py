@@ -4,15 +4,15 @@ import json
 import random
 import statistics
 from importlib import resources
-from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.core.llm_traces import TokenSizeSampler, derive_fixture, read_trace_csv, systematic_sample
+from tests.support.shared_data import SHARED_DATA, needs_shared
 
-TRACES = Path(__file__).resolve().parents[3] / "shared" / "data" / "llm-traces"
+TRACES = SHARED_DATA / "llm-traces"
 TRACE_FILES = sorted(TRACES.glob("*.csv")) if TRACES.is_dir() else []
 
 
@@ -47,7 +47,7 @@ def test_code_and_conversation_traces_differ_as_in_the_paper() -> None:
     assert statistics.median(g for _, g in code) < statistics.median(g for _, g in conv)
 
 
-@pytest.mark.skipif(not TRACE_FILES, reason="the full Azure traces are not at ../shared/data/llm-traces")
+@needs_shared(TRACES / "azure_llm_inference_2023_code.csv")
 def test_fixture_is_reproducible_from_the_full_traces_and_keeps_their_quantiles() -> None:
     derived = derive_fixture(TRACE_FILES)
     assert derived["traces"] == packaged_doc()["traces"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -11,8 +10,9 @@ from typer.testing import CliRunner
 from streams.cli import app
 from streams.core.catalog import default_catalog, load_catalog
 from streams.settings import get_settings
+from tests.support.shared_data import SHARED_DATA, needs_shared
 
-SHARED = Path(__file__).resolve().parents[3] / "shared/data"
+SHARED = SHARED_DATA
 LITELLM = SHARED / "prices/litellm_model_prices_and_context_window.json"
 runner = CliRunner()
 
@@ -86,7 +86,7 @@ def test_validate_missing_file(tmp_path):
     assert "none.yaml: (top level): cannot read the file" in result.output
 
 
-@pytest.mark.skipif(not LITELLM.is_file(), reason="shared LiteLLM price file not present")
+@needs_shared(LITELLM)
 def test_import_litellm_writes_a_catalog_that_extends_the_default(tmp_path):
     out = tmp_path / "llm.yaml"
     result = runner.invoke(app, ["prices", "import-litellm", str(LITELLM), "--out", str(out),
