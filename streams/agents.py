@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Iterator
@@ -11,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
+from pydantic_core import to_json
 
 from streams.core.costs import CostRecord
 from streams.core.dead_letter import dead_letter_record, encode_dead_letter
@@ -19,6 +19,7 @@ from streams.core.pricing import Pricer
 from streams.metrics import WorkerMetrics
 from streams.names import USAGE_GPU, USAGE_LLM, USAGE_STORAGE
 from streams.settings import Settings
+from streams.tables import EventIdTable
 from streams.topics import Topics
 
 log = logging.getLogger("burnwatch.pricing")
@@ -36,7 +37,7 @@ def register_price_agent(
     app: faust.App,
     settings: Settings,
     topics: Topics,
-    event_ids: faust.Table,
+    event_ids: EventIdTable,
     pricer: Pricer,
     metrics: WorkerMetrics,
 ) -> Any:
@@ -65,7 +66,7 @@ def register_price_agent(
         for owner, group in group_by_owner(records).items():
             key = owner.encode()
             for chunk in _chunks(group, RECORDS_PER_MESSAGE):
-                acks.append(await topics.costs_priced_topic.send(key=key, value=json.dumps(chunk).encode()))
+                acks.append(await topics.costs_priced_topic.send(key=key, value=to_json(chunk)))
         return acks
 
     def count(batch: PricedBatch, source: str) -> None:
@@ -105,8 +106,11 @@ def register_price_agent(
             # never runs ahead of the output, so a crash can repeat a batch (same x_ChargeId) but
             # never lose one.
             await asyncio.gather(*acks)
-            for priced in batch.events:
-                event_ids[priced.event_id] = int(priced.time.timestamp())
+            event_ids.remember(
+                [priced.event_id for priced in batch.events],
+                [int(priced.time.timestamp()) for priced in batch.events],
+                batch_key=f"{message.topic}:{message.partition}:{message.offset}",
+            )
             count(batch, source)
             if message.timestamp:
                 metrics.processing_lag.labels(source).observe(max(0.0, time.time() - message.timestamp))

@@ -65,8 +65,9 @@ class Settings(BaseSettings):
     # A dead worker's partitions move after this long: short, because a spend guard must keep watching.
     kafka_session_timeout_s: float = Field(default=10.0, ge=6, le=300)
 
-    # Pricing
+    # Pricing and allocation
     catalog_path: Path | None = None
+    allocation_path: Path | None = None
 
     @classmethod
     def settings_customise_sources(

@@ -12,7 +12,7 @@ from streams.core.catalog import load_catalog
 from streams.core.pricing import Pricer
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
-from streams.tables import define_event_id_table
+from streams.tables import EventIdTable, define_event_id_table
 from streams.topics import Topics, define_topics
 from streams.web import register_pages
 
@@ -23,7 +23,7 @@ class PricingWorker:
 
     app: faust.App
     topics: Topics
-    event_ids: faust.Table
+    event_ids: EventIdTable
     pricer: Pricer
     metrics: WorkerMetrics
 

@@ -14,6 +14,9 @@ COMMAND_MODULES = (
     "replay",
     "prices",
     "schema",
+    "allocation",
+    "budgets",
+    "gpu_agent",
 )
 
 

@@ -27,11 +27,13 @@ def metric(text: str, name: str) -> float:
     return total
 
 
-def wait_for_metric(stack: Stack, name: str, at_least: float, timeout: float = 60) -> float:
+def wait_for_metric(
+    stack: Stack, name: str, at_least: float, timeout: float = 60, worker: str = "w1"
+) -> float:
     deadline = time.monotonic() + timeout
     value = 0.0
     while time.monotonic() < deadline:
-        value = metric(stack.metrics(), name)
+        value = metric(stack.metrics(worker), name)
         if value >= at_least:
             return value
         time.sleep(0.5)
@@ -59,10 +61,13 @@ def test_known_events_are_priced_exactly_once_and_match_replay(stack: Stack, tmp
     streamed_total = sum(r["EffectiveCost"] for r in records)
     assert abs(streamed_total - expected_total) < 1e-6
 
-    # A second ingest of the same events (a producer retry, a re-run) changes no total.
+    # A second ingest of the same events (a producer retry, a re-run) changes no total, even on a
+    # new worker with empty local state: it rebuilds the dedup memory from the changelog.
+    stack.stop_all()
+    stack.start_worker("w2")
     result = stack.cli("ingest", str(events_file))
     assert result.returncode == 0, result.stderr.decode()
-    wait_for_metric(stack, "burnwatch_events_duplicate_total", EVENTS)
+    wait_for_metric(stack, "burnwatch_events_duplicate_total", EVENTS, worker="w2")
     again = stack.consume(COSTS_PRICED, until=lambda rs: len(rs) > len(records), timeout=5)
     assert len(again) == len(records)
     assert abs(sum(r["EffectiveCost"] for r in again) - expected_total) < 1e-6
