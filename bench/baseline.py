@@ -1,14 +1,13 @@
 """The two comparison points: a bare confluent-kafka consume-decode-price loop, and pricing with no Kafka.
 
 Both run the same per-message work as the ``price_usage`` agent: ``price_payload`` (parse, drop repeated
-ids, price), ``group_by_owner`` and one ``json.dumps`` per owner and 1,000 records. The bare loop keeps
+ids, price), ``cost_messages`` (the agent's own grouping and encoding). The bare loop keeps
 its dedup memory in a set and lets the consumer auto-commit: it is what the pricing costs without faust,
 aiokafka, the RocksDB table and its changelog.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,24 +18,18 @@ from typing import Any
 from streams.core.catalog import load_catalog
 from streams.core.costs import CostRecord
 from streams.core.events import parse_message
-from streams.core.price_batch import group_by_owner, new_events, price_payload
+from streams.core.price_batch import cost_messages, new_events, price_payload
 from streams.core.pricing import Pricer
 from streams.names import COSTS_PRICED, USAGE_TOPICS
 from streams.settings import Settings
 
-RECORDS_PER_MESSAGE = 1000  # as streams.agents sends them
 CONSUME_BATCH = 100
 MAX_FETCH_BYTES = 16 * 1024 * 1024  # as the faust app's consumer_max_fetch_size
 
 
 def encode_costs(records: list[CostRecord]) -> list[tuple[bytes, bytes]]:
     """Return ``(key, value)`` output messages for priced records, grouped and chunked like the agent."""
-    out = []
-    for owner, group in group_by_owner(records).items():
-        key = owner.encode()
-        for start in range(0, len(group), RECORDS_PER_MESSAGE):
-            out.append((key, json.dumps(group[start:start + RECORDS_PER_MESSAGE]).encode()))
-    return out
+    return cost_messages(records)
 
 
 @dataclass(slots=True)

@@ -448,7 +448,7 @@ def print_table(results: dict[str, PhaseResult], in_process: dict[str, Any], rat
     console.print(table)
     console.print(
         f"in-process split over {in_process['events']:,} events: parse+dedup {in_process['parse_s']:.1f}s, "
-        f"price {in_process['price_s']:.1f}s, json.dumps {in_process['encode_s']:.1f}s",
+        f"price {in_process['price_s']:.1f}s, encode {in_process['encode_s']:.1f}s",
         highlight=False,
     )
 

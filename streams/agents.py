@@ -5,16 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
-from pydantic_core import to_json
 
 from streams.core.costs import CostRecord
 from streams.core.dead_letter import dead_letter_record, encode_dead_letter
-from streams.core.price_batch import PricedBatch, group_by_owner, price_payload
+from streams.core.price_batch import PricedBatch, cost_messages, price_payload
 from streams.core.pricing import Pricer
 from streams.metrics import WorkerMetrics
 from streams.names import USAGE_GPU, USAGE_LLM, USAGE_STORAGE
@@ -24,13 +23,7 @@ from streams.topics import Topics
 
 log = logging.getLogger("burnwatch.pricing")
 
-RECORDS_PER_MESSAGE = 1000
 SOURCES = {USAGE_GPU: "gpu", USAGE_LLM: "llm", USAGE_STORAGE: "storage"}
-
-
-def _chunks(records: list[CostRecord], size: int) -> Iterator[list[CostRecord]]:
-    for start in range(0, len(records), size):
-        yield records[start:start + size]
 
 
 def register_price_agent(
@@ -62,12 +55,8 @@ def register_price_agent(
         return acks
 
     async def send_costs(records: list[CostRecord]) -> list[Awaitable[Any]]:
-        acks = []
-        for owner, group in group_by_owner(records).items():
-            key = owner.encode()
-            for chunk in _chunks(group, RECORDS_PER_MESSAGE):
-                acks.append(await topics.costs_priced_topic.send(key=key, value=to_json(chunk)))
-        return acks
+        return [await topics.costs_priced_topic.send(key=key, value=value)
+                for key, value in cost_messages(records)]
 
     def count(batch: PricedBatch, source: str) -> None:
         metrics.events_priced.labels(source).inc(len(batch.events))

@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from pydantic_core import to_json
+
 from streams.core.costs import CostRecord
 from streams.core.events import MAX_MESSAGE_BYTES, Event, Rejection, parse_message
 from streams.core.pricing import Pricer
 
 UNALLOCATED = "unallocated"
+RECORDS_PER_MESSAGE = 1000
 
 
 @dataclass(slots=True)
@@ -77,3 +80,19 @@ def group_by_owner(records: Iterable[CostRecord]) -> dict[str, list[CostRecord]]
     for record in records:
         groups.setdefault(owner_of(record), []).append(record)
     return groups
+
+
+def cost_messages(
+    records: Iterable[CostRecord], per_message: int = RECORDS_PER_MESSAGE
+) -> list[tuple[bytes, bytes]]:
+    """Encode records as ``costs.priced`` messages: ``(owner key, JSON array)``, ``per_message`` at most.
+
+    >>> [(k, len(v) > 0) for k, v in cost_messages([{"x_Team": None}, {"x_Team": "a"}])]
+    [(b'unallocated', True), (b'a', True)]
+    """
+    out = []
+    for owner, group in group_by_owner(records).items():
+        key = owner.encode()
+        for start in range(0, len(group), per_message):
+            out.append((key, to_json(group[start:start + per_message])))
+    return out
