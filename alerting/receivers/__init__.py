@@ -1,0 +1,1 @@
+"""Receivers: where notifications go. Each one is a ``Receiver`` (see ``base.py``)."""
