@@ -7,7 +7,7 @@ import logging
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streams.names import COSTS_PRICED, USAGE_DLQ, USAGE_TOPICS
+from streams.names import ALERTS, BUDGET_BURN, BUDGET_CHARGES, COSTS_PRICED, USAGE_DLQ, USAGE_TOPICS
 from streams.settings import Settings
 
 log = logging.getLogger("burnwatch.admin")
@@ -23,6 +23,10 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
     specs.append(NewTopic(settings.topic(COSTS_PRICED), **common))
     dlq_config = {"retention.ms": str(DLQ_RETENTION_MS)}
     specs.append(NewTopic(settings.topic(USAGE_DLQ), config=dlq_config, **common))
+    specs.append(NewTopic(settings.topic(BUDGET_CHARGES), **common))
+    # The live budget state other services follow: the latest record per budget id is kept.
+    specs.append(NewTopic(settings.topic(BUDGET_BURN), config={"cleanup.policy": "compact"}, **common))
+    specs.append(NewTopic(settings.topic(ALERTS), config=dlq_config, **common))
     return specs
 
 

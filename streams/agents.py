@@ -18,7 +18,7 @@ from streams.core.pricing import Pricer
 from streams.metrics import WorkerMetrics
 from streams.names import USAGE_GPU, USAGE_LLM, USAGE_STORAGE
 from streams.settings import Settings
-from streams.tables import EventIdTable
+from streams.tables import BatchLoggedTable
 from streams.topics import Topics
 
 log = logging.getLogger("burnwatch.pricing")
@@ -30,7 +30,7 @@ def register_price_agent(
     app: faust.App,
     settings: Settings,
     topics: Topics,
-    event_ids: EventIdTable,
+    event_ids: BatchLoggedTable,
     pricer: Pricer,
     metrics: WorkerMetrics,
 ) -> Any:
@@ -95,9 +95,8 @@ def register_price_agent(
             # never runs ahead of the output, so a crash can repeat a batch (same x_ChargeId) but
             # never lose one.
             await asyncio.gather(*acks)
-            event_ids.remember(
-                [priced.event_id for priced in batch.events],
-                [int(priced.time.timestamp()) for priced in batch.events],
+            event_ids.put_batch(
+                [(priced.event_id, int(priced.time.timestamp())) for priced in batch.events],
                 batch_key=f"{message.topic}:{message.partition}:{message.offset}",
             )
             count(batch, source)

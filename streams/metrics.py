@@ -63,6 +63,26 @@ class WorkerMetrics:
             buckets=LAG_BUCKETS_S,
             registry=r,
         )
+        self.budget_charges_counted = Counter(
+            "burnwatch_budget_charges_counted", "Charges counted against a budget (once per budget).",
+            registry=r,
+        )
+        self.budget_charges_repeated = Counter(
+            "burnwatch_budget_charges_repeated",
+            "Charges that reached a budget again (a redelivery) and were not counted twice.", registry=r,
+        )
+        self.budget_late_usd = Counter(
+            "burnwatch_budget_late_cost_usd",
+            "Spend that arrived after its budget period closed (reported, not added to the new period).",
+            registry=r,
+        )
+        self.budget_spent_pct = Gauge(
+            "burnwatch_budget_spent_pct", "Spend of each budget's current period, percent of its amount.",
+            ["budget"], registry=r,
+        )
+        self.alerts_sent = Counter(
+            "burnwatch_alerts_sent", "Alert records sent to the alerts topic.", ["kind"], registry=r,
+        )
         self.catalog_info = Gauge(
             "burnwatch_price_catalog_info", "The price catalog in use (value is always 1).", ["version"],
             registry=r,

@@ -9,6 +9,9 @@ USAGE_LLM = "usage.llm"
 USAGE_STORAGE = "usage.storage"
 USAGE_DLQ = "usage.dlq"
 COSTS_PRICED = "costs.priced"
+BUDGET_CHARGES = "budget.charges"
+BUDGET_BURN = "budget.burn"
+ALERTS = "alerts"
 
 USAGE_TOPICS = (USAGE_GPU, USAGE_LLM, USAGE_STORAGE)
 TOPIC_FOR_TYPE = {GPU_SAMPLE: USAGE_GPU, LLM_REQUEST: USAGE_LLM, STORAGE_USAGE: USAGE_STORAGE}

@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     # Pricing and allocation
     catalog_path: Path | None = None
     allocation_path: Path | None = None
+    budgets_path: Path | None = None
 
     @classmethod
     def settings_customise_sources(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -13,76 +13,119 @@ from faust.types import EventT
 from streams.settings import Settings
 
 EVENT_ID_TABLE = "event_time_by_event_id"
+BUDGET_LEDGER_TABLE = "budget_charge_by_ledger_key"
+BUDGET_ALERTS_TABLE = "budget_alert_state_by_budget_id"
+LEDGER_HORIZON_S = 100 * 24 * 3600  # a quarter plus lateness: the longest budget period
 
 
-class EventIdTable(faust.Table):  # type: ignore[misc]  # faust ships no type information
-    """Event ids already priced, with their event time (epoch seconds): the dedup memory.
+class BatchLoggedTable(faust.Table):  # type: ignore[misc]  # faust ships no type information
+    """A table written in batches: one store key per entry, one changelog message per batch.
 
-    Each id is one key in the local store, so a lookup is one RocksDB get. Its changelog, though,
-    gets one message per priced batch (``{"ids": [...], "times": [...]}``) instead of one per id:
-    faust's per-key changelog path costs tens of microseconds per write, more than pricing the
-    event. Recovery and standbys expand those messages back into one key per id.
+    The changelog message is ``{"items": [[key, value], ...]}``.
+
+    faust's per-key changelog path costs tens of microseconds per write, more than pricing an event,
+    so tables written once per event use ``put_batch``. Recovery and standbys expand each batch
+    message back into one store key per entry. A batch may repeat entries the store already holds:
+    re-logging them keeps the changelog complete after a crash that left the local store ahead of it.
     """
 
-    def remember(self, event_ids: Sequence[str], times: Sequence[int], batch_key: str) -> None:
-        """Store ids in the current message's partition and log them as one changelog message."""
-        if not event_ids:
+    def put_batch(self, items: Sequence[tuple[str, Any]], batch_key: str) -> None:
+        """Store ``items`` in the current message's partition and log them as one changelog message."""
+        if not items:
             return
         store = self.data
-        for event_id, moment in zip(event_ids, times, strict=True):
-            store[event_id] = moment  # the store, not the table: no per-key changelog write
+        for key, value in items:
+            store[key] = value  # the store, not the table: no per-key changelog write
         partition = faust.current_event().message.partition
         self.send_changelog(
-            partition,
-            key=batch_key,
-            value={"ids": list(event_ids), "times": list(times)},
-            key_serializer="json",
-            value_serializer="json",
+            partition, key=batch_key, value={"items": [list(item) for item in items]},
+            key_serializer="json", value_serializer="json",
         )
 
     def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
-        """Expand batch messages from the changelog into one store entry per id."""
+        """Expand batch messages from the changelog into one store entry per item."""
         self.data.apply_changelog_batch(
             list(self._expand(batch)), to_key=self._to_key, to_value=self._to_value
         )
 
-    def _expand(self, batch: Iterable[EventT]) -> Iterable[Any]:
+    def _expand(self, batch: Iterable[EventT]) -> Iterator[Any]:
         encode_key = getattr(self.data, "_encode_key", None)
         encode_value = getattr(self.data, "_encode_value", None)
         for event in batch:
             message = event.message
             if message.value is None:
                 continue
-            doc = json.loads(message.value)
-            for event_id, moment in zip(doc["ids"], doc["times"], strict=True):
+            for key, value in json.loads(message.value)["items"]:
                 entry = SimpleNamespace(
                     tp=message.tp, offset=message.offset, partition=message.partition,
-                    key=encode_key(event_id) if encode_key else event_id,
-                    value=encode_value(moment) if encode_value else moment,
+                    key=encode_key(key) if encode_key else key,
+                    value=encode_value(value) if encode_value else value,
                 )
-                yield SimpleNamespace(key=event_id, value=moment, message=entry)
+                yield SimpleNamespace(key=key, value=value, message=entry)
+
+    def partition_items(self, partitions: Iterable[int]) -> Iterator[tuple[str, Any]]:
+        """Yield the decoded ``(key, value)`` entries of the given partitions from the local store."""
+        wanted = set(partitions)
+        store = self.data
+        dbs = getattr(store, "_dbs", None)
+        if dbs is None:  # memory store: plain dict plus key -> partition
+            for key, value in list(store.data.items()):
+                if store._key_partition.get(key) in wanted:
+                    yield key, value
+            return
+        for partition in wanted:
+            db = store._db_for_partition(partition)
+            for raw_key, raw_value in db.items():
+                yield store._decode_key(raw_key), store._decode_value(raw_value)
 
 
-def define_event_id_table(app: faust.App, settings: Settings) -> EventIdTable:
-    """Declare the dedup memory: event ids kept ``dedup_horizon_hours``.
+def _batch_logged(app: faust.App, settings: Settings, name: str, horizon_s: int) -> BatchLoggedTable:
+    table = BatchLoggedTable(
+        app,
+        name=name,
+        default=None,
+        beacon=app.tables.beacon,
+        # Untyped: changelog values are whole batches while store values are the entries' values.
+        key_type=None,
+        value_type=None,
+        partitions=settings.topic_partitions,
+        options={"ttl": horizon_s} if settings.store == "rocksdb" else None,
+        extra_topic_configs={"cleanup.policy": "compact,delete", "retention.ms": str(horizon_s * 1000)},
+    )
+    added: BatchLoggedTable = app.tables.add(table)
+    return added
+
+
+def define_event_id_table(app: faust.App, settings: Settings) -> BatchLoggedTable:
+    """Declare the dedup memory: event id -> event time (epoch s), kept ``dedup_horizon_hours``.
 
     The local store expires ids (RocksDB TTL) and the changelog topic deletes them (``compact,delete``),
     so a producer retry or a re-ingest within the horizon is never counted twice while the state stays
     bounded.
     """
-    horizon_s = int(settings.dedup_horizon_hours * 3600)
-    options = {"ttl": horizon_s} if settings.store == "rocksdb" else None
-    table = EventIdTable(
-        app,
-        name=EVENT_ID_TABLE,
+    return _batch_logged(app, settings, EVENT_ID_TABLE, int(settings.dedup_horizon_hours * 3600))
+
+
+def define_budget_ledger_table(app: faust.App, settings: Settings) -> BatchLoggedTable:
+    """Declare the budget ledger: ``<budget id>|<charge id>`` -> ``[charge, event, time ms, usd]``.
+
+    It is the source of truth for budget totals: a charge is counted once per budget because its key
+    is written once, and a worker rebuilds each budget's running state from it after a restart or a
+    rebalance.
+    """
+    return _batch_logged(app, settings, BUDGET_LEDGER_TABLE, LEDGER_HORIZON_S)
+
+
+def define_budget_alert_table(app: faust.App, settings: Settings) -> faust.Table:
+    """Declare budget id -> the alert bookkeeping of its state (thresholds fired, last record sent).
+
+    Written from a timer, so keys are placed by the producer's partitioner, like ``budget.charges``.
+    """
+    return app.Table(
+        BUDGET_ALERTS_TABLE,
         default=None,
-        beacon=app.tables.beacon,
-        # Untyped: changelog values are whole batches ({"ids": [...]}) while store values are ints.
-        key_type=None,
+        key_type=str,
         value_type=None,
         partitions=settings.topic_partitions,
-        options=options,
-        extra_topic_configs={"cleanup.policy": "compact,delete", "retention.ms": str(horizon_s * 1000)},
+        use_partitioner=True,
     )
-    added: EventIdTable = app.tables.add(table)
-    return added

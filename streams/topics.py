@@ -6,7 +6,16 @@ from dataclasses import dataclass
 
 import faust
 
-from streams.names import COSTS_PRICED, USAGE_DLQ, USAGE_GPU, USAGE_LLM, USAGE_STORAGE
+from streams.names import (
+    ALERTS,
+    BUDGET_BURN,
+    BUDGET_CHARGES,
+    COSTS_PRICED,
+    USAGE_DLQ,
+    USAGE_GPU,
+    USAGE_LLM,
+    USAGE_STORAGE,
+)
 from streams.settings import Settings
 
 
@@ -17,6 +26,9 @@ class Topics:
     usage_topic: faust.TopicT
     costs_priced_topic: faust.TopicT
     usage_dlq_topic: faust.TopicT
+    budget_charges_topic: faust.TopicT
+    budget_burn_topic: faust.TopicT
+    alerts_topic: faust.TopicT
 
 
 def define_topics(app: faust.App, settings: Settings) -> Topics:
@@ -28,4 +40,7 @@ def define_topics(app: faust.App, settings: Settings) -> Topics:
         ),
         costs_priced_topic=app.topic(settings.topic(COSTS_PRICED), **raw),
         usage_dlq_topic=app.topic(settings.topic(USAGE_DLQ), **raw),
+        budget_charges_topic=app.topic(settings.topic(BUDGET_CHARGES), **raw),
+        budget_burn_topic=app.topic(settings.topic(BUDGET_BURN), **raw),
+        alerts_topic=app.topic(settings.topic(ALERTS), **raw),
     )

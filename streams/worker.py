@@ -1,4 +1,4 @@
-"""Assembles the pricing worker: app, topics, tables, agents and web pages from one Settings."""
+"""Assembles the worker: app, topics, tables, agents and web pages from one Settings."""
 
 from __future__ import annotations
 
@@ -8,29 +8,43 @@ import faust
 
 from streams.agents import register_price_agent
 from streams.app import create_app
+from streams.budget_agents import LiveBudgets, register_budget_agents
+from streams.core.allocation import Allocator, load_allocation
+from streams.core.budgets import load_budgets
 from streams.core.catalog import load_catalog
 from streams.core.pricing import Pricer
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
-from streams.tables import EventIdTable, define_event_id_table
+from streams.tables import (
+    BatchLoggedTable,
+    define_budget_alert_table,
+    define_budget_ledger_table,
+    define_event_id_table,
+)
 from streams.topics import Topics, define_topics
 from streams.web import register_pages
 
 
 @dataclass
-class PricingWorker:
+class Worker:
     """Everything one worker process runs."""
 
     app: faust.App
     topics: Topics
-    event_ids: EventIdTable
+    event_ids: BatchLoggedTable
     pricer: Pricer
     metrics: WorkerMetrics
+    budgets: LiveBudgets | None = None
 
 
-def build_worker(settings: Settings) -> PricingWorker:
-    """Build the worker's faust app and wire its agents (nothing connects until it starts)."""
+def build_worker(settings: Settings) -> Worker:
+    """Build the worker's faust app and wire its agents (nothing connects until it starts).
+
+    Config files are read here, so a bad catalog, allocation or budgets file stops start-up.
+    """
     catalog = load_catalog(settings.catalog_path)
+    allocator = Allocator(load_allocation(settings.allocation_path))
+    budgets_config = load_budgets(settings.budgets_path) if settings.budgets_path else None
     pricer = Pricer(catalog)
     metrics = WorkerMetrics()
     metrics.catalog_info.labels(catalog.version).set(1)
@@ -38,5 +52,11 @@ def build_worker(settings: Settings) -> PricingWorker:
     topics = define_topics(app, settings)
     event_ids = define_event_id_table(app, settings)
     register_price_agent(app, settings, topics, event_ids, pricer, metrics)
+    worker = Worker(app, topics, event_ids, pricer, metrics)
+    if budgets_config is not None and budgets_config.budgets:
+        worker.budgets = register_budget_agents(
+            app, settings, topics, define_budget_ledger_table(app, settings),
+            define_budget_alert_table(app, settings), allocator, budgets_config, metrics,
+        )
     register_pages(app, metrics, catalog.version)
-    return PricingWorker(app, topics, event_ids, pricer, metrics)
+    return worker

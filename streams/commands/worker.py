@@ -18,6 +18,8 @@ def register(app: typer.Typer) -> None:
         import faust
 
         from streams.admin import ensure_topics
+        from streams.core.allocation import AllocationError
+        from streams.core.budgets import BudgetError
         from streams.core.catalog import CatalogError
         from streams.worker import build_worker
 
@@ -25,8 +27,8 @@ def register(app: typer.Typer) -> None:
         setup_logging(settings.log_level)
         try:
             built = build_worker(settings)
-        except CatalogError as error:
-            err_console.print(f"bad price catalog: {error}", style="red", markup=False, highlight=False)
+        except (CatalogError, AllocationError, BudgetError) as error:
+            err_console.print(f"bad config file: {error}", style="red", markup=False, highlight=False)
             raise typer.Exit(2) from None
         ensure_topics(settings)
         worker_process = faust.Worker(built.app, loglevel=settings.log_level.lower(), redirect_stdouts=False)

@@ -1,0 +1,168 @@
+"""The budget stage: costs.priced -> budget.charges (by budget) -> exact running totals -> budget.burn.
+
+``allocate_costs`` allocates each charge and sends it, grouped by budget, to ``budget.charges`` keyed by
+budget id. ``track_budgets`` counts each (budget, charge) once through the ledger table and keeps each
+budget's running state in memory; the state is rebuilt from the ledger after every rebalance, so it is
+always exactly the sum of the ledger. A timer publishes burn records and threshold alerts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+from pydantic_core import to_json
+
+from streams.core.allocation import Allocator
+from streams.core.budget_charges import BudgetMatcher, Contribution, count_charge, ledger_key, rebuild_state
+from streams.core.budget_state import (
+    BudgetState,
+    advance,
+    burn_record,
+    mark_emitted,
+    should_emit,
+    threshold_alerts,
+)
+from streams.core.budgets import Budget, BudgetsConfig
+from streams.metrics import WorkerMetrics
+from streams.names import BUDGET_CHARGES
+from streams.settings import Settings
+from streams.tables import BatchLoggedTable
+from streams.topics import Topics
+
+log = logging.getLogger("burnwatch.budgets")
+
+TICK_S = 1.0
+# Bookkeeping kept across restarts; totals are rebuilt from the ledger instead.
+ALERT_FIELDS = ("fired", "closed", "last_emitted_at", "last_emitted_status", "last_emitted_spent",
+                "last_emitted_events", "last_emitted_period")
+
+
+@dataclass
+class LiveBudgets:
+    """The running state of the budgets whose ``budget.charges`` partitions this worker owns."""
+
+    states: dict[str, BudgetState] = field(default_factory=dict)
+    events_seen: dict[str, set[str]] = field(default_factory=dict)
+
+
+def register_budget_agents(
+    app: faust.App,
+    settings: Settings,
+    topics: Topics,
+    ledger: BatchLoggedTable,
+    alert_state: faust.Table,
+    allocator: Allocator,
+    config: BudgetsConfig,
+    metrics: WorkerMetrics,
+) -> LiveBudgets:
+    """Add ``allocate_costs``, ``track_budgets`` and the burn timer to ``app``."""
+    matcher = BudgetMatcher(allocator, config)
+    budgets: dict[str, Budget] = config.by_id()
+    live = LiveBudgets()
+    charges_topic_name = settings.topic(BUDGET_CHARGES)
+
+    @app.agent(topics.costs_priced_topic, name="allocate_costs")
+    async def allocate_costs(stream: faust.StreamT[bytes]) -> None:
+        async for value in stream:
+            records = json.loads(value)
+            acks: list[Awaitable[Any]] = []
+            for budget_id, items in matcher.contributions(records).items():
+                acks.append(
+                    await topics.budget_charges_topic.send(key=budget_id.encode(), value=to_json(items))
+                )
+            await asyncio.gather(*acks)
+
+    @app.agent(topics.budget_charges_topic, name="track_budgets")
+    async def track_budgets(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            message = event.message
+            budget_id = (message.key or b"").decode()
+            budget = budgets.get(budget_id)
+            if budget is None:
+                log.warning("charges for unknown budget %r skipped (budgets file changed?)", budget_id)
+                continue
+            items: list[Contribution] = [tuple(item) for item in json.loads(event.value)]  # type: ignore[misc]
+            fresh = [item for item in items if ledger_key(budget_id, item[0]) not in ledger]
+            # Every item is logged again, new or not: the changelog stays complete even when a crash
+            # left the local store ahead of it.
+            ledger.put_batch([(ledger_key(budget_id, item[0]), list(item)) for item in items],
+                             batch_key=f"{message.topic}:{message.partition}:{message.offset}")
+            state = live.states.get(budget_id)
+            seen = live.events_seen.setdefault(budget_id, set())
+            for item in fresh:
+                state, late = count_charge(state, budget, item, seen)
+                if late is not None:
+                    metrics.budget_late_usd.inc(item[3])
+                    log.info("late charge %s for closed period of %s: %.6f USD", item[0], budget_id, item[3])
+            if state is not None:
+                live.states[budget_id] = state
+                await publish(budget, state, datetime.now(UTC), with_alerts=True)
+            metrics.budget_charges_counted.inc(len(fresh))
+            metrics.budget_charges_repeated.inc(len(items) - len(fresh))
+
+    async def publish(budget: Budget, state: BudgetState, now: datetime, *, with_alerts: bool) -> None:
+        """Send the budget's burn record when due, and (in the agent only) its threshold alerts.
+
+        Alerts change bookkeeping that is saved in a table, and faust writes tables only while
+        processing a message, so the timer publishes burn records alone.
+        """
+        state = advance(state, budget, now)
+        record = burn_record(budget, state, as_of=now)
+        alerts = []
+        if with_alerts:
+            state, alerts = threshold_alerts(budget, state, record)
+        live.states[budget.id] = state
+        if not should_emit(state, record, burn_interval_s=config.burn_interval_s, force=bool(alerts)):
+            return
+        acks = [await topics.budget_burn_topic.send(key=budget.id.encode(), value=to_json(record))]
+        for alert in alerts:
+            acks.append(await topics.alerts_topic.send(
+                key=alert.fingerprint.encode(), value=alert.model_dump_json().encode()))
+            metrics.alerts_sent.labels(alert.kind).inc()
+        await asyncio.gather(*acks)
+        mark_emitted(state, record)
+        metrics.budget_spent_pct.labels(budget.id).set(record["spent_pct"])
+        if with_alerts:
+            doc = state.to_dict()
+            alert_state[budget.id] = {name: doc[name] for name in ALERT_FIELDS}
+
+    @ledger.on_recover
+    async def rebuild_live_budgets() -> None:
+        actives = app.assignor.assigned_actives() if app.assignor else set()
+        partitions = {tp.partition for tp in actives if tp.topic == charges_topic_name}
+        by_budget: dict[str, list[Contribution]] = {}
+        for key, value in ledger.partition_items(partitions):
+            by_budget.setdefault(str(key).split("|", 1)[0], []).append(tuple(value))  # type: ignore[arg-type]
+        live.states.clear()
+        live.events_seen.clear()
+        for budget_id, items in by_budget.items():
+            budget = budgets.get(budget_id)
+            if budget is None:
+                continue
+            state, seen = rebuild_state(budget, items)
+            if state is None:
+                continue
+            saved = alert_state.get(budget_id)
+            if saved:
+                restored = BudgetState.from_dict({**state.to_dict(), **saved})
+                state.fired, state.closed = restored.fired, restored.closed
+                for name in ALERT_FIELDS[2:]:
+                    setattr(state, name, getattr(restored, name))
+            live.states[budget_id] = state
+            live.events_seen[budget_id] = seen
+        log.info("rebuilt %d budgets from the ledger (partitions %s)", len(live.states), sorted(partitions))
+
+    @app.timer(TICK_S, on_leader=False)
+    async def publish_burn() -> None:
+        now = datetime.now(UTC)
+        for budget_id, state in list(live.states.items()):
+            await publish(budgets[budget_id], state, now, with_alerts=False)
+
+    return live
