@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "allocation",
     "budgets",
     "gpu_agent",
+    "ingest_server",
 )
 
 
