@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "budgets",
     "gpu_agent",
     "ingest_server",
+    "eval",
 )
 
 

@@ -1,0 +1,330 @@
+"""Per-entity time buckets built from priced cost records: what detectors see instead of raw events.
+
+Input is the ``costs.priced`` stream (CostRecord dicts, FOCUS columns plus burnwatch ``x_`` columns;
+the key names are copied here so this package never imports ``streams``):
+
+- GPU: one ``gpu_hours`` record per GPU per sample *is* that GPU's bucket (``GpuBucket``).
+- LLM: the records of one request are summed into an ``LlmUsage``; ``LlmBucketer`` folds usages into
+  buckets per session (short), per user and per app.
+- Spend and egress: ``SeriesBucketer`` sums cost per team, project, model (spend) and per storage
+  bucket (egress) into 1-minute and 1-hour buckets.
+
+Bucketers close a bucket when the watermark (the largest event time seen) passes its end.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from detectors.state import at
+
+# CostRecord keys (streams/core/costs.py) and meters (streams/core/pricing.py) this module reads.
+START, END, COST, METER, RESOURCE = (
+    "ChargePeriodStart",
+    "ChargePeriodEnd",
+    "EffectiveCost",
+    "SkuMeter",
+    "ResourceId",
+)
+QUANTITY, EVENT_ID, SOURCE = "ConsumedQuantity", "x_EventId", "x_SourceType"
+TEAM, PROJECT, APP, USER, SESSION, MODEL = "x_Team", "x_Project", "x_App", "x_User", "x_Session", "x_Model"
+CLUSTER, UTIL, ALLOCATED, PROMPT_HASH = "x_Cluster", "x_GpuUtilPct", "x_GpuAllocated", "x_PromptHash"
+GPU_METER, EGRESS_METER, STORAGE_METER = "gpu_hours", "egress_gb", "storage_gb_months"
+INPUT_METERS = frozenset({"input_tokens", "cached_input_tokens", "cache_write_tokens"})
+OUTPUT_METERS = frozenset({"output_tokens", "reasoning_tokens"})
+LLM_SOURCE = "llm.request"
+UNALLOCATED = "unallocated"
+MAX_INPUTS = 64
+MAX_PROMPTS = 16
+
+
+@lru_cache(maxsize=8192)
+def parse_time(text: str) -> float:
+    """Return epoch seconds of an ISO 8601 UTC time (``Z`` or offset).
+
+    >>> parse_time("2026-01-01T00:00:01.500Z") - parse_time("2026-01-01T00:00:00Z")
+    1.5
+    """
+    return datetime.fromisoformat(text).timestamp()
+
+
+def _floor(t: float, width: float) -> float:
+    return math.floor(t / width) * width
+
+
+@dataclass(frozen=True, slots=True)
+class GpuBucket:
+    """One GPU over one sample interval: utilization, whether it is billed to a workload, its cost."""
+
+    gpu: str
+    start: float
+    end: float
+    util_pct: float
+    allocated: bool
+    cost_usd: float
+    node: str | None = None
+    cluster: str | None = None
+    team: str | None = None
+
+    @property
+    def entity(self) -> dict[str, str]:
+        """The entity key: the GPU, with its node when known."""
+        return {"gpu": self.gpu, "node": self.node} if self.node else {"gpu": self.gpu}
+
+
+def gpu_bucket(record: Mapping[str, Any], node: str | None = None) -> GpuBucket | None:
+    """Return the bucket of one ``gpu_hours`` cost record, or None for any other record.
+
+    >>> r = {"SkuMeter": "gpu_hours", "ResourceId": "GPU-1", "ChargePeriodStart": "2026-01-01T00:00:00Z",
+    ...      "ChargePeriodEnd": "2026-01-01T00:00:15Z", "x_GpuUtilPct": 1.0, "x_GpuAllocated": True,
+    ...      "EffectiveCost": 0.01, "x_Cluster": "aws-us-east-1", "x_Team": "research"}
+    >>> b = gpu_bucket(r, node="n1")
+    >>> b.end - b.start, b.entity
+    (15.0, {'gpu': 'GPU-1', 'node': 'n1'})
+    """
+    if record.get(METER) != GPU_METER:
+        return None
+    return GpuBucket(
+        gpu=str(record[RESOURCE]),
+        start=parse_time(record[START]),
+        end=parse_time(record[END]),
+        util_pct=float(record.get(UTIL) or 0.0),
+        allocated=bool(record.get(ALLOCATED)),
+        cost_usd=float(record[COST]),
+        node=node,
+        cluster=record.get(CLUSTER),
+        team=record.get(TEAM),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LlmUsage:
+    """One LLM request, its meters summed: tokens in and out, and what it cost."""
+
+    time: float
+    app: str
+    user: str
+    session: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    prompt_hash: str | None = None
+    team: str | None = None
+
+
+def llm_usages(
+    records: Iterable[Mapping[str, Any]], prompt_hashes: Mapping[str, str] | None = None
+) -> list[LlmUsage]:
+    """Sum the cost records of each LLM request (by ``x_EventId``) into one ``LlmUsage``, in order.
+
+    ``prompt_hashes`` maps event id to prompt hash when the records do not carry ``x_PromptHash``.
+
+    >>> base = {"x_SourceType": "llm.request", "x_EventId": "e1", "ChargePeriodStart": "2026-01-01T00:00:00Z",
+    ...         "x_App": "bot", "x_User": "u", "x_Session": "s", "x_Model": "gpt-4o", "x_Team": "cx"}
+    >>> recs = [{**base, "SkuMeter": "input_tokens", "ConsumedQuantity": 900.0, "EffectiveCost": 0.002},
+    ...         {**base, "SkuMeter": "output_tokens", "ConsumedQuantity": 100.0, "EffectiveCost": 0.001}]
+    >>> u = llm_usages(recs, {"e1": "p"})[0]
+    >>> u.input_tokens, u.output_tokens, round(u.cost_usd, 3), u.prompt_hash
+    (900, 100, 0.003, 'p')
+    """
+    sums: dict[str, dict[str, Any]] = {}
+    for record in records:
+        if record.get(SOURCE) != LLM_SOURCE:
+            continue
+        eid = record[EVENT_ID]
+        acc = sums.get(eid)
+        if acc is None:
+            acc = sums[eid] = {"r": record, "in": 0.0, "out": 0.0, "usd": 0.0}
+        meter = record[METER]
+        if meter in INPUT_METERS:
+            acc["in"] += record[QUANTITY]
+        elif meter in OUTPUT_METERS:
+            acc["out"] += record[QUANTITY]
+        acc["usd"] += record[COST]
+    out = []
+    for eid, acc in sums.items():
+        first = acc["r"]
+        prompt = first.get(PROMPT_HASH) or (prompt_hashes or {}).get(eid)
+        out.append(
+            LlmUsage(
+                time=parse_time(first[START]),
+                app=first.get(APP) or UNALLOCATED,
+                user=first.get(USER) or "",
+                session=first.get(SESSION) or "",
+                model=first.get(MODEL) or "",
+                input_tokens=int(acc["in"]),
+                output_tokens=int(acc["out"]),
+                cost_usd=acc["usd"],
+                prompt_hash=prompt,
+                team=first.get(TEAM),
+            )
+        )
+    return out
+
+
+@dataclass(slots=True)
+class LlmBucket:
+    """One entity's LLM requests over one bucket (``scope`` is ``session``, ``user`` or ``app``)."""
+
+    scope: str
+    key: str
+    app: str
+    start: float
+    end: float
+    team: str | None = None
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    inputs: list[int] = field(default_factory=list)
+    prompts: dict[str, int] = field(default_factory=dict)
+    models: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def entity(self) -> dict[str, str]:
+        """The entity key: the app, and the user or session within it."""
+        return {"app": self.app} if self.scope == "app" else {"app": self.app, self.scope: self.key}
+
+    def add(self, usage: LlmUsage) -> None:
+        """Fold one request into the bucket."""
+        self.requests += 1
+        self.input_tokens += usage.input_tokens
+        self.output_tokens += usage.output_tokens
+        self.cost_usd += usage.cost_usd
+        if len(self.inputs) < MAX_INPUTS:
+            self.inputs.append(usage.input_tokens)
+        if usage.prompt_hash and (usage.prompt_hash in self.prompts or len(self.prompts) < MAX_PROMPTS):
+            self.prompts[usage.prompt_hash] = self.prompts.get(usage.prompt_hash, 0) + 1
+        per_model = self.models.setdefault(usage.model, [0.0, 0.0, 0.0])
+        per_model[0] += 1
+        per_model[1] += usage.input_tokens + usage.output_tokens
+        per_model[2] += usage.cost_usd
+
+
+class LlmBucketer:
+    """Fold LLM usages into session, user and app buckets; ``flush`` returns the closed ones in order.
+
+    >>> from detectors.config import BucketConfig
+    >>> bk = LlmBucketer(BucketConfig(session_s=2, app_s=10, scope_s=10))
+    >>> for t in (0.5, 1.0, 2.5):
+    ...     bk.add(LlmUsage(t, "bot", "u1", "s1", "m", 100, 10, 0.01, "p"))
+    >>> [(b.scope, b.start, b.requests) for b in bk.flush(3.0)]
+    [('session', 0.0, 2)]
+    >>> [(b.scope, b.requests) for b in bk.flush(10.0)]
+    [('session', 1), ('app', 3), ('user', 3)]
+    """
+
+    def __init__(self, config: Any) -> None:
+        self.widths = {
+            "session": float(config.session_s),
+            "user": float(config.scope_s),
+            "app": float(config.app_s),
+        }
+        self._open: dict[tuple[str, str, float], LlmBucket] = {}
+
+    def add(self, usage: LlmUsage) -> None:
+        """Fold one request into its session, user and app buckets."""
+        for scope, key in (("session", usage.session), ("user", usage.user), ("app", usage.app)):
+            if not key:
+                continue
+            width = self.widths[scope]
+            start = _floor(usage.time, width)
+            bucket = self._open.get((scope, key, start))
+            if bucket is None:
+                bucket = self._open[(scope, key, start)] = LlmBucket(
+                    scope, key, usage.app, start, start + width, team=usage.team
+                )
+            bucket.add(usage)
+
+    def flush(self, watermark: float) -> list[LlmBucket]:
+        """Close and return every bucket that ended at or before ``watermark``, by end time."""
+        done = [k for k, b in self._open.items() if b.end <= watermark]
+        closed = [self._open.pop(k) for k in done]
+        closed.sort(key=lambda b: (b.end, b.scope, b.key))
+        return closed
+
+
+@dataclass(slots=True)
+class SeriesBucket:
+    """Cost of one scope (team, project, model, or storage bucket for egress) over one bucket."""
+
+    kind: str
+    scope: str
+    key: str
+    start: float
+    end: float
+    cost_usd: float = 0.0
+    quantity: float = 0.0
+
+    @property
+    def entity(self) -> dict[str, str]:
+        """The entity key: scope name and value, and the bucket width."""
+        width = self.end - self.start
+        return {self.scope: self.key, "window": f"{width / 3600:g}h" if width >= 3600 else f"{width / 60:g}m"}
+
+    @property
+    def started(self) -> datetime:
+        """The bucket start as an aware datetime."""
+        return at(self.start)
+
+
+SPEND_SCOPES = (("team", TEAM), ("project", PROJECT), ("model", MODEL))
+
+
+class SeriesBucketer:
+    """Sum cost records into spend (team, project, model) and egress (storage bucket) series.
+
+    >>> bk = SeriesBucketer((60.0,))
+    >>> bk.add({"ChargePeriodStart": "2026-01-01T00:00:10Z", "EffectiveCost": 2.0, "x_Team": "cx",
+    ...         "x_Project": None, "x_Model": None, "SkuMeter": "egress_gb", "ResourceId": "b1",
+    ...         "ConsumedQuantity": 20.0})
+    >>> for b in bk.flush(parse_time("2026-01-01T00:01:00Z")):
+    ...     print(b.kind, b.entity, b.cost_usd)
+    egress_spike {'bucket': 'b1', 'window': '1m'} 2.0
+    spend_spike {'team': 'cx', 'window': '1m'} 2.0
+    """
+
+    def __init__(self, widths: Iterable[float]) -> None:
+        self.widths = tuple(float(w) for w in widths)
+        self._open: dict[tuple[str, str, str, float], SeriesBucket] = {}
+
+    def _bucket(self, kind: str, scope: str, key: str, t: float, width: float) -> SeriesBucket:
+        start = _floor(t, width)
+        found = self._open.get((scope, key, kind, start))
+        if found is None:
+            found = self._open[(scope, key, kind, start)] = SeriesBucket(
+                kind, scope, key, start, start + width
+            )
+        return found
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        """Fold one cost record into every series it belongs to."""
+        t = parse_time(record[START])
+        cost = record[COST]
+        for width in self.widths:
+            for scope, column in SPEND_SCOPES:
+                key = record.get(column) or (UNALLOCATED if scope == "team" else None)
+                if key:
+                    self._bucket("spend_spike", scope, key, t, width).cost_usd += cost
+            meter = record.get(METER)
+            if meter == EGRESS_METER:
+                egress = self._bucket("egress_spike", "bucket", str(record[RESOURCE]), t, width)
+                egress.cost_usd += cost
+                egress.quantity += record.get(QUANTITY, 0.0)
+            elif (
+                meter == STORAGE_METER
+            ):  # every storage report opens the egress bucket: quiet minutes count as 0
+                self._bucket("egress_spike", "bucket", str(record[RESOURCE]), t, width)
+
+    def flush(self, watermark: float) -> list[SeriesBucket]:
+        """Close and return every bucket that ended at or before ``watermark``, by end time."""
+        done = [k for k, b in self._open.items() if b.end <= watermark]
+        closed = [self._open.pop(k) for k in done]
+        closed.sort(key=lambda b: (b.end, b.kind, b.scope, b.key))
+        return closed

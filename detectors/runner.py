@@ -1,0 +1,190 @@
+"""Run every detector in-process over priced cost records: the reference wiring of the per-entity steps.
+
+The stream shell does the same with faust tables (one per detector, keyed by entity id, values from
+``state.encode``); ``burnwatch eval`` and the tests use this class directly. Records must arrive in
+event-time order (per entity is enough); ``advance(watermark)`` closes buckets, runs the steps, and
+ticks entities with open findings (and every GPU, for telemetry gaps).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from detectors.agent_loop import AgentLoopDetector
+from detectors.buckets import LlmBucket, LlmBucketer, SeriesBucketer, gpu_bucket, llm_usages
+from detectors.config import DetectorConfig
+from detectors.context_bloat import ContextBloatDetector
+from detectors.findings import Finding
+from detectors.idle_gpu import IdleGpuDetector
+from detectors.model_switch import ModelSwitchDetector
+from detectors.spikes import SpikeDetector
+from detectors.state import State, decode, encode
+from detectors.token_runaway import TokenRunawayDetector
+
+TICK_S = 5.0
+EXPIRE_EVERY_S = 600.0
+
+
+def entity_id(entity: Mapping[str, str]) -> str:
+    """Return the table key of an entity: sorted ``key=value`` pairs.
+
+    >>> entity_id({"session": "s1", "app": "bot"})
+    'app=bot,session=s1'
+    """
+    return ",".join(f"{k}={entity[k]}" for k in sorted(entity))
+
+
+class DetectorRunner:
+    """All detectors over one stream of cost records, state kept in dicts of JSON-safe values.
+
+    Examples
+    --------
+    >>> run = DetectorRunner()
+    >>> rec = {"SkuMeter": "gpu_hours", "ResourceId": "GPU-1", "x_GpuUtilPct": 0.5, "x_GpuAllocated": True,
+    ...        "EffectiveCost": 0.01, "x_Team": "ml", "x_Project": None, "x_Model": "A100",
+    ...        "x_SourceType": "gpu.sample"}
+    >>> for i in range(61):
+    ...     t = f"2026-01-01T00:{i // 4:02d}:{i % 4 * 15:02d}Z"
+    ...     t2 = f"2026-01-01T00:{(i + 1) // 4:02d}:{(i + 1) % 4 * 15:02d}Z"
+    ...     _ = run.feed([{**rec, "ChargePeriodStart": t, "ChargePeriodEnd": t2}])
+    >>> [(f.kind, f.state, f.detected_at.minute) for f in run.findings]
+    [('idle_gpu', 'open', 15)]
+    """
+
+    def __init__(self, config: DetectorConfig | None = None, *, roundtrip_state: bool = False) -> None:
+        self.config = config = config or DetectorConfig()
+        self.idle = IdleGpuDetector(config.idle_gpu)
+        self.runaway = TokenRunawayDetector(config.runaway)
+        self.loop = AgentLoopDetector(config.agent_loop)
+        self.bloat = ContextBloatDetector(config.context_bloat)
+        self.switch = ModelSwitchDetector(config.model_switch)
+        self.spikes = SpikeDetector(config.spikes)
+        # each detector narrows the bucket type of Detector.update, so the table of them is loosely typed
+        self.detectors: dict[str, Any] = {
+            "idle_gpu": self.idle,
+            "runaway": self.runaway,
+            "agent_loop": self.loop,
+            "context_bloat": self.bloat,
+            "model_switch": self.switch,
+            "spikes": self.spikes,
+        }
+        self.states: dict[str, dict[str, State]] = {name: {} for name in self.detectors}
+        self.peers: dict[str, State] = {}
+        self.llm = LlmBucketer(config.buckets)
+        self.series = SeriesBucketer(config.buckets.series_s)
+        self.findings: list[Finding] = []
+        self.roundtrip_state = roundtrip_state
+        self.entities: dict[str, set[str]] = {}
+        self.watermark = float("-inf")
+        self._next_tick = float("-inf")
+        self._next_expire = float("-inf")
+        self._open: set[tuple[str, str]] = set()
+
+    # --- input ---
+
+    def feed(
+        self,
+        records: Iterable[Mapping[str, Any]],
+        *,
+        node: str | None = None,
+        prompt_hashes: Mapping[str, str] | None = None,
+    ) -> list[Finding]:
+        """Take the cost records of one or more events; return the findings this produced."""
+        before = len(self.findings)
+        records = list(records)
+        latest = self.watermark
+        for record in records:
+            bucket = gpu_bucket(record, node)
+            if bucket is not None:
+                self._step("idle_gpu", bucket.entity, bucket)
+                latest = max(latest, bucket.start)
+            self.series.add(record)
+        for usage in llm_usages(records, prompt_hashes):
+            self.llm.add(usage)
+            latest = max(latest, usage.time)
+        if latest > self.watermark:
+            self.advance(latest)
+        return self.findings[before:]
+
+    def advance(self, watermark: float) -> list[Finding]:
+        """Move event time to ``watermark``: close buckets, run steps, tick, expire."""
+        before = len(self.findings)
+        self.watermark = max(self.watermark, watermark)
+        if watermark < self._next_tick:
+            return []
+        self._next_tick = watermark + TICK_S
+        for llm_bucket in self.llm.flush(watermark):
+            self._llm(llm_bucket)
+        for series_bucket in self.series.flush(watermark):
+            self._step("spikes", series_bucket.entity, series_bucket)
+        for key in list(self.states["idle_gpu"]):
+            self._tick("idle_gpu", key, watermark)
+        for name, key in list(self._open):
+            self._tick(name, key, watermark)
+        if watermark >= self._next_expire:
+            self._next_expire = watermark + EXPIRE_EVERY_S
+            for name, states in self.states.items():
+                detector = self.detectors[name]
+                for key in [
+                    k for k, s in states.items() if "open" not in s and detector.expired(s, watermark)
+                ]:
+                    del states[key]
+        return self.findings[before:]
+
+    def finish(self) -> list[Finding]:
+        """Close every open bucket at the end of input (no ticks: event time has not moved on)."""
+        before = len(self.findings)
+        for llm_bucket in self.llm.flush(float("inf")):
+            self._llm(llm_bucket)
+        for series_bucket in self.series.flush(float("inf")):
+            self._step("spikes", series_bucket.entity, series_bucket)
+        return self.findings[before:]
+
+    # --- steps ---
+
+    def _llm(self, bucket: LlmBucket) -> None:
+        entity = bucket.entity
+        if bucket.scope == "session":
+            app = self.states["runaway"].get(entity_id({"app": bucket.app}))
+            key = self._step("runaway", entity, bucket, peers=self.peers.get(bucket.app), app=app)
+            self.peers[bucket.app] = self.runaway.learn_peer(
+                self.peers.get(bucket.app, {}), self.states["runaway"][key]
+            )
+            self._step("agent_loop", entity, bucket)
+            self._step("context_bloat", entity, bucket)
+        elif bucket.scope == "user":
+            self._step(
+                "runaway", entity, bucket, app=self.states["runaway"].get(entity_id({"app": bucket.app}))
+            )
+        else:
+            self._step("runaway", entity, bucket)
+            if bucket.scope == "app":
+                self._step("model_switch", entity, bucket)
+
+    def _load(self, name: str, key: str) -> State:
+        state = self.states[name].get(key)
+        if state is None:
+            fresh: State = self.detectors[name].new_state()
+            return fresh
+        return decode(encode(state)) if self.roundtrip_state else state
+
+    def _save(self, name: str, key: str, state: State, found: list[Finding]) -> None:
+        self.states[name][key] = state
+        self.findings.extend(found)
+        if "open" in state:
+            self._open.add((name, key))
+        else:
+            self._open.discard((name, key))
+
+    def _step(self, name: str, entity: Mapping[str, str], bucket: Any, **extra: Any) -> str:
+        key = entity_id(entity)
+        self.entities.setdefault(name, set()).add(key)
+        state, found = self.detectors[name].update(self._load(name, key), bucket, **extra)
+        self._save(name, key, state, found)
+        return key
+
+    def _tick(self, name: str, key: str, now: float) -> None:
+        state, found = self.detectors[name].tick(self._load(name, key), now)
+        if found or state is not self.states[name].get(key):
+            self._save(name, key, state, found)
