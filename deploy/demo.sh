@@ -13,6 +13,7 @@ export BURNWATCH_DATA_DIR="${BURNWATCH_DATA_DIR:-$DEMO_DIR/state}"
 export BURNWATCH_TOPIC_PREFIX="${BURNWATCH_TOPIC_PREFIX:-demo$(date +%s).}"
 export BURNWATCH_APP_ID="${BURNWATCH_APP_ID:-burnwatch-${BURNWATCH_TOPIC_PREFIX%.}}"
 export BURNWATCH_WEB_PORT="${BURNWATCH_WEB_PORT:-6066}"
+export BURNWATCH_BUDGETS_PATH="${BURNWATCH_BUDGETS_PATH:-deploy/demo-budgets.yaml}"
 HEALTH="http://localhost:${BURNWATCH_WEB_PORT}/health"
 DURATION_S="${DEMO_SIMULATED_SECONDS:-7200}"   # simulated seconds
 SPEED="${DEMO_SPEED:-60}"                       # simulated seconds per wall second
@@ -45,4 +46,9 @@ tailpid=$!
 pids+=($tailpid)
 wait "$sim" || { echo "simulator failed; see $DEMO_DIR/simulate.log"; exit 1; }
 wait "$tailpid" || true
+
+echo "==> budgets, live from budget.burn"
+$BW budgets --timeout 3 || true
+echo "==> alerts raised (budget thresholds and forecasts, from the alerts topic)"
+$BW tail alerts --from-beginning --timeout 3 || true
 echo "==> done. Injected incidents: $DEMO_DIR/incidents.json; dead letters: $BW tail usage.dlq --from-beginning --timeout 5"

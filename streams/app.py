@@ -34,12 +34,15 @@ def _credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredent
 def create_app(settings: Settings) -> faust.App:
     """Return a faust App configured from ``settings`` (agents are added by ``streams.worker``)."""
     brokers = [f"kafka://{host.strip()}" for host in settings.kafka_bootstrap_servers.split(",")]
+    datadir = settings.data_dir / settings.app_id
+    datadir.parent.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     return faust.App(
         settings.app_id,
         broker=brokers,
         broker_credentials=_credentials(settings),
         store="rocksdb://" if settings.store == "rocksdb" else "memory://",
-        datadir=str(settings.data_dir),
+        # One folder per app id: local tables hold changelog offsets of that app's topics only.
+        datadir=str(datadir),
         autodiscover=False,
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication_factor,

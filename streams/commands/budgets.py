@@ -1,4 +1,4 @@
-"""``burnwatch budgets validate FILE``: check a budget file."""
+"""``burnwatch budgets``: the live burn of every budget (from ``budget.burn``), and ``validate FILE``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,45 @@ from streams.core.budgets import BudgetError, load_budgets
 
 console = Console()
 err_console = Console(stderr=True)
-budgets_app = typer.Typer(help="Check budget files.", no_args_is_help=True, add_completion=False)
+budgets_app = typer.Typer(
+    help="Show the live burn of every budget, or check a budget file.", add_completion=False
+)
+STATUS_STYLE = {"ok": "green", "warning": "yellow", "critical": "red", "exceeded": "bold red"}
+
+
+@budgets_app.callback(invoke_without_command=True)
+def show(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the latest records as JSON.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Idle seconds that end the read.")] = 3.0,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")] = None,
+) -> None:
+    """Show the latest burn record of every budget, read from the compacted budget.burn topic."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from streams.commands.common import load_settings
+    from streams.commands.tail import follow
+    from streams.names import BUDGET_BURN
+
+    settings = load_settings(config)
+    latest: dict[str, dict[str, object]] = {}
+    for record in follow(settings, settings.topic(BUDGET_BURN), from_beginning=True, timeout_s=timeout):
+        latest[str(record["budget_id"])] = record
+    if as_json:
+        typer.echo(json.dumps(sorted(latest.values(), key=lambda r: str(r["budget_id"])), indent=2))
+        return
+    table = Table(title=f"{len(latest)} budgets", title_justify="left")
+    for column in ("budget", "period", "spent USD", "spent %", "USD/h", "forecast USD", "forecast %",
+                   "exhaustion", "status"):
+        table.add_column(column, justify="left" if column in ("budget", "period", "status") else "right")
+    for budget_id, r in sorted(latest.items()):
+        status = str(r["status"])
+        table.add_row(
+            budget_id, str(r["period"]), f"{r['spent_usd']:,.2f}", f"{r['spent_pct']:.1f}",
+            f"{r['burn_rate_usd_per_hour']:,.2f}", f"{r['forecast_usd']:,.2f}", f"{r['forecast_pct']:.1f}",
+            str(r["exhaustion_at"] or "-"), f"[{STATUS_STYLE.get(status, '')}]{status}[/]",
+        )
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -102,6 +102,18 @@ def _hours_between(start: str, end: str) -> float:
     return delta.total_seconds() / 3600
 
 
+SEVERITY_STYLE = {"critical": "bold red", "error": "red", "warning": "yellow", "info": "cyan"}
+
+
+def alert_line(alert: dict[str, Any]) -> str:
+    """Render an alert record as one console line: status, severity, kind, summary, dollars."""
+    status = "RESOLVED" if alert.get("status") == "resolved" else "FIRING"
+    style = "green" if status == "RESOLVED" else SEVERITY_STYLE.get(str(alert.get("severity")), "")
+    impact = float(alert.get("cost_impact_usd") or 0.0)
+    return (f"[{style}]{status:8} {alert.get('severity', ''):8}[/] {alert.get('kind', ''):16} "
+            f"{alert.get('summary', '')}  [dim](impact ${impact:,.2f}, at {alert.get('detected_at', '')})[/]")
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``tail`` command."""
 
@@ -124,6 +136,8 @@ def register(app: typer.Typer) -> None:
             for record in records:
                 if as_json:
                     typer.echo(json.dumps(record, separators=(",", ":")))
+                elif isinstance(record, dict) and "fingerprint" in record and "summary" in record:
+                    console.print(alert_line(record), highlight=False)
                 else:
                     console.print_json(data=record)
         except KeyboardInterrupt:

@@ -90,6 +90,10 @@ def test_budget_totals_are_exact_and_survive_sigkill(stack_factory: Any, tmp_pat
     latest = latest_burn(stack, until=lambda got: matches(got, expected))
     assert matches(latest, expected), {b: (r["spent_usd"], r["events_counted"]) for b, r in latest.items()}
     assert latest["tiny-daily"]["status"] == "exceeded"
+    listed = stack.cli("budgets", "--json", "--timeout", "3")
+    assert listed.returncode == 0, listed.stderr.decode()
+    shown = {r["budget_id"]: r for r in json.loads(listed.stdout)}
+    assert matches(shown, expected)
 
     def tiny_thresholds(alerts: list[dict[str, Any]]) -> set[str]:
         return {a["labels"]["threshold_pct"] for a in alerts
