@@ -39,6 +39,8 @@ $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "make: need Python >= 3.11 on PATH (or PYTHON=/path/to/python3.11)" >&2; exit 1; }
 	@if [ -x $(BIN)/python ] && ! $(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then \
 		echo "==> $(VENV) has a Python older than 3.11; recreating it"; rm -rf $(VENV); fi
+	@if [ -x $(BIN)/python ] && ! $(BIN)/python -m pip --version >/dev/null 2>&1; then \
+		echo "==> $(VENV) is incomplete (no pip; an interrupted install?); recreating it"; rm -rf $(VENV); fi
 	@if [ ! -x $(BIN)/python ]; then \
 		echo "==> creating $(VENV) with $$($(PYTHON) --version)"; \
 		$(PYTHON) -m venv $(VENV) || { echo "make: 'python -m venv' failed; on Debian/Ubuntu: apt-get install python3-venv" >&2; exit 1; }; \
