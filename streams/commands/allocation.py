@@ -10,11 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from streams.commands.common import CONFIG_OPTION, load_settings
+from streams.commands.common import CONFIG_OPTION, fail, load_settings
 from streams.core.allocation import AllocationConfig, AllocationError, load_allocation
 
 console = Console()
-err_console = Console(stderr=True)
 allocation_app = typer.Typer(
     help="Show and validate the allocation mapping (labels to teams, projects, business units).",
     no_args_is_help=True, add_completion=False,
@@ -26,16 +25,11 @@ def register(app: typer.Typer) -> None:
     app.add_typer(allocation_app, name="allocation")
 
 
-def _fail(message: str) -> typer.Exit:
-    err_console.print(message, style="red", markup=False, highlight=False, soft_wrap=True)
-    return typer.Exit(1)
-
-
 def _load(path: Path | None) -> AllocationConfig:
     try:
         return load_allocation(path)
     except AllocationError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
 
 
 def _summary(config: AllocationConfig) -> str:

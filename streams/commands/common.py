@@ -29,6 +29,12 @@ def load_settings(config: Path | None = None) -> Settings:
         raise typer.Exit(2) from None
 
 
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print ``message`` in red on stderr (as plain text) and return the Exit to raise."""
+    err_console.print(message, style="red", markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
 def setup_logging(level: str) -> None:
     """Log to stderr in one plain format."""
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from streams.commands.common import CONFIG_OPTION, load_settings
+from streams.commands.common import CONFIG_OPTION, fail, load_settings
 from streams.core.catalog import CatalogError, PriceCatalog, load_catalog, parse_catalog
 from streams.core.litellm_import import catalog_document, llm_entries, read_litellm, to_yaml
 
@@ -30,16 +30,11 @@ def register(app: typer.Typer) -> None:
     app.add_typer(prices_app, name="prices")
 
 
-def _fail(message: str) -> typer.Exit:
-    err_console.print(message, style="red", markup=False, highlight=False, soft_wrap=True)
-    return typer.Exit(1)
-
-
 def _load(path: Path | None) -> PriceCatalog:
     try:
         return load_catalog(path)
     except CatalogError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
 
 
 def _period(entry: object) -> str:
@@ -168,13 +163,13 @@ def import_litellm(
     try:
         data, digest = read_litellm(file)
     except OSError as error:
-        raise _fail(f"{file}: cannot read the file ({error.strerror})") from None
+        raise fail(f"{file}: cannot read the file ({error.strerror})") from None
     except ValueError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     try:
         day = date.fromisoformat(active_on) if active_on else None
     except ValueError:
-        raise _fail(f"--active-on: must be a date YYYY-MM-DD (got {active_on!r})") from None
+        raise fail(f"--active-on: must be a date YYYY-MM-DD (got {active_on!r})") from None
     wanted = [p for p in (providers or "").split(",") if p.strip()] or None
     result = llm_entries(data, providers=wanted, active_on=day, drop_regional=drop_regional)
     doc = catalog_document(result, version=version or f"litellm-{digest}", source_name=file.name,
@@ -182,7 +177,7 @@ def import_litellm(
     try:
         parse_catalog(doc, str(out or "<output>"))
     except CatalogError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     text = to_yaml(doc)
     skipped = ", ".join(f"{reason} {count}" for reason, count in sorted(result.skipped.items()))
     summary = f"{len(result.entries)} llm entries from {len(data)} LiteLLM keys"
