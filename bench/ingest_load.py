@@ -31,7 +31,7 @@ import typer
 from confluent_kafka import Consumer
 
 from streams.admin import ensure_topics
-from streams.names import USAGE_DLQ, USAGE_TOPICS
+from streams.names import COSTS_PRICED, USAGE_DLQ, USAGE_TOPICS
 from streams.settings import Settings
 
 SOURCE = "bench-gw"
@@ -287,6 +287,39 @@ class Server:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+def price_and_verify(server: Server, accepted_ids: list[str], timeout_s: float = 300.0) -> dict[str, int]:
+    """Run a worker over the server's topics; count accepted events priced, and charges priced twice."""
+    env = {**server.env, "BURNWATCH_DATA_DIR": str(server.workdir / "worker-state"),
+           "BURNWATCH_WEB_PORT": str(free_port())}
+    with open(server.workdir / "worker.log", "ab") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=log,
+                                  stderr=subprocess.STDOUT, cwd=server.workdir, start_new_session=True)
+        consumer = Consumer({
+            "bootstrap.servers": server.settings.kafka_bootstrap_servers,
+            "group.id": f"ingest-priced-{uuid.uuid4().hex[:8]}", "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        })
+        consumer.subscribe([server.settings.topic(COSTS_PRICED)])
+        wanted = set(accepted_ids)
+        events: set[str] = set()
+        charges: Counter[str] = Counter()
+        deadline = time.monotonic() + timeout_s
+        try:
+            while time.monotonic() < deadline and not wanted <= events:
+                message = consumer.poll(0.5)
+                if message is None or message.error():
+                    continue
+                for record in json.loads(message.value()):
+                    events.add(record["x_EventId"])
+                    charges[record["x_ChargeId"]] += 1
+        finally:
+            consumer.close()
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(timeout=60)
+    return {"priced_events": len(wanted & events), "not_priced": len(wanted - events),
+            "charges": len(charges), "charges_priced_twice": sum(1 for n in charges.values() if n > 1)}
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
@@ -313,6 +346,7 @@ def main(
         check = read_topics(server.settings, result, timeout_s=120)
     finally:
         code = server.stop()
+    priced = price_and_verify(server, result.accepted_ids)
     accepted = len(result.accepted_ids)
     figures = {
         "sent_events": result.sent_events,
@@ -333,9 +367,11 @@ def main(
         "unauthenticated_written": len(check.unauthenticated_written),
         "unexpected_answers": result.unexpected[:5],
         "server_exit_code": code,
+        **priced,
     }
     typer.echo(json.dumps(figures, indent=2))
     bad = (check.missing or check.duplicated or check.unauthenticated_written or result.unexpected
+           or priced["not_priced"] or priced["charges_priced_twice"]
            or result.bad_token_status != 401 or len(check.dead_letters) != result.rejected)
     raise typer.Exit(1 if bad else 0)
 

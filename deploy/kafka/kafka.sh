@@ -151,12 +151,13 @@ format_storage() {
     [[ -f "$LOG_DIRS/meta.properties" ]] && return 0
     if [[ ! -s "$CLUSTER_ID_FILE" ]]; then
         # A Kafka cluster id is a base64url UUID without padding: 16 random bytes, 22 characters.
+        # It may start with '-', which the tool would read as an option: hence --cluster-id=ID below.
         head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' >"$CLUSTER_ID_FILE"
     fi
     say "formatting storage in $LOG_DIRS (cluster id $(cat "$CLUSTER_ID_FILE"))"
     local -a base
     mapfile -t base < <(java_base)
-    "${base[@]}" "${TOOL_JVM_OPTS[@]}" kafka.tools.StorageTool format -t "$(cat "$CLUSTER_ID_FILE")" -c "$CONFIG" \
+    "${base[@]}" "${TOOL_JVM_OPTS[@]}" kafka.tools.StorageTool format --cluster-id="$(cat "$CLUSTER_ID_FILE")" -c "$CONFIG" \
         --ignore-formatted >>"$LOGS/format.log" 2>&1 ||
         die "formatting storage failed; see $LOGS/format.log"
 }
