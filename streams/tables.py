@@ -74,8 +74,8 @@ class BatchLoggedTable(faust.Table):  # type: ignore[misc]  # faust ships no typ
                     yield key, value
             return
         for partition in wanted:
-            db = store._db_for_partition(partition)
-            for raw_key, raw_value in db.items():
+            # _visible_items skips faust's own bookkeeping key (the persisted changelog offset)
+            for raw_key, raw_value in store._visible_items(store._db_for_partition(partition)):
                 yield store._decode_key(raw_key), store._decode_value(raw_value)
 
 

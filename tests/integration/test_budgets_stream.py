@@ -30,13 +30,13 @@ budgets:
 """
 
 
-def simulated_events(tmp: Path) -> tuple[Path, set[str]]:
+def simulated_events(tmp: Path, seed: int = 11, name: str = "events.jsonl") -> tuple[Path, set[str]]:
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=12)
     if start.date() != (start + timedelta(minutes=11)).date():  # keep one day period for tiny-daily
         start = start.replace(hour=0, minute=1)
-    config = SimulationConfig(start=start, duration_s=600, nodes=2, rate=3, seed=11)
+    config = SimulationConfig(start=start, duration_s=600, nodes=2, rate=3, seed=seed)
     events = list(Simulation(config).events())
-    path = tmp / "events.jsonl"
+    path = tmp / name
     path.write_text("".join(json.dumps(e, default=str) + "\n" for e in events))
     return path, {e["event_id"] for e in events}
 
@@ -108,6 +108,15 @@ def test_budget_totals_are_exact_and_survive_sigkill(stack_factory: Any, tmp_pat
     assert stack.cli("ingest", str(events_file)).returncode == 0
     time.sleep(5)
     after = latest_burn(stack, until=lambda got: False, timeout=15)
+    assert matches(after, expected), {b: (r["spent_usd"], r["events_counted"]) for b, r in after.items()}
+
+    # New events after the restart land on the state rebuilt from the ledger: old plus new, exactly.
+    more_file, more_ids = simulated_events(tmp_path, seed=12, name="more.jsonl")
+    assert stack.cli("ingest", str(more_file)).returncode == 0
+    everything = event_ids | more_ids
+    records = stack.consume(COSTS_PRICED, until=lambda rs: {r["x_EventId"] for r in rs} >= everything)
+    expected = expected_totals(records)
+    after = latest_burn(stack, until=lambda got: matches(got, expected))
     assert matches(after, expected), {b: (r["spent_usd"], r["events_counted"]) for b, r in after.items()}
     again = stack.consume(ALERTS, until=lambda rs: False, timeout=5)
     transitions = [(a["fingerprint"], a["labels"].get("threshold_pct"), a["status"]) for a in again]
