@@ -89,10 +89,11 @@ def register_budget_agents(
                 log.warning("charges for unknown budget %r skipped (budgets file changed?)", budget_id)
                 continue
             items: list[Contribution] = [tuple(item) for item in json.loads(event.value)]  # type: ignore[misc]
-            fresh = [item for item in items if ledger_key(budget_id, item[0]) not in ledger]
+            keys = [ledger_key(budget_id, item[0]) for item in items]
+            fresh = [item for key, item in zip(keys, items, strict=True) if key not in ledger]
             # Every item is logged again, new or not: the changelog stays complete even when a crash
             # left the local store ahead of it.
-            ledger.put_batch([(ledger_key(budget_id, item[0]), list(item)) for item in items],
+            ledger.put_batch([(key, list(item)) for key, item in zip(keys, items, strict=True)],
                              batch_key=f"{message.topic}:{message.partition}:{message.offset}")
             state = live.states.get(budget_id)
             seen = live.events_seen.setdefault(budget_id, set())

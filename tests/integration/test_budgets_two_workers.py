@@ -19,25 +19,9 @@ from typing import Any
 from streams.core.simulation import Simulation, SimulationConfig
 from streams.names import COSTS_PRICED
 from streams.producer import EventProducer
-from tests.integration.test_budgets_stream import expected_totals, latest_burn, matches
+from tests.integration.test_budgets_stream import BUDGETS, expected_totals, latest_burn, matches
 
 EVENTS = int(os.environ.get("BURNWATCH_KILL_TEST_EVENTS", "20000"))
-BUDGETS = """
-burn_interval_s: 1
-budgets:
-  - id: everything-monthly
-    scope: {}
-    period: month
-    amount_usd: 100000000
-  - id: gpt-4o-monthly
-    scope: {model: gpt-4o}
-    period: month
-    amount_usd: 100000000
-  - id: tiny-daily
-    scope: {}
-    period: day
-    amount_usd: 0.01
-"""
 
 
 def events_in_this_month(count: int) -> list[dict[str, Any]]:
