@@ -7,7 +7,7 @@ impact is the session's spend since the loop began. It resolves once the session
 
 from __future__ import annotations
 
-from detectors.base import Step, grow_finding, is_open, open_finding, resolve_finding
+from detectors.base import Step, begin_step, grow_finding, is_open, open_finding, quiet_for, quiet_tick
 from detectors.buckets import LlmBucket
 from detectors.config import AgentLoopConfig
 from detectors.findings import AGENT_LOOP, Finding
@@ -53,11 +53,7 @@ class AgentLoopDetector:
     def update(self, state: State, bucket: LlmBucket) -> Step:
         """Fold one closed session bucket into the session's state."""
         cfg = self.config
-        state = dict(state)
-        found: list[Finding] = []
-        if is_open(state, AGENT_LOOP) and bucket.start - state.get("last", bucket.start) > cfg.quiet_s:
-            found += resolve_finding(state, AGENT_LOOP, state["last"], {"reason": "quiet"})
-        state["e"], state["last"] = bucket.entity, bucket.end
+        state, found = begin_step(state, AGENT_LOOP, bucket, cfg.quiet_s)
         state["req"] = state.get("req", 0) + bucket.requests
         state["usd"] = round(state.get("usd", 0.0) + bucket.cost_usd, 7)
         seen: dict[str, list[float]] = {}
@@ -137,12 +133,8 @@ class AgentLoopDetector:
 
     def tick(self, state: State, now: float) -> Step:
         """Resolve an open loop once the session has been quiet for ``quiet_s``."""
-        last = state.get("last")
-        if last is None or not is_open(state, AGENT_LOOP) or now - last <= self.config.quiet_s:
-            return state, []
-        state = dict(state)
-        return state, resolve_finding(state, AGENT_LOOP, last, {"reason": "quiet"})
+        return quiet_tick(state, AGENT_LOOP, now, self.config.quiet_s)
 
     def expired(self, state: State, now: float) -> bool:
         """Return True once the session has been quiet for ``expire_after_s``."""
-        return bool(now - float(state.get("last", now)) > self.config.expire_after_s)
+        return quiet_for(state, now, self.config.expire_after_s)

@@ -8,6 +8,7 @@ a restarted worker neither loses it nor raises it twice.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -103,6 +104,55 @@ def resolve_finding(
     return [found.resolve(at(max(when, record["s"])))]
 
 
+def begin_step(
+    state: State, kind: str, bucket: Any, quiet_s: float, forget: tuple[str, ...] = ()
+) -> tuple[State, list[Finding]]:
+    """Open a session-style step: copy ``state``, resolve ``kind`` if the entity was quiet, stamp it.
+
+    An open finding resolves at the entity's last data when the new ``bucket`` starts more than
+    ``quiet_s`` later (the keys in ``forget`` go with it); then ``e`` and ``last`` are stamped.
+
+    >>> state = {"last": 10.0, "open": {"k": {"s": 0.0, "d": 5.0, "u": 5.0, "sev": "info", "sum": "",
+    ...          "usd": 0.0, "uph": 0.0, "e": {}, "l": {}}}, "run": 3}
+    >>> class B: start, end, entity = 100.0, 102.0, {"session": "s"}
+    >>> new, found = begin_step(state, "k", B, 60.0, forget=("run",))
+    >>> [f.state for f in found], new["last"], "run" in new, "open" in state
+    (['resolved'], 102.0, False, True)
+    """
+    state = dict(state)
+    found: list[Finding] = []
+    if is_open(state, kind) and bucket.start - state.get("last", bucket.start) > quiet_s:
+        found += resolve_finding(state, kind, state["last"], {"reason": "quiet"})
+        for key in forget:
+            state.pop(key, None)
+    state["e"], state["last"] = bucket.entity, bucket.end
+    return state, found
+
+
+def quiet_tick(state: State, kind: str, now: float, quiet_s: float, forget: tuple[str, ...] = ()) -> Step:
+    """Resolve an open ``kind`` finding once the entity has been quiet for ``quiet_s`` (a ``tick``).
+
+    >>> quiet_tick({"last": 0.0}, "k", 500.0, 60.0)
+    ({'last': 0.0}, [])
+    """
+    last = state.get("last")
+    if last is None or not is_open(state, kind) or now - last <= quiet_s:
+        return state, []
+    state = dict(state)
+    for key in forget:
+        state.pop(key, None)
+    return state, resolve_finding(state, kind, last, {"reason": "quiet"})
+
+
+def quiet_for(state: State, now: float, seconds: float) -> bool:
+    """Return True once the entity's last data (``state["last"]``) is more than ``seconds`` before ``now``.
+
+    >>> quiet_for({"last": 0.0}, 7200.0, 3600.0), quiet_for({}, 7200.0, 3600.0)
+    (True, False)
+    """
+    return bool(now - float(state.get("last", now)) > seconds)
+
+
 def _finding(record: dict[str, Any], kind: str, status: Any, evidence: dict[str, Any]) -> Finding:
     return Finding(
         kind=kind,
@@ -128,3 +178,29 @@ def ew(mean: float, var: float, x: float, alpha: float) -> tuple[float, float]:
     diff = x - mean
     incr = alpha * diff
     return mean + incr, (1.0 - alpha) * (var + diff * incr)
+
+
+def decayed(total: float, last: float, now: float, add: float, tau_s: float) -> float:
+    """Return a decayed sum (time constant ``tau_s``) moved on from ``last`` to ``now``, plus ``add``.
+
+    With ``time_rate`` this is an unbiased rate of irregular arrivals, unlike a mean of windowed counts
+    sampled when data arrives (those samples fall in busy moments and run high).
+
+    >>> round(decayed(10.0, 0.0, 100.0, 1.0, 100.0), 3)
+    4.679
+    """
+    return total * math.exp(-max(0.0, now - last) / tau_s) + add
+
+
+def time_rate(total: float, since: float, now: float, tau_s: float) -> float:
+    """Return the per-second rate of a ``decayed`` sum begun at ``since``: a plain average until ``tau_s``.
+
+    >>> total = 0.0
+    >>> for t in range(1, 101):
+    ...     total = decayed(total, t - 1, t, 2.0, 1800.0)
+    >>> round(time_rate(total, 0.0, 100.0, 1800.0), 2)
+    2.0
+    """
+    span = now - since
+    norm = tau_s * -math.expm1(-span / tau_s) if span > 0 else 0.0
+    return total / norm if norm > 0 else 0.0

@@ -192,19 +192,34 @@ class LlmBucket:
         return {"app": self.app} if self.scope == "app" else {"app": self.app, self.scope: self.key}
 
     def add(self, usage: LlmUsage) -> None:
-        """Fold one request into the bucket."""
+        """Fold one request into the bucket.
+
+        Only a session bucket keeps ``inputs`` and ``prompts`` (context bloat and agent loops are
+        per session) and only an app bucket keeps ``models`` (model switch is per app): the other
+        lists stay empty, which keeps the per-request cost down.
+        """
         self.requests += 1
         self.input_tokens += usage.input_tokens
         self.output_tokens += usage.output_tokens
         self.cost_usd += usage.cost_usd
-        if len(self.inputs) < MAX_INPUTS:
-            self.inputs.append(usage.input_tokens)
-        if usage.prompt_hash and (usage.prompt_hash in self.prompts or len(self.prompts) < MAX_PROMPTS):
-            self.prompts[usage.prompt_hash] = self.prompts.get(usage.prompt_hash, 0) + 1
-        per_model = self.models.setdefault(usage.model, [0.0, 0.0, 0.0])
-        per_model[0] += 1
-        per_model[1] += usage.input_tokens + usage.output_tokens
-        per_model[2] += usage.cost_usd
+        scope = self.scope
+        if scope == "session":
+            if len(self.inputs) < MAX_INPUTS:
+                self.inputs.append(usage.input_tokens)
+            prompt = usage.prompt_hash
+            if prompt:
+                prompts = self.prompts
+                if prompt in prompts:
+                    prompts[prompt] += 1
+                elif len(prompts) < MAX_PROMPTS:
+                    prompts[prompt] = 1
+        elif scope == "app":
+            per_model = self.models.get(usage.model)
+            if per_model is None:
+                per_model = self.models[usage.model] = [0.0, 0.0, 0.0]
+            per_model[0] += 1
+            per_model[1] += usage.input_tokens + usage.output_tokens
+            per_model[2] += usage.cost_usd
 
 
 class LlmBucketer:
@@ -226,18 +241,27 @@ class LlmBucketer:
             "user": float(config.scope_s),
             "app": float(config.app_s),
         }
+        self._session_s, self._user_s, self._app_s = (
+            self.widths["session"],
+            self.widths["user"],
+            self.widths["app"],
+        )
         self._open: dict[tuple[str, str, float], LlmBucket] = {}
 
     def add(self, usage: LlmUsage) -> None:
         """Fold one request into its session, user and app buckets."""
-        for scope, key in (("session", usage.session), ("user", usage.user), ("app", usage.app)):
+        time, opened = usage.time, self._open
+        for scope, key, width in (
+            ("session", usage.session, self._session_s),
+            ("user", usage.user, self._user_s),
+            ("app", usage.app, self._app_s),
+        ):
             if not key:
                 continue
-            width = self.widths[scope]
-            start = _floor(usage.time, width)
-            bucket = self._open.get((scope, key, start))
+            start = math.floor(time / width) * width
+            bucket = opened.get((scope, key, start))
             if bucket is None:
-                bucket = self._open[(scope, key, start)] = LlmBucket(
+                bucket = opened[(scope, key, start)] = LlmBucket(
                     scope, key, usage.app, start, start + width, team=usage.team
                 )
             bucket.add(usage)
@@ -293,6 +317,9 @@ class SeriesBucketer:
     def __init__(self, widths: Iterable[float]) -> None:
         self.widths = tuple(float(w) for w in widths)
         self._open: dict[tuple[str, str, str, float], SeriesBucket] = {}
+        self._last_keys: tuple[Any, ...] | None = None
+        self._last_time = 0.0
+        self._last_spend: list[SeriesBucket] = []
 
     def _bucket(self, kind: str, scope: str, key: str, t: float, width: float) -> SeriesBucket:
         start = _floor(t, width)
@@ -305,26 +332,38 @@ class SeriesBucketer:
 
     def add(self, record: Mapping[str, Any]) -> None:
         """Fold one cost record into every series it belongs to."""
-        t = parse_time(record[START])
         cost = record[COST]
-        for width in self.widths:
-            for scope, column in SPEND_SCOPES:
-                key = record.get(column) or (UNALLOCATED if scope == "team" else None)
-                if key:
-                    self._bucket("spend_spike", scope, key, t, width).cost_usd += cost
-            meter = record.get(METER)
-            if meter == EGRESS_METER:
-                egress = self._bucket("egress_spike", "bucket", str(record[RESOURCE]), t, width)
-                egress.cost_usd += cost
-                egress.quantity += record.get(QUANTITY, 0.0)
-            elif (
-                meter == STORAGE_METER
-            ):  # every storage report opens the egress bucket: quiet minutes count as 0
-                self._bucket("egress_spike", "bucket", str(record[RESOURCE]), t, width)
+        # the records of one event (one per SKU) share their time and tags: find their buckets once
+        keys = (record[START], record.get(TEAM), record.get(PROJECT), record.get(MODEL))
+        if keys != self._last_keys:
+            self._last_keys = keys
+            self._last_time = parse_time(keys[0])
+            self._last_spend = [
+                self._bucket("spend_spike", scope, key, self._last_time, width)
+                for width in self.widths
+                for scope, key in (
+                    ("team", keys[1] or UNALLOCATED),
+                    ("project", keys[2]),
+                    ("model", keys[3]),
+                )
+                if key
+            ]
+        for bucket in self._last_spend:
+            bucket.cost_usd += cost
+        meter = record.get(METER)
+        if meter == EGRESS_METER or meter == STORAGE_METER:
+            resource = str(record[RESOURCE])
+            for width in self.widths:
+                egress = self._bucket("egress_spike", "bucket", resource, self._last_time, width)
+                if meter == EGRESS_METER:  # a storage report only opens the bucket: quiet minutes are 0
+                    egress.cost_usd += cost
+                    egress.quantity += record.get(QUANTITY, 0.0)
 
     def flush(self, watermark: float) -> list[SeriesBucket]:
         """Close and return every bucket that ended at or before ``watermark``, by end time."""
         done = [k for k, b in self._open.items() if b.end <= watermark]
         closed = [self._open.pop(k) for k in done]
+        if closed:
+            self._last_keys = None  # a cached bucket may be closed now
         closed.sort(key=lambda b: (b.end, b.kind, b.scope, b.key))
         return closed

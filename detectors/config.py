@@ -59,10 +59,21 @@ class RunawayConfig(_Frozen):
     window_s: float = Field(60.0, description="rate window; short so a 5x session is seen within 60 s")
     ratio: float = Field(2.5, description="flag when the rate is at least this many times the baseline")
     app_ratio: float = Field(3.0, description="the same for whole apps (real app traffic bursts 2.5x)")
-    confirm: int = Field(2, description="buckets in a row over the bar before a finding opens")
+    confirm: int = Field(
+        3, description="buckets over the bar before a finding opens (a normal bucket between them resets)"
+    )
     z: float = Field(5.0, description="...and at least this many baseline deviations above it")
     p_value: float = Field(
-        1e-6, description="...or its request count this improbable (Poisson, own baseline)"
+        3e-5, description="...or its request count this improbable (Poisson, own baseline x app lift)"
+    )
+    scan_fractions: tuple[float, ...] = Field(
+        (0.25, 0.5, 1.0),
+        description="sessions are judged over these fractions of the window too (p_value split among them)",
+    )
+    warm_p_value: float = Field(
+        1e-3,
+        description="between flagged buckets, one over the ratio bar and this improbable (or judged against "
+        "peers) keeps the confirm count",
     )
     min_usd_per_hour: float = Field(5.0, description="ignore rates below this (noise on tiny spend)")
     min_requests: int = Field(8, description="a runaway is sustained: at least this many requests in window")

@@ -8,10 +8,19 @@ or when the session goes quiet.
 
 from __future__ import annotations
 
-from detectors.base import Step, grow_finding, is_open, open_finding, resolve_finding
+from detectors.base import (
+    Step,
+    begin_step,
+    grow_finding,
+    is_open,
+    open_finding,
+    quiet_for,
+    quiet_tick,
+    resolve_finding,
+)
 from detectors.buckets import LlmBucket
 from detectors.config import ContextBloatConfig
-from detectors.findings import CONTEXT_BLOAT, Finding
+from detectors.findings import CONTEXT_BLOAT
 from detectors.state import State
 
 
@@ -52,12 +61,7 @@ class ContextBloatDetector:
     def update(self, state: State, bucket: LlmBucket) -> Step:
         """Fold one closed session bucket (its per-request input sizes, in order)."""
         cfg = self.config
-        state = dict(state)
-        found: list[Finding] = []
-        if is_open(state, CONTEXT_BLOAT) and bucket.start - state.get("last", bucket.start) > cfg.quiet_s:
-            found += resolve_finding(state, CONTEXT_BLOAT, state["last"], {"reason": "quiet"})
-            state.pop("run", None)
-        state["e"], state["last"] = bucket.entity, bucket.end
+        state, found = begin_step(state, CONTEXT_BLOAT, bucket, cfg.quiet_s, forget=("run",))
         usd_per_token = bucket.cost_usd / max(bucket.input_tokens + bucket.output_tokens, 1)
         prev = state.get("prev")
         run = state.get("run", 0)
@@ -101,13 +105,8 @@ class ContextBloatDetector:
 
     def tick(self, state: State, now: float) -> Step:
         """Resolve open bloat once the session has been quiet for ``quiet_s``."""
-        last = state.get("last")
-        if last is None or not is_open(state, CONTEXT_BLOAT) or now - last <= self.config.quiet_s:
-            return state, []
-        state = dict(state)
-        state.pop("run", None)
-        return state, resolve_finding(state, CONTEXT_BLOAT, last, {"reason": "quiet"})
+        return quiet_tick(state, CONTEXT_BLOAT, now, self.config.quiet_s, forget=("run",))
 
     def expired(self, state: State, now: float) -> bool:
         """Return True once the session has been quiet for ``expire_after_s``."""
-        return bool(now - float(state.get("last", now)) > self.config.expire_after_s)
+        return quiet_for(state, now, self.config.expire_after_s)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from detectors.base import Step, grow_finding, is_open, maybe_update, open_finding, resolve_finding
+from detectors.base import Step, grow_finding, is_open, maybe_update, open_finding, quiet_for, resolve_finding
 from detectors.buckets import GpuBucket
 from detectors.config import IdleGpuConfig
 from detectors.findings import GPU_UNDERUSED, IDLE_GPU, TELEMETRY_GAP, Finding
@@ -180,7 +180,7 @@ class IdleGpuDetector:
 
     def expired(self, state: State, now: float) -> bool:
         """Return True once the GPU has sent nothing for ``expire_after_s``."""
-        return bool(now - float(state.get("last", now)) > self.config.expire_after_s)
+        return quiet_for(state, now, self.config.expire_after_s)
 
     @staticmethod
     def _evidence(bucket: GpuBucket) -> dict[str, Any]:

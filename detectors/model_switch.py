@@ -10,7 +10,7 @@ a switch older than ``accept_after_s`` is the new normal.
 
 from __future__ import annotations
 
-from detectors.base import Step, grow_finding, is_open, maybe_update, open_finding, resolve_finding
+from detectors.base import Step, grow_finding, is_open, maybe_update, open_finding, quiet_for, resolve_finding
 from detectors.buckets import LlmBucket
 from detectors.config import ModelSwitchConfig
 from detectors.findings import MODEL_SWITCH, Finding
@@ -156,4 +156,4 @@ class ModelSwitchDetector:
 
     def expired(self, state: State, now: float) -> bool:
         """Return True once the app has been quiet for ``expire_after_s``."""
-        return bool(now - float(state.get("last", now)) > self.config.expire_after_s)
+        return quiet_for(state, now, self.config.expire_after_s)

@@ -1,9 +1,11 @@
 """Run every detector in-process over priced cost records: the reference wiring of the per-entity steps.
 
-The stream shell does the same with faust tables (one per detector, keyed by entity id, values from
-``state.encode``); ``burnwatch eval`` and the tests use this class directly. Records must arrive in
-event-time order (per entity is enough); ``advance(watermark)`` closes buckets, runs the steps, and
-ticks entities with open findings (and every GPU, for telemetry gaps).
+The stream shell (``streams/core/detector_feed.py``, ``streams/detector_agents.py``) runs one per
+partition, fed with buckets through ``add_gpu``/``add_usage`` and its own series bucketer, and saves
+the entries named in ``changed`` and ``peers_changed`` to a table; ``burnwatch eval`` and the tests
+use ``feed``. Records must arrive in event-time order (per entity is enough); ``advance(watermark)``
+closes buckets, runs the steps, and ticks entities with open findings (and every GPU, for telemetry
+gaps).
 """
 
 from __future__ import annotations
@@ -12,7 +14,15 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from detectors.agent_loop import AgentLoopDetector
-from detectors.buckets import LlmBucket, LlmBucketer, SeriesBucketer, gpu_bucket, llm_usages
+from detectors.buckets import (
+    GpuBucket,
+    LlmBucket,
+    LlmBucketer,
+    LlmUsage,
+    SeriesBucketer,
+    gpu_bucket,
+    llm_usages,
+)
 from detectors.config import DetectorConfig
 from detectors.context_bloat import ContextBloatDetector
 from detectors.findings import Finding
@@ -52,7 +62,13 @@ class DetectorRunner:
     [('idle_gpu', 'open', 15)]
     """
 
-    def __init__(self, config: DetectorConfig | None = None, *, roundtrip_state: bool = False) -> None:
+    def __init__(
+        self,
+        config: DetectorConfig | None = None,
+        *,
+        roundtrip_state: bool = False,
+        track_entities: bool = True,
+    ) -> None:
         self.config = config = config or DetectorConfig()
         self.idle = IdleGpuDetector(config.idle_gpu)
         self.runaway = TokenRunawayDetector(config.runaway)
@@ -72,11 +88,15 @@ class DetectorRunner:
         self.states: dict[str, dict[str, State]] = {name: {} for name in self.detectors}
         self.peers: dict[str, State] = {}
         self.llm = LlmBucketer(config.buckets)
-        self.series = SeriesBucketer(config.buckets.series_s)
+        self.series: Any = SeriesBucketer(config.buckets.series_s)  # anything with add/flush
         self.findings: list[Finding] = []
         self.roundtrip_state = roundtrip_state
         self.entities: dict[str, set[str]] = {}
+        self.track_entities = track_entities  # eval counts entity-days; the stream must not grow a set
+        self.changed: set[tuple[str, str]] = set()  # (detector, entity id) saved or dropped since cleared
+        self.peers_changed: set[str] = set()
         self.watermark = float("-inf")
+        self.flushed_to = float("-inf")  # buckets ending at or before this were closed and stepped
         self._next_tick = float("-inf")
         self._next_expire = float("-inf")
         self._open: set[tuple[str, str]] = set()
@@ -107,6 +127,14 @@ class DetectorRunner:
             self.advance(latest)
         return self.findings[before:]
 
+    def add_gpu(self, bucket: GpuBucket) -> None:
+        """Step the GPU's detector with one sample interval (GPU buckets need no bucketing)."""
+        self._step("idle_gpu", bucket.entity, bucket)
+
+    def add_usage(self, usage: LlmUsage) -> None:
+        """Fold one LLM request into its session, user and app buckets (stepped on ``advance``)."""
+        self.llm.add(usage)
+
     def advance(self, watermark: float) -> list[Finding]:
         """Move event time to ``watermark``: close buckets, run steps, tick, expire."""
         before = len(self.findings)
@@ -114,6 +142,7 @@ class DetectorRunner:
         if watermark < self._next_tick:
             return []
         self._next_tick = watermark + TICK_S
+        self.flushed_to = watermark
         for llm_bucket in self.llm.flush(watermark):
             self._llm(llm_bucket)
         for series_bucket in self.series.flush(watermark):
@@ -130,6 +159,7 @@ class DetectorRunner:
                     k for k, s in states.items() if "open" not in s and detector.expired(s, watermark)
                 ]:
                     del states[key]
+                    self.changed.add((name, key))
         return self.findings[before:]
 
     def finish(self) -> list[Finding]:
@@ -141,6 +171,12 @@ class DetectorRunner:
             self._step("spikes", series_bucket.entity, series_bucket)
         return self.findings[before:]
 
+    def restore(self, name: str, key: str, state: State) -> None:
+        """Put back an entity's saved state (after a restart); not marked as changed."""
+        self.states[name][key] = state
+        if "open" in state:
+            self._open.add((name, key))
+
     # --- steps ---
 
     def _llm(self, bucket: LlmBucket) -> None:
@@ -148,6 +184,7 @@ class DetectorRunner:
         if bucket.scope == "session":
             app = self.states["runaway"].get(entity_id({"app": bucket.app}))
             key = self._step("runaway", entity, bucket, peers=self.peers.get(bucket.app), app=app)
+            self.peers_changed.add(bucket.app)
             self.peers[bucket.app] = self.runaway.learn_peer(
                 self.peers.get(bucket.app, {}), self.states["runaway"][key]
             )
@@ -171,6 +208,7 @@ class DetectorRunner:
 
     def _save(self, name: str, key: str, state: State, found: list[Finding]) -> None:
         self.states[name][key] = state
+        self.changed.add((name, key))
         self.findings.extend(found)
         if "open" in state:
             self._open.add((name, key))
@@ -179,7 +217,8 @@ class DetectorRunner:
 
     def _step(self, name: str, entity: Mapping[str, str], bucket: Any, **extra: Any) -> str:
         key = entity_id(entity)
-        self.entities.setdefault(name, set()).add(key)
+        if self.track_entities:
+            self.entities.setdefault(name, set()).add(key)
         state, found = self.detectors[name].update(self._load(name, key), bucket, **extra)
         self._save(name, key, state, found)
         return key

@@ -15,7 +15,7 @@ from typing import Any
 
 from river import base as river_base
 
-from detectors.base import Step, ew, grow_finding, is_open, open_finding, resolve_finding
+from detectors.base import Step, ew, grow_finding, is_open, open_finding, quiet_for, resolve_finding
 from detectors.buckets import SeriesBucket
 from detectors.config import SpikeConfig
 from detectors.findings import EGRESS_SPIKE, SPEND_SPIKE, Finding
@@ -189,4 +189,4 @@ class SpikeDetector:
 
     def expired(self, state: State, now: float) -> bool:
         """Return True once the scope has been quiet for ``expire_after_s``."""
-        return bool(now - float(state.get("last", now)) > self.config.expire_after_s)
+        return quiet_for(state, now, self.config.expire_after_s)

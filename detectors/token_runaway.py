@@ -1,13 +1,16 @@
 """Runaway token spend per app, user and session: the windowed spend rate against a baseline.
 
 The rate is the spend of the last ``window_s`` seconds, in USD per hour. It is flagged when it is
-``ratio`` times the baseline and either ``z`` deviations above it or, against the entity's own
-baseline, its request count is improbable for the usual request rate (Poisson tail below
-``p_value``): sparse sessions have spend too jumpy for a deviation test alone. The baseline is the entity's
-own, learned online (exponentially weighted mean and variance; per hour of day for apps, so a busy
-afternoon is not an anomaly). An entity too new to have one is compared with its peers: a new session
-with the distribution of its app's sessions (``PeerStats``, in log space because session spend is
-heavy-tailed). A flagged bucket is never learned into either baseline.
+``ratio`` times the baseline (with a busy app, ``ratio - 1`` times the baseline above what the app's
+lift explains) and either ``z`` deviations above it or, against the entity's own baseline, its request
+count is improbable for the usual request rate (Poisson tail below ``p_value``): sparse sessions have
+spend too jumpy for a deviation test alone. Sessions are also judged over the shorter spans of
+``scan_fractions``, against the app's current level from ``app_activity`` (no lag behind a burst). The
+baseline is the entity's own, learned online: time-weighted rates that learn a bucket once it has left
+the window (so a ramp never raises its own bar), an exponentially weighted variance, and per hour of
+day for apps (a busy afternoon is not an anomaly). An entity too new to have one is compared with its
+peers: a new session with the distribution of its app's sessions (in log space because session spend
+is heavy-tailed). A flagged bucket is never learned into either baseline.
 """
 
 from __future__ import annotations
@@ -15,7 +18,20 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from detectors.base import Step, ew, grow_finding, is_open, maybe_update, open_finding, resolve_finding
+from detectors.app_activity import add_traffic, lifts
+from detectors.base import (
+    Step,
+    decayed,
+    ew,
+    grow_finding,
+    is_open,
+    maybe_update,
+    open_finding,
+    quiet_for,
+    quiet_tick,
+    resolve_finding,
+    time_rate,
+)
 from detectors.buckets import LlmBucket
 from detectors.config import RunawayConfig
 from detectors.findings import TOKEN_RUNAWAY, Finding
@@ -50,7 +66,7 @@ class TokenRunawayDetector:
     Parameters
     ----------
     config
-        Sensitivity; ``RunawayConfig()`` is the documented default (3x and 4 deviations over 60 s).
+        Sensitivity; ``RunawayConfig()`` is the documented default (2.5x and p 3e-5 over 60 s).
 
     Examples
     --------
@@ -67,7 +83,7 @@ class TokenRunawayDetector:
     ...     state, found = det.update(state, b)
     ...     opened += [f.detected_at.timestamp() - 3000 for f in found if f.state == "open"]
     >>> opened
-    [40.0]
+    [50.0]
     """
 
     kinds = (TOKEN_RUNAWAY,)
@@ -91,33 +107,54 @@ class TokenRunawayDetector:
         cfg = self.config
         state = dict(state)
         state["e"], state["last"] = bucket.entity, bucket.end
-        window = [w for w in state.get("w", []) if w[0] > bucket.end - cfg.window_s]
+        kept = state.get("w", [])
+        cut = 0
+        while cut < len(kept) and kept[cut][0] <= bucket.end - cfg.window_s:
+            cut += 1
+        dropped, window = kept[:cut], kept[cut:]
         window.append([bucket.end, round(bucket.cost_usd, 7), bucket.requests, bucket.start])
         state["w"] = window
         rate = sum(w[1] for w in window) / cfg.window_s * HOUR_S
         requests = sum(w[2] for w in window)
         slot = str(int(bucket.start // HOUR_S % 24)) if bucket.scope == "app" else None
-        base = self._baseline(state, slot, peers)
+        base = self._baseline(state, slot, peers, bucket.end)
         found: list[Finding] = []
-        flagged = False
+        flagged = warm = False
         if base is not None:
             mean, sd, basis = base
-            expected = state.get("mq") if basis != "peer" else None
-            lift = self.app_lift(app, state) if basis != "peer" else 1.0
-            if lift > 1.0:
-                mean, sd = mean * lift, sd * lift
-                expected = expected * lift if expected is not None else None
+            per_s = self._rates(state)[1] if basis != "peer" else None
             ratio = cfg.app_ratio if bucket.scope == "app" else cfg.ratio
             least = cfg.user_min_requests if bucket.scope == "user" else cfg.min_requests
-            flagged = (
-                requests >= least
-                and rate >= cfg.min_usd_per_hour
-                and rate >= ratio * mean
-                and (
-                    rate >= mean + cfg.z * sd
-                    or (expected is not None and poisson_sf(requests, expected) <= cfg.p_value)
-                )
-            )
+            # no span holds more than the window, nor spends faster than it over the shortest span, and
+            # every bar is at least ratio x the baseline: most buckets need no judging at all
+            top_rate = rate / min(cfg.scan_fractions)
+            if requests < least or top_rate < cfg.min_usd_per_hour or top_rate < ratio * mean:
+                spans = []
+            elif basis == "peer":
+                spans = [(cfg.window_s, rate, requests, 1.0, 1.0)]
+            else:
+                spans = self._judge(state, bucket, peers, app)
+            p_bar = cfg.p_value / max(1, len(spans))  # a scan over several spans: split the budget
+            expected = lift_usd = 0.0
+            for span, judged_rate, judged, lift_usd, lift_req in spans:
+                # a busy app explains lift x the usual spend; a runaway spends (ratio - 1) x usual on top
+                explained = mean * lift_usd
+                expected = per_s * span * lift_req if per_s is not None else 0.0
+                if (
+                    judged < least
+                    or judged_rate < cfg.min_usd_per_hour
+                    or judged_rate < explained + (ratio - 1.0) * mean
+                ):
+                    continue
+                p_value = poisson_sf(judged, expected) if per_s is not None else 1.0
+                # over the ratio bar and either unlikely by count or (against peers) with no count test
+                warm = warm or p_value <= cfg.warm_p_value or per_s is None
+                # spend alone (not the count) is too jumpy to judge over less than the window
+                if (span == cfg.window_s and judged_rate >= explained + cfg.z * sd * lift_usd) or (
+                    p_value <= p_bar
+                ):
+                    flagged = True
+                    break
             if is_open(state, TOKEN_RUNAWAY):
                 found += self._grow(state, bucket, rate, requests)
                 if rate < cfg.resolve_below_ratio * state["bm"]:
@@ -128,7 +165,7 @@ class TokenRunawayDetector:
                     flagged = False
             elif flagged:
                 state["hot"] = state.get("hot", 0) + 1
-            else:
+            elif not warm:  # evidence hovering just under the bar keeps the count; a normal bucket resets
                 state.pop("hot", None)
             if flagged and not is_open(state, TOKEN_RUNAWAY) and state["hot"] >= cfg.confirm:
                 state.pop("hot", None)
@@ -155,6 +192,8 @@ class TokenRunawayDetector:
                             "baseline_sd": round(sd, 4),
                             "basis": basis,
                             "requests_in_window": requests,
+                            "expected_requests": round(expected, 2),
+                            "app_lift": round(lift_usd, 3),
                             "input_tokens": bucket.input_tokens,
                             "output_tokens": bucket.output_tokens,
                         },
@@ -165,8 +204,12 @@ class TokenRunawayDetector:
             is_open(state, TOKEN_RUNAWAY)
             and bucket.end - state["open"][TOKEN_RUNAWAY]["s"] > cfg.relearn_after_s
         )
-        if not (flagged or is_open(state, TOKEN_RUNAWAY)) or open_long:
-            self._learn(state, slot, rate, requests, bucket.end)
+        learn = not (flagged or is_open(state, TOKEN_RUNAWAY)) or open_long
+        if not learn:
+            window[-1].append(0)  # held: never learned, even after it leaves the window
+        self._count(state, bucket, dropped, learn)
+        if learn:
+            self._learn(state, slot, rate, bucket.end)
         state["rate"] = rate
         return state, found
 
@@ -188,14 +231,18 @@ class TokenRunawayDetector:
         )
 
     def _baseline(
-        self, state: State, slot: str | None, peers: State | None
+        self, state: State, slot: str | None, peers: State | None, now: float
     ) -> tuple[float, float, str] | None:
         cfg = self.config
         seasonal = state.get("h", {}).get(slot) if slot else None
         if seasonal and seasonal[2] >= cfg.warmup:
             return seasonal[0], math.sqrt(seasonal[1]), "hour-of-day"
-        if state.get("n", 0) >= cfg.warmup:
-            return state["m"], math.sqrt(state["v"]), "own"
+        learned_s = state["ql"] - state["q0"] if "q0" in state else cfg.window_s
+        if state.get("n", 0) >= cfg.warmup and learned_s >= cfg.window_s:
+            # the mean is the time-weighted rate: the EW mean of windows sampled when data arrives runs
+            # high for sparse entities (their samples fall in their busy moments)
+            mean = self._rates(state)[0] * HOUR_S if "q0" in state else state["m"]
+            return mean, math.sqrt(state["v"]), "own"
         if peers and peers.get("n", 0) >= cfg.peer_warmup:
             # peers live in log1p space; map their upper band back to USD/h
             mean = math.expm1(peers["m"])
@@ -203,7 +250,7 @@ class TokenRunawayDetector:
             return mean, (upper - mean) / cfg.z, "peer"
         return None
 
-    def _learn(self, state: State, slot: str | None, rate: float, requests: int, now: float) -> None:
+    def _learn(self, state: State, slot: str | None, rate: float, now: float) -> None:
         # weight by elapsed time, not by bucket: a burst of busy buckets must not drag the baseline up
         elapsed = max(0.0, now - state.get("lt", now))
         state["lt"] = now
@@ -211,7 +258,6 @@ class TokenRunawayDetector:
         n = state.get("n", 0)
         warm = self.config.warmup
         alpha = 1.0 / (n + 1) if n < warm else step  # a plain mean until warm, then time-weighted
-        state["mq"] = round(state.get("mq", 0.0) + alpha * (requests - state.get("mq", 0.0)), 5)
         state["m"], state["v"] = (
             round(x, 7) for x in ew(state.get("m", 0.0), state.get("v", 0.0), rate, alpha)
         )
@@ -222,6 +268,86 @@ class TokenRunawayDetector:
             a = 1.0 / (k + 1) if k < warm else step
             m, v = ew(m, v, rate, a)
             hours[slot] = [round(m, 7), round(v, 7), min(k + 1, 10**6)]
+
+    def _judge(
+        self, state: State, bucket: LlmBucket, peers: State | None, app: State | None
+    ) -> list[tuple[float, float, int, float, float]]:
+        """Return ``(span, USD/h, requests, USD lift, request lift)`` for each span to judge.
+
+        Own traffic and the app's level are read over the same stretch of time, or a burst's first
+        seconds show in one and not the other: a session against its app's sessions up to the bucket
+        before this one (others ending with this one may not have arrived yet), over the scan spans so a
+        runaway's first seconds are not diluted by the quiet minute before; a user against the app's
+        last closed bucket; an app against itself.
+        """
+        cfg, window = self.config, state["w"]
+        if bucket.scope == "session" and peers:
+            own = [(cfg.window_s * f, 0.0, 0) for f in cfg.scan_fractions]
+            for entry in window[:-1]:  # earlier buckets: the bucket being judged is not in the level yet
+                age = bucket.end - entry[0]
+                own = [(s, u + entry[1], r + entry[2]) if age < s else (s, u, r) for s, u, r in own]
+            found = lifts(peers, bucket.end, own, self._rates(state), cfg.window_s, cfg.baseline_tau_s)
+            if found is not None:
+                return [
+                    (span, usd * HOUR_S / span, req, lift_usd, lift_req)
+                    for (span, usd, req), (lift_usd, lift_req) in zip(own, found, strict=True)
+                ]
+        to_rate = HOUR_S / cfg.window_s
+        if app and bucket.scope != "app" and "last" in app:
+            upto = app["last"]
+            seen = [w for w in window if upto - cfg.window_s < w[0] <= upto]
+            usd, req = sum(w[1] for w in seen), sum(w[2] for w in seen)
+            if "q0" in app and "q0" in state:
+                app_usd, app_req = self._rates(app)
+                own_usd, own_req = self._rates(state)
+                rest_usd = (app_usd - own_usd) * cfg.window_s
+                rest_req = (app_req - own_req) * cfg.window_s
+                in_usd = sum(w[1] for w in app.get("w", ()) if w[0] > upto - cfg.window_s) - usd
+                in_req = sum(w[2] for w in app.get("w", ()) if w[0] > upto - cfg.window_s) - req
+                lift_usd = max(1.0, in_usd / rest_usd) if rest_usd > 0 else 1.0
+                lift_req = max(1.0, in_req / rest_req) if rest_req > 0 else 1.0
+                return [(cfg.window_s, usd * to_rate, req, lift_usd, lift_req)]
+            lift = self.app_lift(app, {"rate": usd * to_rate, "m": state.get("m", 0.0)})
+            return [(cfg.window_s, usd * to_rate, req, lift, lift)]
+        return [(cfg.window_s, sum(w[1] for w in window) * to_rate, sum(w[2] for w in window), 1.0, 1.0)]
+
+    def _rates(self, state: State) -> tuple[float, float]:
+        """Return the own baseline USD and requests per second (time-weighted, up to a window ago)."""
+        if "q0" not in state:
+            return 0.0, 0.0
+        tau, q0, upto = self.config.baseline_tau_s, state["q0"], state["ql"]
+        return time_rate(state["uc"], q0, upto, tau), time_rate(state["qc"], q0, upto, tau)
+
+    def _count(self, state: State, bucket: LlmBucket, dropped: list[list[Any]], learn: bool) -> None:
+        """Learn the buckets that left the window into the decayed sums (or hold the rates there).
+
+        The sums stop a window short of now, so the traffic being judged is never part of its own
+        baseline: a runaway's first minute cannot raise its own bar.
+        """
+        tau = self.config.baseline_tau_s
+        if "q0" not in state:
+            state["q0"] = state["ql"] = bucket.start
+            state["uc"] = state["qc"] = 0.0
+            if "mq" in state:  # a state from before the sums: start them at the learned request rate
+                state["q0"] = bucket.start - tau
+                state["qc"] = state.pop("mq") / self.config.window_s * tau * -math.expm1(-1.0)
+                state["uc"] = state.get("m", 0.0) / HOUR_S * tau * -math.expm1(-1.0)
+        for entry in dropped:
+            self._advance(state, entry[0], entry[1], entry[2], learn and (len(entry) < 5 or bool(entry[4])))
+        self._advance(state, bucket.end - self.config.window_s, 0.0, 0.0, learn)
+
+    def _advance(self, state: State, to: float, usd: float, requests: float, learn: bool) -> None:
+        last = state["ql"]
+        if to <= last:
+            return
+        tau = self.config.baseline_tau_s
+        if not learn:  # add what the baseline expects over the stretch: the rates stay where they are
+            usd_rate, req_rate = self._rates(state)
+            stretch = tau * -math.expm1(-(to - last) / tau)
+            usd, requests = usd_rate * stretch, req_rate * stretch
+        state["uc"] = round(decayed(state["uc"], last, to, usd, tau), 9)
+        state["qc"] = round(decayed(state["qc"], last, to, requests, tau), 6)
+        state["ql"] = to
 
     @staticmethod
     def app_lift(app_state: State | None, own: State | None = None) -> float:
@@ -248,9 +374,15 @@ class TokenRunawayDetector:
         >>> peers["n"], round(peers["m"], 3)
         (1, 1.386)
         """
-        if "rate" not in session_state or is_open(session_state, TOKEN_RUNAWAY):
+        if "rate" not in session_state:
             return peers
         peers = dict(peers)
+        window = session_state.get("w")
+        if window:  # every session's traffic counts toward how busy the app is now, flagged or not
+            end, usd, requests, start = window[-1][:4]
+            add_traffic(peers, (start, end, usd, requests), self.config.window_s, self.config.baseline_tau_s)
+        if is_open(session_state, TOKEN_RUNAWAY) or "hot" in session_state:
+            return peers  # a flagged session is not learned, confirmed yet or not
         n = peers.get("n", 0)
         alpha = max(self.config.peer_alpha, 1.0 / (n + 1))
         peers["m"], peers["v"] = ew(
@@ -261,13 +393,8 @@ class TokenRunawayDetector:
 
     def tick(self, state: State, now: float) -> Step:
         """Resolve an open runaway once the entity has been quiet for a whole window."""
-        last = state.get("last")
-        if last is None or not is_open(state, TOKEN_RUNAWAY) or now - last <= self.config.window_s:
-            return state, []
-        state = dict(state)
-        state.pop("bm", None)
-        return state, resolve_finding(state, TOKEN_RUNAWAY, last, {"reason": "quiet"})
+        return quiet_tick(state, TOKEN_RUNAWAY, now, self.config.window_s, forget=("bm",))
 
     def expired(self, state: State, now: float) -> bool:
         """Return True once the entity has been quiet for ``expire_after_s``."""
-        return bool(now - float(state.get("last", now)) > self.config.expire_after_s)
+        return quiet_for(state, now, self.config.expire_after_s)

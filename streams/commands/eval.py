@@ -99,6 +99,30 @@ def _feed(runner: DetectorRunner, pricer: Pricer, event: dict[str, Any]) -> None
 # --- the simulator suite ----------------------------------------------------------------------------
 
 
+def scenario(
+    seed: int, intensity: float, *, duration_s: float, nodes: int, rate: float, incidents: bool = True
+) -> sim.Simulation:
+    """Return the simulator scenario of one run: every incident kind at ``intensity`` (or none)."""
+    specs = (
+        tuple(
+            sim.IncidentSpec(s.kind, s.offset_s, s.duration_s, intensity)
+            for s in sim.default_incidents(duration_s)
+        )
+        if incidents
+        else ()
+    )
+    return sim.Simulation(
+        sim.SimulationConfig(
+            start=START + timedelta(days=seed),
+            duration_s=duration_s,
+            seed=seed,
+            nodes=nodes,
+            rate=rate,
+            incidents=specs,
+        )
+    )
+
+
 def simulator_run(
     seed: int,
     intensity: float,
@@ -110,24 +134,7 @@ def simulator_run(
     config: DetectorConfig | None = None,
 ) -> ScenarioRun:
     """Simulate one run with every incident kind at ``intensity`` (or none) and score the detectors."""
-    specs = (
-        tuple(
-            sim.IncidentSpec(s.kind, s.offset_s, s.duration_s, intensity)
-            for s in sim.default_incidents(duration_s)
-        )
-        if incidents
-        else ()
-    )
-    simulation = sim.Simulation(
-        sim.SimulationConfig(
-            start=START + timedelta(days=seed),
-            duration_s=duration_s,
-            seed=seed,
-            nodes=nodes,
-            rate=rate,
-            incidents=specs,
-        )
-    )
+    simulation = scenario(seed, intensity, duration_s=duration_s, nodes=nodes, rate=rate, incidents=incidents)
     truth = simulation.truth
     node_team = {n.name: n.labels.get("team", "") for n in simulation.nodes}
     bucket_team = {b.name: b.team for b in simulation.buckets}
@@ -529,6 +536,7 @@ __all__ = [
     "KindReport",
     "ScenarioRun",
     "register",
+    "scenario",
     "simulator_run",
     "simulator_suite",
     "summarize",

@@ -45,6 +45,7 @@ class CostRecord(TypedDict):
     x_App: str | None
     x_User: str | None
     x_Session: str | None
+    x_PromptHash: str | None
     x_Model: str | None
     x_Cluster: str | None
     x_Workload: str | None

@@ -307,6 +307,7 @@ class Pricer:
             "x_App": None,
             "x_User": None,
             "x_Session": None,
+            "x_PromptHash": None,
             "x_Model": None,
             "x_Cluster": None,
             "x_Workload": None,
@@ -392,7 +393,8 @@ class Pricer:
         template.update({
             "ConsumedUnit": "Tokens", "PricingUnit": "Tokens", "ServiceCategory": "AI and Machine Learning",
             "ServiceName": "LLM Inference", "ResourceId": event.model, "x_App": event.app,
-            "x_User": event.user, "x_Session": event.session, "x_Model": event.model,
+            "x_User": event.user, "x_Session": event.session, "x_PromptHash": event.prompt_hash,
+            "x_Model": event.model,
             "x_Unpriced": rates is None,
         })
         keep = 1.0 - pct / 100.0

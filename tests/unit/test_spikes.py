@@ -4,7 +4,8 @@ import random
 
 from river import anomaly
 
-from detectors.buckets import SeriesBucket
+from detectors.buckets import LlmBucketer, LlmUsage, SeriesBucket, SeriesBucketer, parse_time
+from detectors.config import BucketConfig
 from detectors.spikes import SpikeDetector, SpikeScorer
 
 T0 = 1_772_409_600.0
@@ -49,3 +50,43 @@ def test_the_scorer_works_as_a_river_detector_behind_a_threshold_filter() -> Non
         flagged.append(guard.classify(guard.score_one(x)))
         guard.learn_one(x)
     assert [i for i, f in enumerate(flagged) if f] == list(range(60, 70))  # the spike never became normal
+
+
+def cost_record(start: str, cost: float, meter: str = "input_tokens", resource: str = "r") -> dict:
+    return {
+        "ChargePeriodStart": start,
+        "EffectiveCost": cost,
+        "SkuMeter": meter,
+        "ResourceId": resource,
+        "ConsumedQuantity": 1.0,
+        "x_Team": "cx",
+        "x_Project": "bot",
+        "x_Model": None,
+    }
+
+
+def test_series_sums_every_record_even_across_a_flush() -> None:
+    """The records of one event share their buckets; a late record after a flush opens a new one."""
+    bk = SeriesBucketer((60.0,))
+    for meter in ("input_tokens", "output_tokens", "egress_gb"):
+        bk.add(cost_record("2026-01-01T00:00:10Z", 1.0, meter, resource="b1"))
+    first = {(b.kind, b.scope): b.cost_usd for b in bk.flush(parse_time("2026-01-01T00:01:00Z"))}
+    assert first == {
+        ("spend_spike", "team"): 3.0,
+        ("spend_spike", "project"): 3.0,
+        ("egress_spike", "bucket"): 1.0,
+    }
+    bk.add(cost_record("2026-01-01T00:00:10Z", 2.0))  # late: the same keys as the cached records
+    late = bk.flush(parse_time("2026-01-01T00:01:00Z"))
+    assert sorted((b.scope, b.cost_usd) for b in late) == [("project", 2.0), ("team", 2.0)]
+
+
+def test_llm_buckets_keep_only_what_their_detectors_read() -> None:
+    bk = LlmBucketer(BucketConfig())
+    for t in (0.5, 1.0):
+        bk.add(LlmUsage(t, "bot", "u1", "s1", "gpt-4o", 100, 10, 0.01, "p1"))
+    by_scope = {b.scope: b for b in bk.flush(10.0)}
+    assert by_scope["session"].inputs == [100, 100] and by_scope["session"].prompts == {"p1": 2}
+    assert by_scope["app"].models == {"gpt-4o": [2.0, 220.0, 0.02]}
+    assert all(b.requests == 2 and abs(b.cost_usd - 0.02) < 1e-12 for b in by_scope.values())
+    assert by_scope["user"].inputs == [] and by_scope["user"].prompts == {} and by_scope["user"].models == {}

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import random
 
 from detectors.buckets import LlmBucket
@@ -58,3 +59,71 @@ def test_a_new_session_is_compared_with_its_peers() -> None:
 def test_a_busy_app_lifts_its_sessions_bar() -> None:
     assert TokenRunawayDetector.app_lift({"rate": 40.0, "m": 10.0, "n": 99}, {"rate": 10.0, "m": 0.0}) == 3.0
     assert poisson_sf(20, 4.0) < 1e-6 < poisson_sf(10, 4.0)
+
+
+def poisson(rng: random.Random, mean: float) -> int:
+    count, total = 0, rng.expovariate(1.0)
+    while total < mean:
+        count += 1
+        total += rng.expovariate(1.0)
+    return count
+
+
+def run_app(
+    seed: int, burst: tuple[float, float, float], hot: tuple[str, float] | None = None
+) -> list[tuple[str, float]]:
+    """Twenty sessions at 8 requests a minute in 2 s buckets; the app runs ``burst[2]`` x between its
+    first two values (seconds); ``hot`` adds ``(session, extra x its rate)`` from the burst's start."""
+    rng = random.Random(seed)
+    det, peers, states, opened = TokenRunawayDetector(), {}, {}, []
+    per_bucket = 8 / 60 * 2.0
+    for i in range(1800):  # one hour
+        t = T0 + 2.0 * i
+        level = burst[2] if burst[0] <= 2.0 * i < burst[1] else 1.0
+        for s in range(20):
+            key = f"s{s:02d}"
+            mean = per_bucket * level
+            if hot and key == hot[0] and 2.0 * i >= burst[0]:
+                mean += per_bucket * hot[1]
+            n = poisson(rng, mean)
+            if not n:
+                continue
+            usd = sum(0.01 * (0.5 + rng.random()) for _ in range(n))
+            bucket = LlmBucket("session", key, "bot", t, t + 2.0, requests=n, cost_usd=usd)
+            states[key], found = det.update(states.get(key, {}), bucket, peers=peers)
+            peers = det.learn_peer(peers, states[key])
+            opened += [(key, f.detected_at.timestamp() - T0 - burst[0]) for f in found if f.state == "open"]
+    return opened
+
+
+def test_sessions_that_follow_their_apps_burst_are_not_runaways() -> None:
+    """The whole app runs 4x for three minutes: every session is busier, none is flagged."""
+    assert run_app(1, (2400.0, 2580.0, 4.0)) == []
+
+
+def test_a_runaway_during_its_apps_burst_is_still_found_within_a_minute() -> None:
+    """One session adds 4x its rate while the app runs 2x: the app explains 2x, not 6x."""
+    opened = run_app(2, (2400.0, 2700.0, 2.0), hot=("s07", 4.0))
+    assert [key for key, _ in opened] == ["s07"]
+    assert opened[0][1] <= 60
+
+
+def test_learning_a_peer_leaves_the_old_peer_state_untouched() -> None:
+    det, rng = TokenRunawayDetector(), random.Random(3)
+    peers: dict = {}
+    state: dict = {}
+    for i in range(100):
+        state, _ = det.update(state, session(i, 2, rng, width=2.0), peers=peers)
+        before = json.dumps(peers, sort_keys=True)
+        new_peers = det.learn_peer(peers, state)
+        assert json.dumps(peers, sort_keys=True) == before
+        peers = new_peers
+    assert peers["cw"] and peers["ct"] > peers["c0"]
+
+
+def test_a_state_saved_before_the_time_weighted_rates_still_loads() -> None:
+    det, rng = TokenRunawayDetector(), random.Random(5)
+    old = {"e": {"app": "bot", "session": "s1"}, "last": T0, "lt": T0, "m": 2.0, "v": 0.5, "n": 40, "mq": 8.0}
+    state, found = det.update(old, session(1, 2, rng))
+    assert found == [] and "mq" not in state
+    assert round(det._rates(state)[1] * 60, 3) == 8.0  # the old mean count per window, per minute
