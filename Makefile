@@ -89,8 +89,9 @@ demo bench: export BURNWATCH_KAFKA_BOOTSTRAP_SERVERS ?= $(KAFKA_HOST):$(KAFKA_PO
 demo: $(STAMP) kafka-start ## start Kafka and run the end-to-end demo (deploy/demo.sh)
 	@deploy/demo.sh
 
-bench: $(STAMP) kafka-start ## start Kafka and run the benchmarks (python -m bench.run)
+bench: $(STAMP) kafka-start ## start Kafka and run the benchmarks (bench.run, then bench.budget_alert)
 	@$(BIN)/python -m bench.run
+	@$(BIN)/python -m bench.budget_alert
 
 clean: ## stop Kafka; remove its data, caches and build output
 	@if [ -x $(KAFKA) ]; then $(KAFKA) stop; fi

@@ -198,7 +198,7 @@ class SlackWebhookReceiverConfig(_Model):
 
 
 class PagerDutyReceiverConfig(_Model):
-    """PagerDuty Events API v2: trigger and resolve by ``dedup_key``."""
+    """PagerDuty Events API v2: trigger, then resolve, by ``dedup_key`` (see ``retrigger_on_update``)."""
 
     type: Literal["pagerduty"] = "pagerduty"
     routing_key: SecretStr | None = None
@@ -207,6 +207,8 @@ class PagerDutyReceiverConfig(_Model):
     url: str = "https://events.pagerduty.com/v2/enqueue"
     severity_map: dict[str, Severity] = Field(default_factory=lambda: {str(s): s for s in SEVERITIES})
     timeout_s: float = Field(default=10.0, gt=0, le=120)
+    # Off: one page per incident (trigger, then resolve); updates go to Slack. On: each update triggers again.
+    retrigger_on_update: bool = False
 
     @model_validator(mode="before")
     @classmethod

@@ -193,6 +193,7 @@ class ReceiverStats:
     fallback: int = 0
 
 
+# Called once per notification taken from a queue: delivered, skipped as already sent, or given up.
 ResultHook = Callable[[Notification, DeliveryResult], None]
 
 
@@ -269,7 +270,10 @@ class Dispatcher:
         record = self.sent_log.get(name, notification.key)
         if record is not None and record.covers(notification):
             stats.skipped_duplicates += 1
-            return DeliveryResult.delivered(ref=record.ref, detail="already sent")
+            skipped = DeliveryResult.delivered(ref=record.ref, detail="already sent")
+            if self._on_result is not None:
+                self._on_result(notification, skipped)
+            return skipped
         if record is not None and record.epoch == notification.epoch and record.ref:
             notification = notification.model_copy(update={"thread_ref": record.ref})
         result = await self._with_retry(self.receivers[name], notification)

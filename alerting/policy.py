@@ -381,6 +381,24 @@ def _by_cost(slots: Iterable[Slot]) -> list[Slot]:
     return sorted(slots, key=lambda s: (-s.alert.cost_impact_usd, s.alert.fingerprint))
 
 
+def changed_groups(before: PolicyState, after: PolicyState) -> tuple[dict[str, Group], list[str]]:
+    """Return the groups ``after`` changed or added, and the ids it dropped (what a table must write).
+
+    A step keeps untouched groups as the same objects, so a changed group is one that is not.
+
+    >>> from datetime import datetime, timezone
+    >>> g = Group(receiver="ops", key="k", route="route", labels={}, created_at=datetime(2025, 1, 1,
+    ...           tzinfo=timezone.utc))
+    >>> changed_groups(PolicyState(groups={"ops|k": g}), PolicyState(groups={"ops|k": g}))
+    ({}, [])
+    >>> changed_groups(PolicyState(groups={"ops|k": g}), PolicyState())
+    ({}, ['ops|k'])
+    """
+    upserts = {gid: g for gid, g in after.groups.items() if before.groups.get(gid) is not g}
+    dropped = sorted(gid for gid in before.groups if gid not in after.groups)
+    return upserts, dropped
+
+
 def partition_key(alert: Alert) -> str:
     """Return the key to repartition alerts by, so that one worker sees every alert of a team's groups."""
     return alert.labels.get("team", "") or alert.entity.get("team", "")

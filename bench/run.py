@@ -187,7 +187,10 @@ def free_port() -> int:
 class WorkerProcess:
     """``burnwatch worker`` in its own process group, with its log in ``workdir``."""
 
-    def __init__(self, settings: Settings, workdir: Path, profile: Path | None = None) -> None:
+    def __init__(
+        self, settings: Settings, workdir: Path, profile: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.log_path = workdir / "worker.log"
         env = {key: value for key, value in os.environ.items() if not key.startswith("BURNWATCH_")}
@@ -200,7 +203,7 @@ class WorkerProcess:
             "BURNWATCH_WEB_PORT": str(self.port),
             "BURNWATCH_WEB_HOST": "127.0.0.1",
             "BURNWATCH_LOG_LEVEL": "INFO",
-        }
+        } | (extra_env or {})
         # cProfile writes its file when the worker exits on SIGTERM (SystemExit).
         profiler = ["-m", "cProfile", "-o", str(profile.resolve())] if profile else []
         with self.log_path.open("ab") as log:

@@ -34,6 +34,16 @@ for _ in $(seq 1 120); do
 done
 curl -fsS "$HEALTH" >/dev/null || { echo "worker did not become healthy; see $DEMO_DIR/worker.log"; tail -20 "$DEMO_DIR/worker.log"; exit 1; }
 
+# The notifier's console receiver prints each alert notification here; its log goes to the file.
+export BURNWATCH_NOTIFIER_WEB_PORT="${BURNWATCH_NOTIFIER_WEB_PORT:-6067}"
+echo "==> starting the notifier (log: $DEMO_DIR/notifier.log); alert notifications print below as they are sent"
+$BW notifier 2>"$DEMO_DIR/notifier.log" &
+pids+=($!)
+for _ in $(seq 1 120); do
+  if curl -fsS "http://localhost:${BURNWATCH_NOTIFIER_WEB_PORT}/health" >/dev/null 2>&1; then break; fi
+  sleep 0.5
+done
+
 echo "==> simulating $((DURATION_S / 3600)) h of traffic at ${SPEED}x with incidents (log: $DEMO_DIR/simulate.log)"
 $BW simulate --speed "$SPEED" --duration "$DURATION_S" --incidents all --truth "$DEMO_DIR/incidents.json" \
   >"$DEMO_DIR/simulate.log" 2>&1 &
@@ -49,6 +59,8 @@ wait "$tailpid" || true
 
 echo "==> budgets, live from budget.burn"
 $BW budgets --timeout 3 || true
-echo "==> alerts raised (budget thresholds and forecasts, from the alerts topic)"
-$BW tail alerts --from-beginning --timeout 3 || true
+sleep "${BURNWATCH_SPEND_PUBLISH_INTERVAL_S:-5}"  # the spend tables publish every few seconds
+echo "==> spend per team and hour, live from the spend tables (spend.windows; by event time)"
+$BW spend --by team --period hour --last 3 --timeout 3 || true
+echo "==> notifications sent by the notifier: $BURNWATCH_DATA_DIR/notifications.jsonl (raw alerts: $BW tail alerts --from-beginning)"
 echo "==> done. Injected incidents: $DEMO_DIR/incidents.json; dead letters: $BW tail usage.dlq --from-beginning --timeout 5"

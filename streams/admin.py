@@ -7,7 +7,19 @@ import logging
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streams.names import ALERTS, BUDGET_BURN, BUDGET_CHARGES, COSTS_PRICED, USAGE_DLQ, USAGE_TOPICS
+from streams.names import (
+    ALERT_SILENCES,
+    ALERTS,
+    ALERTS_BY_TEAM,
+    ANOMALIES,
+    BUDGET_BURN,
+    BUDGET_CHARGES,
+    COSTS_PRICED,
+    DETECTOR_INPUTS,
+    SPEND_WINDOWS,
+    USAGE_DLQ,
+    USAGE_TOPICS,
+)
 from streams.settings import Settings
 
 log = logging.getLogger("burnwatch.admin")
@@ -27,6 +39,17 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
     # The live budget state other services follow: the latest record per budget id is kept.
     specs.append(NewTopic(settings.topic(BUDGET_BURN), config={"cleanup.policy": "compact"}, **common))
     specs.append(NewTopic(settings.topic(ALERTS), config=dlq_config, **common))
+    # Detector inputs repartitioned by entity group (internal), and the findings (public record).
+    specs.append(NewTopic(settings.topic(DETECTOR_INPUTS), config=dlq_config, **common))
+    specs.append(NewTopic(settings.topic(ANOMALIES), config=dlq_config, **common))
+    # The notifier's repartition of alerts by team, and its self-addressed ticks.
+    specs.append(NewTopic(settings.topic(ALERTS_BY_TEAM), config=dlq_config, **common))
+    # Silences: few, written by `burnwatch silence`; compaction keeps the latest version of each id.
+    specs.append(NewTopic(settings.topic(ALERT_SILENCES), num_partitions=1,
+                          replication_factor=settings.topic_replication_factor,
+                          config={"cleanup.policy": "compact"}))
+    # Spend per scope and window, one key per (window, partition): the latest value is the truth.
+    specs.append(NewTopic(settings.topic(SPEND_WINDOWS), config={"cleanup.policy": "compact"}, **common))
     return specs
 
 

@@ -86,7 +86,7 @@ def register_price_agent(
             source = source_of.get(message.topic, "unknown")
             metrics.messages_in.labels(source).inc()
             payload = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
-            batch = price_payload(payload, pricer, event_ids.__contains__,
+            batch = price_payload(payload, pricer, event_ids.contains,
                                   max_bytes=settings.max_message_bytes)
             metrics.events_in.labels(source).inc(len(batch.events) + batch.duplicates + len(batch.rejections))
             acks = await send_dead_letters(batch, message, source) if batch.rejections else []

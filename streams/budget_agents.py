@@ -1,15 +1,15 @@
 """The budget stage: costs.priced -> budget.charges (by budget) -> exact running totals -> budget.burn.
 
-``allocate_costs`` allocates each charge and sends it, grouped by budget, to ``budget.charges`` keyed by
-budget id. ``track_budgets`` counts each (budget, charge) once through the ledger table and keeps each
-budget's running state in memory; the state is rebuilt from the ledger after every rebalance, so it is
-always exactly the sum of the ledger. A timer publishes burn records and threshold alerts.
+The ``allocate_costs`` stage (run by ``process_costs``, ``cost_agents.py``) allocates each charge and
+sends it, grouped by budget, to ``budget.charges`` keyed by budget id. ``track_budgets`` counts each
+(budget, charge) once through the ledger table and keeps each budget's running state in memory; the
+state is rebuilt from the ledger after every rebalance, so it is always exactly the sum of the ledger. A
+timer publishes burn records and threshold alerts.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -17,19 +17,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
-from pydantic_core import to_json
+from pydantic_core import from_json, to_json
 
 from streams.core.allocation import Allocator
 from streams.core.budget_charges import BudgetMatcher, Contribution, count_charge, ledger_key, rebuild_state
 from streams.core.budget_state import (
     BudgetState,
     advance,
+    alerts_due,
     burn_record,
     mark_emitted,
     should_emit,
     threshold_alerts,
 )
 from streams.core.budgets import Budget, BudgetsConfig
+from streams.core.costs import CostRecord
+from streams.cost_agents import CostStage
 from streams.metrics import WorkerMetrics
 from streams.names import BUDGET_CHARGES
 from streams.settings import Settings
@@ -50,6 +53,8 @@ class LiveBudgets:
 
     states: dict[str, BudgetState] = field(default_factory=dict)
     events_seen: dict[str, set[str]] = field(default_factory=dict)
+    # budgets the timer asked track_budgets to look at (an empty budget.charges message in flight)
+    ticks_pending: set[str] = field(default_factory=set)
 
 
 def register_budget_agents(
@@ -61,36 +66,36 @@ def register_budget_agents(
     allocator: Allocator,
     config: BudgetsConfig,
     metrics: WorkerMetrics,
+    cost_stages: list[CostStage],
 ) -> LiveBudgets:
-    """Add ``allocate_costs``, ``track_budgets`` and the burn timer to ``app``."""
+    """Add the ``allocate_costs`` stage to ``cost_stages``, and ``track_budgets`` and the burn timer."""
     matcher = BudgetMatcher(allocator, config)
     budgets: dict[str, Budget] = config.by_id()
     live = LiveBudgets()
     charges_topic_name = settings.topic(BUDGET_CHARGES)
 
-    @app.agent(topics.costs_priced_topic, name="allocate_costs")
-    async def allocate_costs(stream: faust.StreamT[bytes]) -> None:
-        async for value in stream:
-            records = json.loads(value)
-            acks: list[Awaitable[Any]] = []
-            for budget_id, items in matcher.contributions(records).items():
-                acks.append(
-                    await topics.budget_charges_topic.send(key=budget_id.encode(), value=to_json(items))
-                )
-            await asyncio.gather(*acks)
+    async def allocate_costs(message: Any, records: list[CostRecord]) -> None:
+        acks: list[Awaitable[Any]] = []
+        for budget_id, items in matcher.contributions(records).items():
+            acks.append(await topics.budget_charges_topic.send(key=budget_id.encode(), value=to_json(items)))
+        await asyncio.gather(*acks)
+
+    cost_stages.append(allocate_costs)
 
     @app.agent(topics.budget_charges_topic, name="track_budgets")
     async def track_budgets(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             message = event.message
             budget_id = (message.key or b"").decode()
+            live.ticks_pending.discard(budget_id)
             budget = budgets.get(budget_id)
             if budget is None:
                 log.warning("charges for unknown budget %r skipped (budgets file changed?)", budget_id)
                 continue
-            items: list[Contribution] = [tuple(item) for item in json.loads(event.value)]  # type: ignore[misc]
+            items: list[Contribution] = [tuple(item) for item in from_json(event.value)]  # type: ignore[misc]
             keys = [ledger_key(budget_id, item[0]) for item in items]
-            fresh = [item for key, item in zip(keys, items, strict=True) if key not in ledger]
+            known = ledger.contains_many(keys)
+            fresh = [item for item, seen_before in zip(items, known, strict=True) if not seen_before]
             # Every item is logged again, new or not: the changelog stays complete even when a crash
             # left the local store ahead of it.
             ledger.put_batch([(key, list(item)) for key, item in zip(keys, items, strict=True)],
@@ -112,13 +117,18 @@ def register_budget_agents(
         """Send the budget's burn record when due, and (in the agent only) its threshold alerts.
 
         Alerts change bookkeeping that is saved in a table, and faust writes tables only while
-        processing a message, so the timer publishes burn records alone.
+        processing a message, so the timer publishes burn records alone; when it sees an alert due
+        (a forecast crossing with no new charge, a period that rolled over) it sends the budget an
+        empty ``budget.charges`` message, and ``track_budgets`` fires the alert within a tick.
         """
         state = advance(state, budget, now)
         record = burn_record(budget, state, as_of=now)
         alerts = []
         if with_alerts:
             state, alerts = threshold_alerts(budget, state, record)
+        elif budget.id not in live.ticks_pending and alerts_due(budget, state, record):
+            live.ticks_pending.add(budget.id)
+            await topics.budget_charges_topic.send(key=budget.id.encode(), value=b"[]")
         live.states[budget.id] = state
         if not should_emit(state, record, burn_interval_s=config.burn_interval_s, force=bool(alerts)):
             return

@@ -80,8 +80,71 @@ class WorkerMetrics:
             "burnwatch_budget_spent_pct", "Spend of each budget's current period, percent of its amount.",
             ["budget"], registry=r,
         )
+        self.spend_usd = Counter(
+            "burnwatch_spend_counted_usd",
+            "Spend counted into the spend tables, in USD, by whether its required tags were present.",
+            ["allocated"], registry=r,
+        )
+        self.spend_late_usd = Counter(
+            "burnwatch_spend_late_usd",
+            "Spend that arrived after its day window closed (kept in a correction bucket), in USD.",
+            registry=r,
+        )
+        self.tag_compliance = Gauge(
+            "burnwatch_tag_compliance_ratio",
+            "Allocated / total spend of the current UTC day, over the costs.priced partitions this "
+            "worker owns (sum burnwatch_spend_counted_usd across workers for the whole).",
+            registry=r,
+        )
         self.alerts_sent = Counter(
             "burnwatch_alerts_sent", "Alert records sent to the alerts topic.", ["kind"], registry=r,
+        )
+        self.detector_inputs = Counter(
+            "burnwatch_detector_inputs",
+            "Detector inputs applied (GPU samples, LLM requests, series shares).",
+            registry=r,
+        )
+        self.detector_inputs_repeated = Counter(
+            "burnwatch_detector_inputs_repeated",
+            "Detector inputs dropped because their charge was already applied (a redelivery).", registry=r,
+        )
+        self.findings_sent = Counter(
+            "burnwatch_findings_sent", "Findings sent to the anomalies topic.", ["kind", "state"], registry=r,
+        )
+        # The notifier (`burnwatch notifier`): alerts in, notifications out per receiver.
+        self.notifier_alerts_in = Counter(
+            "burnwatch_notifier_alerts_received", "Alert records read by the notifier.", ["kind"], registry=r,
+        )
+        self.notifier_alerts_invalid = Counter(
+            "burnwatch_notifier_alerts_invalid", "Records on the alerts topic that are not alerts (skipped).",
+            registry=r,
+        )
+        self.notifications_sent = Counter(
+            "burnwatch_notifications_sent", "Notifications delivered.", ["receiver"], registry=r,
+        )
+        self.notification_retries = Counter(
+            "burnwatch_notification_retries", "Delivery attempts that failed and were retried.", ["receiver"],
+            registry=r,
+        )
+        self.notifications_failed = Counter(
+            "burnwatch_notifications_failed",
+            "Notifications given up: a permanent error, or retries past delivery.max_retry.", ["receiver"],
+            registry=r,
+        )
+        self.notifications_fallback = Counter(
+            "burnwatch_notifications_fallback", "Given-up notifications the fallback receiver took.",
+            ["receiver"], registry=r,
+        )
+        self.notifications_duplicate = Counter(
+            "burnwatch_notifications_duplicate", "Notifications skipped because the sent log had them.",
+            ["receiver"], registry=r,
+        )
+        self.notifications_pending = Gauge(
+            "burnwatch_notifications_pending", "Notifications decided and not yet delivered (the outbox).",
+            ["receiver"], registry=r,
+        )
+        self.silences_active = Gauge(
+            "burnwatch_silences_active", "Silences active now, as this notifier sees them.", registry=r,
         )
         self.catalog_info = Gauge(
             "burnwatch_price_catalog_info", "The price catalog in use (value is always 1).", ["version"],

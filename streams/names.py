@@ -11,7 +11,12 @@ USAGE_DLQ = "usage.dlq"
 COSTS_PRICED = "costs.priced"
 BUDGET_CHARGES = "budget.charges"
 BUDGET_BURN = "budget.burn"
+SPEND_WINDOWS = "spend.windows"
 ALERTS = "alerts"
+ANOMALIES = "anomalies"
+DETECTOR_INPUTS = "detector.inputs"
+ALERTS_BY_TEAM = "alerts.by_team"
+ALERT_SILENCES = "alert.silences"
 
 USAGE_TOPICS = (USAGE_GPU, USAGE_LLM, USAGE_STORAGE)
 TOPIC_FOR_TYPE = {GPU_SAMPLE: USAGE_GPU, LLM_REQUEST: USAGE_LLM, STORAGE_USAGE: USAGE_STORAGE}

@@ -81,6 +81,7 @@ def replay(
     out_dir: Path,
     *,
     progress: Callable[[int], None] | None = None,
+    on_costs: Callable[[list[CostRecord]], None] | None = None,
 ) -> ReplaySummary:
     """Price every event read from ``items``; write costs.jsonl and rejects.jsonl into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -108,6 +109,8 @@ def replay(
                 costs_out.write(json.dumps(record))
                 costs_out.write("\n")
             summary.add_costs(batch.records)
+            if on_costs is not None:  # the detectors (streams/replay_detectors.py)
+                on_costs(batch.records)
             if progress:
                 progress(len(records))
     summary.unpriced_skus = pricer.take_new_unpriced()

@@ -70,6 +70,20 @@ class Settings(BaseSettings):
     allocation_path: Path | None = None
     budgets_path: Path | None = None
 
+    # Anomaly detectors (streams/detector_agents.py)
+    detectors_enabled: bool = True
+    detectors_config_path: Path | None = None
+    # A reporter (GPU, app, bucket) silent this long stops holding the detectors' event time back.
+    detectors_idle_lane_s: float = Field(default=30.0, gt=0)
+
+    # Alert delivery (`burnwatch notifier`, its own faust app `<app_id>-notifier`)
+    alerting_path: Path | None = None
+    notifier_web_port: int = Field(default=6067, ge=1, le=65_535)
+    # Spend tables (hourly and daily spend per scope, by event time)
+    spend_tables: bool = True
+    spend_lateness_hours: float = Field(default=6.0, ge=0, le=24 * 7)
+    spend_publish_interval_s: float = Field(default=5.0, gt=0, le=3600)
+
     @classmethod
     def settings_customise_sources(
         cls,

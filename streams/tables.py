@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from types import SimpleNamespace
 from typing import Any
 
 import faust
+import rocksdict
 from faust.types import EventT
+from pydantic_core import from_json, to_json
 
 from streams.settings import Settings
 
 EVENT_ID_TABLE = "event_time_by_event_id"
 BUDGET_LEDGER_TABLE = "budget_charge_by_ledger_key"
 BUDGET_ALERTS_TABLE = "budget_alert_state_by_budget_id"
+DETECTOR_TABLE = "detector_state_by_key"
+SPEND_TABLE = "spend_by_window_key"
 LEDGER_HORIZON_S = 100 * 24 * 3600  # a quarter plus lateness: the longest budget period
 
 
@@ -29,17 +32,37 @@ class BatchLoggedTable(faust.Table):  # type: ignore[misc]  # faust ships no typ
     re-logging them keeps the changelog complete after a crash that left the local store ahead of it.
     """
 
+    def contains(self, key: str) -> bool:
+        """Whether ``key`` is stored in the current message's partition."""
+        return self.contains_many([key])[0]
+
+    def contains_many(self, keys: Sequence[str]) -> list[bool]:
+        """Which of ``keys`` are stored in the current message's partition: one store read for all."""
+        store = self.data
+        if getattr(store, "_dbs", None) is None:  # memory store: a plain dict
+            return [key in store for key in keys]
+        db = store._db_for_partition(faust.current_event().message.partition)
+        found = db.get([to_json(key) for key in keys])
+        return [value is not None for value in found]
+
     def put_batch(self, items: Sequence[tuple[str, Any]], batch_key: str) -> None:
         """Store ``items`` in the current message's partition and log them as one changelog message."""
         if not items:
             return
         store = self.data
-        for key, value in items:
-            store[key] = value  # the store, not the table: no per-key changelog write
         partition = faust.current_event().message.partition
+        if getattr(store, "_dbs", None) is None:  # memory store
+            for key, value in items:
+                store[key] = value
+        else:
+            # One RocksDB write for the batch, keys and values encoded once (JSON, as faust reads them)
+            batch = rocksdict.WriteBatch(raw_mode=True)
+            for key, value in items:
+                batch.put(to_json(key), to_json(value))
+            store._db_for_partition(partition).write(batch)
         self.send_changelog(
-            partition, key=batch_key, value={"items": [list(item) for item in items]},
-            key_serializer="json", value_serializer="json",
+            partition, key=to_json(batch_key), value=to_json({"items": items}),
+            key_serializer="raw", value_serializer="raw",
         )
 
     def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
@@ -49,29 +72,40 @@ class BatchLoggedTable(faust.Table):  # type: ignore[misc]  # faust ships no typ
         )
 
     def _expand(self, batch: Iterable[EventT]) -> Iterator[Any]:
-        encode_key = getattr(self.data, "_encode_key", None)
-        encode_value = getattr(self.data, "_encode_value", None)
+        encode = to_json if getattr(self.data, "_dbs", None) is not None else None
         for event in batch:
             message = event.message
             if message.value is None:
                 continue
-            for key, value in json.loads(message.value)["items"]:
+            for key, value in from_json(message.value)["items"]:
                 entry = SimpleNamespace(
                     tp=message.tp, offset=message.offset, partition=message.partition,
-                    key=encode_key(key) if encode_key else key,
-                    value=encode_value(value) if encode_value else value,
+                    key=encode(key) if encode else key,
+                    value=encode(value) if encode else value,
                 )
                 yield SimpleNamespace(key=key, value=value, message=entry)
 
-    def partition_items(self, partitions: Iterable[int]) -> Iterator[tuple[str, Any]]:
-        """Yield the decoded ``(key, value)`` entries of the given partitions from the local store."""
+    def partition_items(self, partitions: Iterable[int], prefix: str = "") -> Iterator[tuple[str, Any]]:
+        """Yield the decoded ``(key, value)`` entries of the given partitions from the local store.
+
+        With ``prefix``, only keys that start with it, read by seeking to it (keys are JSON strings,
+        stored in order), so a small part of a large table is read without scanning the rest.
+        """
         wanted = set(partitions)
         store = self.data
         dbs = getattr(store, "_dbs", None)
         if dbs is None:  # memory store: plain dict plus key -> partition
             for key, value in list(store.data.items()):
-                if store._key_partition.get(key) in wanted:
+                if store._key_partition.get(key) in wanted and str(key).startswith(prefix):
                     yield key, value
+            return
+        if prefix:
+            start = to_json(prefix)[:-1]  # the opening quote and the prefix, without the closing quote
+            for partition in wanted:
+                for raw_key, raw_value in store._db_for_partition(partition).items(from_key=start):
+                    if not raw_key.startswith(start):
+                        break
+                    yield from_json(raw_key), from_json(raw_value)
             return
         for partition in wanted:
             # _visible_items skips faust's own bookkeeping key (the persisted changelog offset)
@@ -116,6 +150,15 @@ def define_budget_ledger_table(app: faust.App, settings: Settings) -> BatchLogge
     return _batch_logged(app, settings, BUDGET_LEDGER_TABLE, LEDGER_HORIZON_S)
 
 
+def define_detector_table(app: faust.App, settings: Settings) -> BatchLoggedTable:
+    """Declare the detectors' state: seen inputs, entity states, peers and marks, by key (``detector_feed``).
+
+    Kept ``dedup_horizon_hours``, like the event ids: an input repeated within it is dropped, and an
+    entity quiet for longer starts over (the detectors expire quiet entities sooner).
+    """
+    return _batch_logged(app, settings, DETECTOR_TABLE, int(settings.dedup_horizon_hours * 3600))
+
+
 def define_budget_alert_table(app: faust.App, settings: Settings) -> faust.Table:
     """Declare budget id -> the alert bookkeeping of its state (thresholds fired, last record sent).
 
@@ -129,3 +172,15 @@ def define_budget_alert_table(app: faust.App, settings: Settings) -> faust.Table
         partitions=settings.topic_partitions,
         use_partitioner=True,
     )
+
+
+def define_spend_table(app: faust.App, settings: Settings) -> BatchLoggedTable:
+    """Declare the spend tables: ``c|<charge id>`` marks and ``w|...``/``late|...`` window values.
+
+    Marks and window values of one ``costs.priced`` message go in one changelog message, so a crash
+    can never leave a charge marked as counted without its windows, or the reverse. Kept a day plus
+    the allowed lateness at least (an open day window must survive a restart), and no less than the
+    dedup horizon (a repeated charge must still be recognised).
+    """
+    horizon_s = max(settings.dedup_horizon_hours * 3600, 86_400 + settings.spend_lateness_hours * 3600 + 3600)
+    return _batch_logged(app, settings, SPEND_TABLE, int(horizon_s))

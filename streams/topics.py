@@ -8,9 +8,12 @@ import faust
 
 from streams.names import (
     ALERTS,
+    ANOMALIES,
     BUDGET_BURN,
     BUDGET_CHARGES,
     COSTS_PRICED,
+    DETECTOR_INPUTS,
+    SPEND_WINDOWS,
     USAGE_DLQ,
     USAGE_GPU,
     USAGE_LLM,
@@ -29,6 +32,9 @@ class Topics:
     budget_charges_topic: faust.TopicT
     budget_burn_topic: faust.TopicT
     alerts_topic: faust.TopicT
+    detector_inputs_topic: faust.TopicT
+    anomalies_topic: faust.TopicT
+    spend_windows_topic: faust.TopicT
 
 
 def define_topics(app: faust.App, settings: Settings) -> Topics:
@@ -43,4 +49,7 @@ def define_topics(app: faust.App, settings: Settings) -> Topics:
         budget_charges_topic=app.topic(settings.topic(BUDGET_CHARGES), **raw),
         budget_burn_topic=app.topic(settings.topic(BUDGET_BURN), **raw),
         alerts_topic=app.topic(settings.topic(ALERTS), **raw),
+        detector_inputs_topic=app.topic(settings.topic(DETECTOR_INPUTS), **raw),
+        anomalies_topic=app.topic(settings.topic(ANOMALIES), **raw),
+        spend_windows_topic=app.topic(settings.topic(SPEND_WINDOWS), **raw),
     )

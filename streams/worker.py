@@ -12,14 +12,20 @@ from streams.budget_agents import LiveBudgets, register_budget_agents
 from streams.core.allocation import Allocator, load_allocation
 from streams.core.budgets import load_budgets
 from streams.core.catalog import load_catalog
+from streams.core.detector_feed import load_detector_config
 from streams.core.pricing import Pricer
+from streams.cost_agents import CostStage, register_cost_agent
+from streams.detector_agents import LiveDetectors, register_detector_agents
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
+from streams.spend_agents import SpendState, register_spend_agents
 from streams.tables import (
     BatchLoggedTable,
     define_budget_alert_table,
     define_budget_ledger_table,
+    define_detector_table,
     define_event_id_table,
+    define_spend_table,
 )
 from streams.topics import Topics, define_topics
 from streams.web import register_pages
@@ -35,6 +41,8 @@ class Worker:
     pricer: Pricer
     metrics: WorkerMetrics
     budgets: LiveBudgets | None = None
+    detectors: LiveDetectors | None = None
+    spend: SpendState | None = None
 
 
 def build_worker(settings: Settings) -> Worker:
@@ -45,6 +53,7 @@ def build_worker(settings: Settings) -> Worker:
     catalog = load_catalog(settings.catalog_path)
     allocator = Allocator(load_allocation(settings.allocation_path))
     budgets_config = load_budgets(settings.budgets_path) if settings.budgets_path else None
+    detector_config = load_detector_config(settings.detectors_config_path)
     pricer = Pricer(catalog)
     metrics = WorkerMetrics()
     metrics.catalog_info.labels(catalog.version).set(1)
@@ -53,10 +62,21 @@ def build_worker(settings: Settings) -> Worker:
     event_ids = define_event_id_table(app, settings)
     register_price_agent(app, settings, topics, event_ids, pricer, metrics)
     worker = Worker(app, topics, event_ids, pricer, metrics)
+    cost_stages: list[CostStage] = []  # the stages of the one costs.priced agent, in order
     if budgets_config is not None and budgets_config.budgets:
         worker.budgets = register_budget_agents(
             app, settings, topics, define_budget_ledger_table(app, settings),
-            define_budget_alert_table(app, settings), allocator, budgets_config, metrics,
+            define_budget_alert_table(app, settings), allocator, budgets_config, metrics, cost_stages,
         )
+    if settings.detectors_enabled:
+        worker.detectors = register_detector_agents(
+            app, settings, topics, define_detector_table(app, settings), metrics, cost_stages,
+            detector_config,
+        )
+    if settings.spend_tables:
+        worker.spend = register_spend_agents(
+            app, settings, topics, define_spend_table(app, settings), allocator, metrics, cost_stages)
+    if cost_stages:
+        register_cost_agent(app, topics, cost_stages)
     register_pages(app, metrics, catalog.version)
     return worker

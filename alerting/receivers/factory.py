@@ -59,6 +59,7 @@ def build_receivers(
                 severity_map=dict(rc.severity_map),
                 timeout_s=rc.timeout_s,
                 dashboard_url=dash,
+                retrigger_on_update=rc.retrigger_on_update,
             )
         elif isinstance(rc, WebhookReceiverConfig):
             built[name] = WebhookReceiver(

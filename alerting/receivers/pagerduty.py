@@ -1,8 +1,10 @@
-"""PagerDuty Events API v2: ``trigger`` on firing and updates, ``resolve`` at the end, by ``dedup_key``.
+"""PagerDuty Events API v2: ``trigger`` on firing, ``resolve`` at the end, by ``dedup_key``.
 
-PagerDuty merges events with the same ``dedup_key`` into one incident, so a repeated trigger after a
-restart is harmless. It answers 202 ``{status, message, dedup_key}``, 400 for a bad event and 429
-when the integration key sends too much (about 120 events per minute).
+An incident is paged once: updates (new alerts, dollar growth, reminders) go to the Slack thread, not
+to the pager, unless ``retrigger_on_update`` sends them as another ``trigger`` with the same
+``dedup_key``. PagerDuty merges events with the same ``dedup_key`` into one incident, so a repeated
+trigger after a restart is harmless. It answers 202 ``{status, message, dedup_key}``, 400 for a bad
+event and 429 when the integration key sends too much (about 120 events per minute).
 """
 
 from __future__ import annotations
@@ -41,9 +43,11 @@ class PagerDutyReceiver:
         severity_map: dict[str, str] | None = None,
         timeout_s: float = 10.0,
         dashboard_url: str | None = None,
+        retrigger_on_update: bool = False,
     ) -> None:
         self.name = name
         self.url = url
+        self.retrigger_on_update = retrigger_on_update
         self.severity_map = dict(severity_map or IDENTITY)
         self.timeout_s = timeout_s
         self._routing_key = routing_key
@@ -51,6 +55,21 @@ class PagerDutyReceiver:
 
     def __repr__(self) -> str:
         return f"PagerDutyReceiver(name={self.name!r}, url={self.url!r}, routing_key='**********')"
+
+    def takes(self, notification: Notification) -> bool:
+        """Return whether ``notification`` becomes an event: firing and resolved, updates only if asked.
+
+        >>> from datetime import datetime, timezone
+        >>> t = datetime(2025, 1, 1, tzinfo=timezone.utc)
+        >>> n = Notification(receiver="pd", key="k", epoch=t, sequence=2, transition="updated",
+        ...                  severity="critical", group_labels={}, created_at=t)
+        >>> key = SecretStr("key")
+        >>> PagerDutyReceiver("pd", routing_key=key).takes(n)
+        False
+        >>> PagerDutyReceiver("pd", routing_key=key, retrigger_on_update=True).takes(n)
+        True
+        """
+        return notification.transition != "updated" or self.retrigger_on_update
 
     def event(self, notification: Notification) -> dict[str, Any]:
         """Return the event without its routing key."""
@@ -93,7 +112,11 @@ class PagerDutyReceiver:
         return event
 
     def deliver(self, notification: Notification) -> DeliveryResult:
-        """Enqueue one event."""
+        """Enqueue one event (an update that ``takes`` declines is done without a request)."""
+        if not self.takes(notification):
+            return DeliveryResult.delivered(
+                ref=notification.thread_ref, detail="update not sent: retrigger_on_update is off"
+            )
         body = {"routing_key": self._routing_key.get_secret_value(), **self.event(notification)}
         resp = request(
             "POST", self.url, json.dumps(body).encode(), {"Content-Type": "application/json"}, self.timeout_s

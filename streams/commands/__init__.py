@@ -16,9 +16,13 @@ COMMAND_MODULES = (
     "schema",
     "allocation",
     "budgets",
+    "spend",
     "gpu_agent",
     "ingest_server",
     "eval",
+    "notifier",
+    "silence",
+    "config",
 )
 
 

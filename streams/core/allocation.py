@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, NamedTuple, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -402,6 +402,29 @@ class Allocator:
             value = record.get(column)
             out[name] = None if value is None else str(value)
         return out
+
+    def team_for(self, attrs: Mapping[str, str]) -> str | None:
+        """Return the team the mapping gives something named only by attributes (an alert's labels).
+
+        The attributes are read as a record's labels; ``app``, ``model``, ``user``, ``session``,
+        ``source``, ``provider``, ``region``, ``cluster`` and ``workload`` also fill the record columns
+        ``dims`` reads them from, so ``record.x_App`` aliases see them. An ``unallocated`` value counts
+        as unset. ``None`` when the mapping names no team.
+
+        >>> allocator = Allocator(AllocationConfig(
+        ...     aliases={"app": ["record.x_App"]},
+        ...     lookups=[{"from": "app", "to": "team", "values": {"support-bot": "cx"}}]))
+        >>> allocator.team_for({"app": "support-bot", "team": "unallocated"})
+        'cx'
+        >>> allocator.team_for({"app": "x"}) is None
+        True
+        """
+        known = {k: v for k, v in attrs.items() if v and v != UNALLOCATED}
+        record: dict[str, Any] = {column: known.get(name) for name, column in RECORD_DIMS}
+        record["Tags"] = known
+        record["x_SourceType"] = known.get("source", ANY_SOURCE)  # "*": only the every-source defaults
+        team = self.allocate(cast(CostRecord, record)).team
+        return None if team == UNALLOCATED else team
 
 
 class ExactSum:

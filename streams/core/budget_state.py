@@ -464,6 +464,29 @@ def threshold_alerts(
     return state, alerts
 
 
+def alerts_due(budget: Budget, state: BudgetState, record: Mapping[str, Any]) -> bool:
+    """Say whether ``threshold_alerts`` has a new crossing or a resolve for ``record``; changes nothing.
+
+    >>> b = Budget(id="b", period="day", amount_usd=10)
+    >>> s, _ = apply_charge(None, b, 6.0, datetime(2026, 1, 1, 9, tzinfo=UTC))
+    >>> record = burn_record(b, s, as_of=datetime(2026, 1, 1, 9, 1, tzinfo=UTC))
+    >>> alerts_due(b, s, record)
+    True
+    >>> s, _ = threshold_alerts(b, s, record)
+    >>> alerts_due(b, s, record)
+    False
+    """
+    if state.closed:
+        return True
+    checks = ((THRESHOLD, budget.thresholds_pct, float(record["spent_pct"])),
+              (FORECAST, budget.forecast_thresholds_pct, float(record["forecast_pct"])))
+    for kind, thresholds, pct in checks:
+        fired = state.fired.get(kind, {})
+        if any(pct >= threshold and threshold not in fired for threshold in thresholds):
+            return True
+    return False
+
+
 def _resolved(budget: Budget, info: Mapping[str, Any], as_of: datetime) -> Alert:
     kind, threshold = str(info["kind"]), float(info["threshold_pct"])
     labels = {**budget.scope, "budget": budget.id, "period": budget.period, "threshold_pct": f"{threshold:g}"}

@@ -75,24 +75,52 @@ def owner_of(record: CostRecord) -> str:
 
 
 def group_by_owner(records: Iterable[CostRecord]) -> dict[str, list[CostRecord]]:
-    """Group records by owner key, keeping their order, so each group is one output message."""
+    """Group records by owner key, keeping their order, so each group is one output message.
+
+    An event's charges stay together under the owner of its first charge, even when its GPUs belong
+    to different teams: every event is then whole in one message and one partition, so a consumer
+    counts distinct events per partition and adds partitions up without counting an event twice.
+
+    >>> recs = [{"x_EventId": "e1", "x_Team": "a"}, {"x_EventId": "e1", "x_Team": "b"},
+    ...         {"x_EventId": "e2", "x_Team": "b"}]
+    >>> {k: [r["x_Team"] for r in v] for k, v in group_by_owner(recs).items()}
+    {'a': ['a', 'b'], 'b': ['b']}
+    """
     groups: dict[str, list[CostRecord]] = {}
+    event_id: object = object()
+    owner = UNALLOCATED
     for record in records:
-        groups.setdefault(owner_of(record), []).append(record)
+        if record.get("x_EventId") != event_id:  # an event's charges are contiguous
+            event_id = record.get("x_EventId")
+            owner = owner_of(record)
+        groups.setdefault(owner, []).append(record)
     return groups
 
 
 def cost_messages(
     records: Iterable[CostRecord], per_message: int = RECORDS_PER_MESSAGE
 ) -> list[tuple[bytes, bytes]]:
-    """Encode records as ``costs.priced`` messages: ``(owner key, JSON array)``, ``per_message`` at most.
+    """Encode records as ``costs.priced`` messages: ``(owner key, JSON array)``, about ``per_message`` each.
 
-    >>> [(k, len(v) > 0) for k, v in cost_messages([{"x_Team": None}, {"x_Team": "a"}])]
+    An event's charges never straddle two messages (a message may run over ``per_message`` to keep
+    them together), so a consumer sees every event whole and can count events per message.
+
+    >>> [(k, len(v) > 0) for k, v in cost_messages([{"x_EventId": "e1", "x_Team": None},
+    ...                                             {"x_EventId": "e2", "x_Team": "a"}])]
     [(b'unallocated', True), (b'a', True)]
+    >>> recs = [{"x_Team": "a", "x_EventId": e} for e in ("e1", "e1", "e2", "e2", "e3")]
+    >>> import json
+    >>> [len(json.loads(v)) for _, v in cost_messages(recs, per_message=3)]
+    [4, 1]
     """
     out = []
     for owner, group in group_by_owner(records).items():
         key = owner.encode()
-        for start in range(0, len(group), per_message):
-            out.append((key, to_json(group[start:start + per_message])))
+        start = 0
+        while start < len(group):
+            end = min(start + per_message, len(group))
+            while end < len(group) and group[end].get("x_EventId") == group[end - 1].get("x_EventId"):
+                end += 1
+            out.append((key, to_json(group[start:end])))
+            start = end
     return out

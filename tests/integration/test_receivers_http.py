@@ -256,7 +256,9 @@ def test_pagerduty_trigger_and_resolve_by_dedup_key(server: HTTPServer) -> None:
     n = notification("pd", 1)
     result = pd.deliver(n)
     assert result.ok and result.ref == {"dedup_key": n.key}
-    pd.deliver(notification("pd", 1, "resolved", 2))
+    update = pd.deliver(notification("pd", 1, "updated", 2))
+    assert update.ok and "not sent" in update.detail  # the incident is paged once; updates go to Slack
+    pd.deliver(notification("pd", 1, "resolved", 3))
     trigger, resolve = rec.bodies()
     assert trigger["event_action"] == "trigger" and resolve["event_action"] == "resolve"
     assert trigger["dedup_key"] == resolve["dedup_key"] == alert(1).fingerprint
@@ -264,6 +266,31 @@ def test_pagerduty_trigger_and_resolve_by_dedup_key(server: HTTPServer) -> None:
     assert trigger["payload"]["custom_details"]["cost_impact_usd"] == 11.0
     assert {link["text"] for link in trigger["links"]} == {"Runbook"}
     no_secrets(rec)
+
+
+@pytest.mark.parametrize(("retrigger", "actions"), [
+    (None, ["trigger", "resolve"]),
+    (False, ["trigger", "resolve"]),
+    (True, ["trigger", "trigger", "trigger", "resolve"]),
+])
+def test_pagerduty_updates_trigger_again_only_when_configured(
+    server: HTTPServer, retrigger: bool | None, actions: list[str]
+) -> None:
+    rec = Recorder()
+    pagerduty_api(server, rec)
+    pd_config: dict[str, Any] = {
+        "type": "pagerduty", "routing_key": ROUTING_KEY, "url": server.url_for("/v2/enqueue"),
+    }
+    if retrigger is not None:
+        pd_config["retrigger_on_update"] = retrigger
+    receivers = build_receivers(parse_config({"receivers": {"pd": pd_config}}))
+    reminder = notification("pd", 1, "updated", 3).model_copy(update={"repeat": True})
+    notes = [notification("pd", 1), notification("pd", 1, "updated", 2), reminder,
+             notification("pd", 1, "resolved", 4)]
+    d = dispatch(receivers, notes)
+    assert [b["event_action"] for b in rec.bodies()] == actions
+    assert {b["dedup_key"] for b in rec.bodies()} == {alert(1).fingerprint}
+    assert d.stats["pd"].delivered == 4 and d.stats["pd"].failed == 0
 
 
 def test_webhook_is_signed_and_a_bad_secret_is_refused(server: HTTPServer) -> None:

@@ -24,6 +24,7 @@ from streams.core.events import (
     from_cloudevent,
     parse_message,
 )
+from streams.core.spend import empty_totals, window_key, window_record
 
 T0 = "2026-03-01T12:00:00Z"
 T0_DT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -479,7 +480,7 @@ EVENTS_DOC = Path(__file__).resolve().parents[2] / "docs" / "events.md"
 
 def test_every_json_example_in_the_events_reference_is_accepted() -> None:
     blocks = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", EVENTS_DOC.read_text(), re.S)]
-    kinds = {"event": 0, "dead_letter": 0, "cost": 0}
+    kinds = {"event": 0, "dead_letter": 0, "cost": 0, "spend_window": 0}
     for block in blocks:
         if isinstance(block, dict) and "schema_version" in block:
             kinds["dead_letter"] += 1
@@ -490,9 +491,15 @@ def test_every_json_example_in_the_events_reference_is_accepted() -> None:
         elif isinstance(block, dict) and "ChargePeriodStart" in block:
             kinds["cost"] += 1
             assert list(block) == list(CostRecord.__annotations__)
+        elif isinstance(block, dict) and "window_start" in block:
+            kinds["spend_window"] += 1
+            key = window_key("day", 1767225600, "team", "search")
+            made = window_record(key, {**empty_totals(), "closed": True, "unit_economics": {}},
+                                 partition=0, as_of=datetime.now(UTC))
+            assert list(block) == list(made)
         else:
             kinds["event"] += 1
             parsed = parse_message(json.dumps(block).encode())
             assert parsed.rejections == []
             assert len(parsed.events) == (len(block) if isinstance(block, list) else 1)
-    assert kinds == {"event": 5, "dead_letter": 1, "cost": 1}
+    assert kinds == {"event": 5, "dead_letter": 1, "cost": 1, "spend_window": 1}

@@ -1,0 +1,392 @@
+"""The detectors' feed: priced cost records in, detector inputs per group out, state as table entries.
+
+Three pure pieces that the stream (``streams/detector_agents.py``) and ``burnwatch replay`` share:
+
+- ``route(records)``: the detector inputs of a batch of cost records, grouped by *group key*: the key
+  under which entities whose state reads each other live together. A GPU is its own group; an app
+  holds its users and sessions (their runaway baselines read the app's state and its session peers);
+  each spend scope (team, project, model) and each storage bucket is a group. The stream sends each
+  group's inputs keyed by the group key, so one group's state lives in one partition.
+- ``PartitionDetectors``: the detectors of one partition (a ``DetectorRunner``). It drops repeated
+  inputs (the same ``x_ChargeId``; for LLM requests the same ``x_EventId``), steps the detectors, and
+  returns the findings plus the table entries that save its state.
+- ``finding_alert``: a finding's alert record (``open`` fires, ``resolved`` resolves; ``update`` only
+  goes to ``anomalies``).
+
+Inputs are JSON lists, short on the wire: ``["g", charge_id, start, end, util_pct, allocated, usd,
+cluster, team, gpu]`` (a GPU sample), ``["u", event_id, time, app, user, session, model, input_tokens,
+output_tokens, usd, prompt_hash, team]`` (an LLM request), ``["s", "<scope>|<charge_id>", kind, scope,
+key, time, usd, quantity]`` (one record's share of a spend or egress series), ``["t", time]`` (an
+event-time tick from the router's ``Watermark``). Times are epoch seconds.
+
+Event time moves on ticks only, never on a partition's own inputs: a partition holds GPUs, apps and
+scopes together, and one source running ahead of another (a GPU batch late behind LLM traffic) must
+not make a GPU look silent or a session look quiet. The ``Watermark`` is the slowest source that still
+reports, so a node that stops is a telemetry gap while the other nodes report.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from alerting.model import Alert, fingerprint
+from detectors.buckets import (
+    ALLOCATED,
+    CLUSTER,
+    COST,
+    EGRESS_METER,
+    END,
+    METER,
+    QUANTITY,
+    RESOURCE,
+    SPEND_SCOPES,
+    START,
+    STORAGE_METER,
+    TEAM,
+    UNALLOCATED,
+    UTIL,
+    GpuBucket,
+    LlmUsage,
+    SeriesBucket,
+    llm_usages,
+    parse_time,
+)
+from detectors.config import DetectorConfig
+from detectors.findings import Finding
+from detectors.runner import TICK_S, DetectorRunner
+from detectors.state import from_dict, to_dict
+
+GPU, USAGE, SERIES, TICK = "g", "u", "s", "t"
+IDLE_SOURCE_S = 300.0
+IDLE_WALL_S = 30.0
+SEEN, STATE, PEERS, MARK = "i|", "s|", "p|", "w|"
+Item = list[Any]
+
+
+def route(records: Iterable[Mapping[str, Any]]) -> dict[str, list[Item]]:
+    """Return the detector inputs of ``records`` by group key, in record order within a group.
+
+    >>> rec = {"SkuMeter": "gpu_hours", "ResourceId": "GPU-1", "ChargePeriodStart": "2026-01-01T00:00:00Z",
+    ...        "ChargePeriodEnd": "2026-01-01T00:00:15Z", "x_GpuUtilPct": 1.0, "x_GpuAllocated": True,
+    ...        "EffectiveCost": 0.01, "x_ChargeId": "e1:gpu0", "x_SourceType": "gpu.sample",
+    ...        "x_Team": "ml", "x_Project": None, "x_Model": "A100", "x_Cluster": "c1"}
+    >>> sorted(route([rec]))
+    ['gpu:GPU-1', 'model:A100', 'team:ml']
+    >>> route([rec])["team:ml"]
+    [['s', 'team|e1:gpu0', 'spend_spike', 'team', 'ml', 1767225600.0, 0.01, 0.0]]
+    """
+    records = list(records)
+    out: dict[str, list[Item]] = {}
+    for record in records:
+        charge = record["x_ChargeId"]
+        t = parse_time(record[START])
+        cost = record[COST]
+        meter = record.get(METER)
+        if meter == "gpu_hours":
+            gpu = str(record[RESOURCE])
+            out.setdefault(f"gpu:{gpu}", []).append([
+                GPU, charge, t, parse_time(record[END]), float(record.get(UTIL) or 0.0),
+                bool(record.get(ALLOCATED)), cost, record.get(CLUSTER), record.get(TEAM), gpu,
+            ])
+        for scope, column in SPEND_SCOPES:
+            key = record.get(column) or (UNALLOCATED if scope == "team" else None)
+            if key:
+                out.setdefault(f"{scope}:{key}", []).append(
+                    [SERIES, f"{scope}|{charge}", "spend_spike", scope, key, t, cost, 0.0]
+                )
+        if meter == EGRESS_METER or meter == STORAGE_METER:
+            # a storage report opens the bucket's egress series at 0: quiet minutes count (as SeriesBucketer)
+            egress = meter == EGRESS_METER
+            bucket = str(record[RESOURCE])
+            out.setdefault(f"bucket:{bucket}", []).append([
+                SERIES, f"bucket|{charge}", "egress_spike", "bucket", bucket, t,
+                cost if egress else 0.0, record.get(QUANTITY, 0.0) if egress else 0.0,
+            ])
+    for usage_id, usage in _usages(records):
+        out.setdefault(f"app:{usage.app}", []).append([
+            USAGE, usage_id, usage.time, usage.app, usage.user, usage.session, usage.model,
+            usage.input_tokens, usage.output_tokens, usage.cost_usd, usage.prompt_hash, usage.team,
+        ])
+    return out
+
+
+def _usages(records: list[Mapping[str, Any]]) -> list[tuple[str, LlmUsage]]:
+    ids = list(dict.fromkeys(r["x_EventId"] for r in records if r.get("x_SourceType") == "llm.request"))
+    return list(zip(ids, llm_usages(records), strict=True))
+
+
+def tick(watermark: float) -> Item:
+    """Return the input that moves a partition's event time to ``watermark``."""
+    return [TICK, watermark]
+
+
+class Watermark:
+    """The router's event time: the latest time of the slowest *lane* still reporting.
+
+    A lane is one reporter: a GPU, an app's LLM traffic, a storage bucket (each arrives through its own
+    usage partition, so lanes drain a backlog at different speeds). A lane that sent nothing for
+    ``idle_wall_s`` seconds of wall-clock time (``now``, in the stream) or, without a clock (replay, in
+    time order), is more than ``idle_source_s`` behind the fastest in event time no longer holds time
+    back: it stopped, and its silence is what the detectors should notice. With a clock, nothing is
+    returned for the first ``idle_wall_s`` after start, so every live lane has reported before time
+    moves (a restarted router would otherwise run ahead on the first lanes it reads). ``observe``
+    returns a new tick time once event time has moved at least ``tick_s``, else None.
+
+    >>> llm = {"x_SourceType": "llm.request", "x_App": "bot"}
+    >>> gpu = {"x_SourceType": "gpu.sample", "ResourceId": "GPU-1"}
+    >>> wm = Watermark(tick_s=5.0)
+    >>> wm.observe([{**llm, "ChargePeriodStart": "2026-01-01T00:01:00Z"}])
+    1767225660.0
+    >>> wm.observe([{**gpu, "ChargePeriodStart": "2026-01-01T00:00:30Z"}]) is None
+    True
+    >>> wm.observe([{**llm, "ChargePeriodStart": "2026-01-01T00:01:10Z"},
+    ...             {**gpu, "ChargePeriodStart": "2026-01-01T00:01:20Z"}])
+    1767225670.0
+    """
+
+    def __init__(
+        self, tick_s: float = TICK_S, idle_source_s: float = IDLE_SOURCE_S, idle_wall_s: float = IDLE_WALL_S
+    ) -> None:
+        self.tick_s, self.idle_source_s, self.idle_wall_s = tick_s, idle_source_s, idle_wall_s
+        self.latest: dict[str, float] = {}
+        self.arrived: dict[str, float] = {}
+        self.ticked = -math.inf
+        self.started: float | None = None
+
+    def observe(self, records: Iterable[Mapping[str, Any]], now: float | None = None) -> float | None:
+        """Take a batch of cost records (read at wall-clock ``now``, if any); return a tick time or None."""
+        latest = self.latest
+        for record in records:
+            source = record["x_SourceType"]
+            lane = source + "|" + str(record.get("x_App") if source == "llm.request" else record[RESOURCE])
+            t = parse_time(record[START])
+            if now is not None:
+                self.arrived[lane] = now
+            if t > latest.get(lane, -math.inf):
+                latest[lane] = t
+        if now is not None:
+            if self.started is None:
+                self.started = now
+            if now - self.started < self.idle_wall_s:
+                return None
+        if not latest:
+            return None
+        if now is None:
+            top = max(latest.values())
+            live = [t for t in latest.values() if t >= top - self.idle_source_s]
+        else:
+            live = [t for s, t in latest.items() if self.arrived.get(s, now) >= now - self.idle_wall_s]
+        event_time = min(live or latest.values())
+        if event_time < self.ticked + self.tick_s:
+            return None
+        self.ticked = event_time
+        return event_time
+
+
+class SeriesContributions:
+    """``SeriesBucketer`` over routed series inputs: sums them into 1-minute and 1-hour buckets.
+
+    >>> bk = SeriesContributions((60.0,))
+    >>> bk.add(["s", "team|e1:x", "spend_spike", "team", "cx", 10.0, 2.0, 0.0])
+    >>> [(b.kind, b.entity, b.cost_usd) for b in bk.flush(60.0)]
+    [('spend_spike', {'team': 'cx', 'window': '1m'}, 2.0)]
+    """
+
+    def __init__(self, widths: Iterable[float]) -> None:
+        self.widths = tuple(float(w) for w in widths)
+        self.open: dict[tuple[str, str, str, float], SeriesBucket] = {}
+
+    def add(self, item: Item) -> None:
+        """Fold one series input into its bucket of every width."""
+        _, _, kind, scope, key, t, cost, quantity = item
+        for width in self.widths:
+            start = math.floor(t / width) * width
+            bucket = self.open.get((scope, key, kind, start))
+            if bucket is None:
+                bucket = SeriesBucket(kind, scope, key, start, start + width)
+                self.open[(scope, key, kind, start)] = bucket
+            bucket.cost_usd += cost
+            bucket.quantity += quantity
+
+    def flush(self, watermark: float) -> list[SeriesBucket]:
+        """Close and return every bucket that ended at or before ``watermark``, by end time."""
+        done = [k for k, b in self.open.items() if b.end <= watermark]
+        closed = [self.open.pop(k) for k in done]
+        closed.sort(key=lambda b: (b.end, b.kind, b.scope, b.key))
+        return closed
+
+
+def _usage(item: Item) -> LlmUsage:
+    return LlmUsage(*item[2:12])
+
+
+def _gpu(item: Item) -> GpuBucket:
+    _, _, start, end, util, allocated, cost, cluster, team, gpu = item
+    return GpuBucket(gpu, start, end, util, allocated, cost, None, cluster, team)
+
+
+@dataclass
+class Applied:
+    """What one batch of inputs did: findings, table entries to save, inputs dropped as repeats."""
+
+    findings: list[Finding] = field(default_factory=list)
+    entries: list[tuple[str, Any]] = field(default_factory=list)
+    repeated: int = 0
+
+
+class PartitionDetectors:
+    """The detectors of one partition, their state saved as ``(key, JSON value)`` table entries.
+
+    Entries: ``i|<input id>`` (seen inputs: the dedup memory, and the open buckets' contents for a
+    restart), ``s|<detector>|<entity id>`` (an entity's state; ``None`` once expired), ``p|<app>`` (an
+    app's session peers), ``w|<partition>`` (event time reached and buckets closed up to).
+
+    Examples
+    --------
+    >>> det = PartitionDetectors(0)
+    >>> items = [["g", f"e{i}:gpu0", 15.0 * i, 15.0 * (i + 1), 0.0, True, 0.01, None, "ml", "G1"]
+    ...          for i in range(64)]
+    >>> done = det.apply(items, lambda keys: [False] * len(keys))
+    >>> [(f.kind, f.state, f.detected_at.timestamp()) for f in done.findings]
+    [('idle_gpu', 'open', 900.0)]
+    >>> det.apply(items[:2], lambda keys: [True] * len(keys)).repeated
+    2
+    >>> again = PartitionDetectors.restore(0, done.entries)
+    >>> again.apply([["g", "e99:gpu0", 960.0, 975.0, 90.0, True, 0.01, None, "ml", "G1"]],
+    ...             lambda keys: [False] * len(keys)).findings[0].state
+    'resolved'
+    """
+
+    def __init__(self, partition: int, config: DetectorConfig | None = None) -> None:
+        self.partition = partition
+        self.runner = DetectorRunner(config, track_entities=False)
+        self.runner.series = SeriesContributions(self.runner.config.buckets.series_s)
+
+    def apply(self, items: Sequence[Item], known: Callable[[Sequence[str]], list[bool]]) -> Applied:
+        """Step the detectors with ``items``, skipping inputs already applied.
+
+        ``known(keys)`` says which ``i|<input id>`` keys the table holds (one lookup per batch).
+        """
+        runner, done = self.runner, Applied()
+        latest = runner.watermark
+        for item in items:
+            if item[0] == TICK:
+                latest = max(latest, item[1])
+        data = [item for item in items if item[0] != TICK]
+        keys = [SEEN + item[1] for item in data]
+        batch: set[str] = set()
+        for item, seen, old in zip(data, keys, known(keys) if keys else [], strict=True):
+            tag = item[0]
+            if old or seen in batch:
+                done.repeated += 1
+                continue
+            batch.add(seen)
+            if tag == GPU:
+                runner.add_gpu(_gpu(item))
+                done.entries.append((seen, item[3]))
+            elif tag == USAGE:
+                runner.add_usage(_usage(item))
+                done.entries.append((seen, item))
+            else:
+                runner.series.add(item)
+                done.entries.append((seen, item))
+        if latest > runner.watermark:
+            runner.advance(latest)
+        done.findings, runner.findings = runner.findings, []
+        self._save(done.entries)
+        return done
+
+    def _save(self, entries: list[tuple[str, Any]]) -> None:
+        runner = self.runner
+        for name, key in sorted(runner.changed):
+            state = runner.states[name].get(key)
+            entries.append((f"{STATE}{name}|{key}", None if state is None else to_dict(state)))
+        for app in sorted(runner.peers_changed):
+            entries.append((PEERS + app, to_dict(runner.peers[app])))
+        runner.changed.clear()
+        runner.peers_changed.clear()
+        entries.append((f"{MARK}{self.partition}", [_finite(runner.watermark), _finite(runner.flushed_to)]))
+
+    @classmethod
+    def restore(
+        cls, partition: int, entries: Iterable[tuple[str, Any]], config: DetectorConfig | None = None
+    ) -> PartitionDetectors:
+        """Rebuild a partition's detectors from its saved entries (after a restart or a rebalance).
+
+        Open buckets are rebuilt from the seen inputs they hold: those not yet closed when the state
+        was saved (bucket end after ``flushed_to``).
+        """
+        self = cls(partition, config)
+        runner = self.runner
+        pending: list[Item] = []
+        for key, value in entries:
+            if value is None:
+                continue
+            if key.startswith(STATE):
+                name, entity = key[len(STATE):].split("|", 1)
+                runner.restore(name, entity, from_dict(value))
+            elif key.startswith(PEERS):
+                runner.peers[key[len(PEERS):]] = from_dict(value)
+            elif key == f"{MARK}{partition}":
+                runner.watermark, runner.flushed_to = (v if v is not None else -math.inf for v in value)
+            elif key.startswith(SEEN) and isinstance(value, list):
+                pending.append(value)
+        horizon = runner.flushed_to - max((*runner.config.buckets.series_s, runner.config.buckets.app_s,
+                                           runner.config.buckets.scope_s, runner.config.buckets.session_s))
+        for item in sorted(pending, key=lambda i: i[5] if i[0] == SERIES else i[2]):
+            if item[0] == USAGE and item[2] >= horizon:
+                runner.add_usage(_usage(item))
+            elif item[0] == SERIES and item[5] >= horizon:
+                runner.series.add(item)
+        runner.llm.flush(runner.flushed_to)  # already closed and stepped before the restart
+        runner.series.flush(runner.flushed_to)
+        return self
+
+
+def load_detector_config(path: Path | None) -> DetectorConfig:
+    """Read detector sensitivities from a YAML file (keys as in ``DetectorConfig``); None: the defaults."""
+    if path is None:
+        return DetectorConfig()
+    return DetectorConfig.model_validate(yaml.safe_load(path.read_text()) or {})
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def finding_alert(finding: Finding) -> Alert | None:
+    """Return the alert record of a finding: ``open`` fires, ``resolved`` resolves, ``update`` is None.
+
+    >>> from datetime import UTC, datetime
+    >>> t = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> f = Finding("idle_gpu", {"gpu": "g1"}, "open", "warning", "idle", t, t, cost_impact_usd=1.5,
+    ...             cost_impact_usd_per_hour=3.0, evidence={"util_pct": 0.5})
+    >>> a = finding_alert(f)
+    >>> a.status, a.kind, a.cost_impact_usd, a.evidence["cost_impact_usd_per_hour"]
+    ('firing', 'idle_gpu', 1.5, 3.0)
+    >>> from dataclasses import replace
+    >>> finding_alert(f.resolve(t)).status, finding_alert(replace(f, state="update"))
+    ('resolved', None)
+    """
+    if finding.state == "update":
+        return None
+    alert = Alert.firing(
+        finding.kind, finding.entity, severity=finding.severity, summary=finding.summary,
+        started_at=finding.started_at, detected_at=finding.detected_at, labels=dict(finding.labels),
+        cost_impact_usd=finding.cost_impact_usd,
+        evidence={**finding.evidence, "cost_impact_usd_per_hour": finding.cost_impact_usd_per_hour},
+    )
+    if finding.state == "resolved":
+        return alert.resolve(finding.resolved_at or finding.detected_at)
+    return alert
+
+
+def finding_key(finding: Finding) -> str:
+    """Return the ``anomalies`` message key: the alert fingerprint of the finding's kind and entity."""
+    return fingerprint(finding.kind, finding.entity)

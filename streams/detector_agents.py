@@ -1,0 +1,120 @@
+"""The detector stage: costs.priced -> detector.inputs (by entity group) -> detectors -> anomalies, alerts.
+
+The ``route_detector_inputs`` stage (run by ``process_costs``, ``cost_agents.py``) turns each
+``costs.priced`` message into detector inputs and sends them keyed by entity group
+(``core/detector_feed.py`` ``route``), so all the state one group's detectors read lives in one
+partition; it also sends every partition an event-time tick whenever its ``Watermark`` (the slowest
+source still reporting) moves on by 5 s, so buckets close, silent GPUs and quiet sessions are noticed
+while others still report. ``detect_anomalies`` steps one ``PartitionDetectors`` per partition, drops
+inputs already applied, sends findings to ``anomalies`` and their alerts to ``alerts``, then saves the
+changed state, the seen inputs and the marks in one changelog message. After a restart or a rebalance
+each partition's detectors are rebuilt from the table, open buckets included, so an open finding is
+neither lost nor raised again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from pydantic_core import from_json, to_json
+
+from detectors.config import DetectorConfig
+from streams.core.costs import CostRecord
+from streams.core.detector_feed import (
+    PartitionDetectors,
+    Watermark,
+    finding_alert,
+    finding_key,
+    route,
+    tick,
+)
+from streams.cost_agents import CostStage
+from streams.metrics import WorkerMetrics
+from streams.names import DETECTOR_INPUTS
+from streams.settings import Settings
+from streams.tables import BatchLoggedTable
+from streams.topics import Topics
+
+log = logging.getLogger("burnwatch.detectors")
+
+TICK_KEY = b"tick"
+
+
+@dataclass
+class LiveDetectors:
+    """The detectors of the ``detector.inputs`` partitions this worker owns, and the router's watermark."""
+
+    partitions: dict[int, PartitionDetectors] = field(default_factory=dict)
+    watermark: Watermark = field(default_factory=Watermark)
+
+
+def register_detector_agents(
+    app: faust.App,
+    settings: Settings,
+    topics: Topics,
+    table: BatchLoggedTable,
+    metrics: WorkerMetrics,
+    cost_stages: list[CostStage],
+    config: DetectorConfig | None = None,
+) -> LiveDetectors:
+    """Add the ``route_detector_inputs`` stage to ``cost_stages``, and ``detect_anomalies`` to ``app``."""
+    config = config or DetectorConfig()
+    live = LiveDetectors(watermark=Watermark(idle_wall_s=settings.detectors_idle_lane_s))
+    inputs_name = settings.topic(DETECTOR_INPUTS)
+
+    async def route_detector_inputs(message: Any, records: list[CostRecord]) -> None:
+        acks: list[Awaitable[Any]] = []
+        for key, items in route(records).items():
+            acks.append(await topics.detector_inputs_topic.send(key=key.encode(), value=to_json(items)))
+        event_time = live.watermark.observe(records, time.monotonic())
+        if event_time is not None:
+            payload = to_json([tick(event_time)])
+            for partition in range(settings.topic_partitions):
+                acks.append(await topics.detector_inputs_topic.send(
+                    key=TICK_KEY, value=payload, partition=partition))
+        await asyncio.gather(*acks)
+
+    cost_stages.append(route_detector_inputs)
+
+    @app.agent(topics.detector_inputs_topic, name="detect_anomalies")
+    async def detect_anomalies(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            message = event.message
+            detectors = live.partitions.get(message.partition)
+            if detectors is None:
+                detectors = live.partitions[message.partition] = PartitionDetectors(message.partition, config)
+            done = detectors.apply(from_json(event.value), table.contains_many)
+            acks: list[Awaitable[Any]] = []
+            for finding in done.findings:
+                acks.append(await topics.anomalies_topic.send(
+                    key=finding_key(finding).encode(), value=to_json(finding.to_dict())))
+                metrics.findings_sent.labels(finding.kind, finding.state).inc()
+                alert = finding_alert(finding)
+                if alert is not None:
+                    acks.append(await topics.alerts_topic.send(
+                        key=alert.fingerprint.encode(), value=alert.model_dump_json().encode()))
+                    metrics.alerts_sent.labels(alert.kind).inc()
+            # Sent before the state is saved: a crash in between repeats a finding rather than losing it.
+            await asyncio.gather(*acks)
+            table.put_batch(done.entries, batch_key=f"{message.topic}:{message.partition}:{message.offset}")
+            metrics.detector_inputs.inc(sum(1 for key, _ in done.entries if key.startswith("i|")))
+            metrics.detector_inputs_repeated.inc(done.repeated)
+
+    @table.on_recover
+    async def rebuild_detectors() -> None:
+        actives = app.assignor.assigned_actives() if app.assignor else set()
+        owned = sorted({tp.partition for tp in actives if tp.topic == inputs_name})
+        live.partitions.clear()
+        for partition in owned:
+            live.partitions[partition] = PartitionDetectors.restore(
+                partition, table.partition_items([partition]), config
+            )
+        log.info("rebuilt detectors of partitions %s", owned)
+
+    return live

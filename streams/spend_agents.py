@@ -1,0 +1,166 @@
+"""The spend stage: costs.priced -> hourly and daily spend per scope (spend tables) -> spend.windows.
+
+The ``track_spend`` stage (run by ``process_costs``, ``cost_agents.py``) keeps one ``SpendTracker`` per
+``costs.priced`` partition it owns. Per message it drops charges it has counted before (``c|<charge
+id>`` marks in the spend table), adds the rest to their windows, and logs the marks, the changed windows
+and the watermark as one changelog message, so the marks and the sums can never disagree after a crash.
+A timer publishes changed windows to the compacted ``spend.windows`` topic, one key per (window,
+partition); readers add partitions up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+from pydantic_core import to_json
+
+from streams.core.allocation import Allocator
+from streams.core.costs import CostRecord
+from streams.core.spend import SpendTracker, window_key, window_record
+from streams.cost_agents import CostStage
+from streams.metrics import WorkerMetrics
+from streams.names import COSTS_PRICED
+from streams.settings import Settings
+from streams.tables import BatchLoggedTable
+from streams.topics import Topics
+
+log = logging.getLogger("burnwatch.spend")
+
+MARK = "c|"
+WATERMARK_KEY = "wm"
+
+
+class SpendState:
+    """The trackers of the partitions this worker owns, and which of their keys are still to publish."""
+
+    def __init__(self, allocator: Allocator, lateness_s: int) -> None:
+        self.allocator = allocator
+        self.lateness_s = lateness_s
+        self.trackers: dict[int, SpendTracker] = {}
+        self.dirty: dict[int, set[str]] = {}
+
+    def tracker(self, partition: int) -> SpendTracker:
+        """Return the partition's tracker, made empty if it has none yet."""
+        tracker = self.trackers.get(partition)
+        if tracker is None:
+            tracker = self.trackers[partition] = SpendTracker(
+                self.allocator, self.allocator.config.shared_costs, lateness_s=self.lateness_s)
+        return tracker
+
+
+def register_spend_agents(
+    app: faust.App,
+    settings: Settings,
+    topics: Topics,
+    table: BatchLoggedTable,
+    allocator: Allocator,
+    metrics: WorkerMetrics,
+    cost_stages: list[CostStage],
+) -> SpendState:
+    """Add the ``track_spend`` stage to ``cost_stages``, and the spend publishing timer to ``app``."""
+    state = SpendState(allocator, int(settings.spend_lateness_hours * 3600))
+    priced_topic_name = settings.topic(COSTS_PRICED)
+
+    async def track_spend(message: Any, records: list[CostRecord]) -> None:
+        marks = [MARK + record["x_ChargeId"] for record in records]
+        known = table.contains_many(marks)
+        fresh = [record for record, seen in zip(records, known, strict=True) if not seen]
+        tracker = state.tracker(message.partition)
+        changed = tracker.add(fresh)
+        # Windows the repeated charges fall in are logged again too: the changelog stays whole
+        # even when a crash left the local store ahead of it.
+        if len(fresh) < len(records):
+            changed |= _windows_of(tracker, [r for r, seen in zip(records, known, strict=True) if seen])
+        changed.update(tracker.close_due())
+        items: list[tuple[str, Any]] = [(mark, 1) for mark in marks]
+        items += [(key, tracker.value(key)) for key in changed]
+        items.append((WATERMARK_KEY, tracker.watermark_s))
+        table.put_batch(items, batch_key=f"{message.topic}:{message.partition}:{message.offset}")
+        state.dirty.setdefault(message.partition, set()).update(changed)
+        _count(metrics, fresh, allocator)
+
+    cost_stages.append(track_spend)
+
+    @table.on_recover
+    async def rebuild_spend() -> None:
+        actives = app.assignor.assigned_actives() if app.assignor else set()
+        partitions = {tp.partition for tp in actives if tp.topic == priced_topic_name}
+        state.trackers.clear()
+        state.dirty.clear()
+        for partition in partitions:
+            tracker = state.tracker(partition)
+            for prefix in ("w|", "late|"):
+                for key, value in table.partition_items([partition], prefix=prefix):
+                    tracker.load(key, value)
+            mark = next(iter(table.partition_items([partition], prefix=WATERMARK_KEY)), None)
+            tracker.watermark_s = int(mark[1]) if mark else 0
+            tracker.forget_old()
+            state.dirty[partition] = set(tracker.windows)  # the new owner republishes what it holds
+        log.info("rebuilt spend windows of partitions %s", sorted(partitions))
+
+    @app.timer(settings.spend_publish_interval_s, on_leader=False)
+    async def publish_spend() -> None:
+        now = datetime.now(UTC)
+        acks: list[Awaitable[Any]] = []
+        for partition, keys in list(state.dirty.items()):
+            tracker = state.trackers.get(partition)
+            state.dirty[partition] = set()
+            if tracker is None:
+                continue
+            for key in keys:
+                if key not in tracker.windows:
+                    continue
+                record = window_record(key, tracker.value(key), partition=partition, as_of=now)
+                acks.append(await topics.spend_windows_topic.send(
+                    key=f"{key}#{partition}".encode(), value=to_json(record)))
+            tracker.forget_old()
+        await asyncio.gather(*acks)
+        _set_compliance(metrics, state, now)
+
+    return state
+
+
+def _windows_of(tracker: SpendTracker, records: list[CostRecord]) -> set[str]:
+    """Return the hour and day window keys of ``records`` that the tracker holds (for re-logging)."""
+    out = set()
+    for record in records:
+        seconds = int(datetime.fromisoformat(record["ChargePeriodStart"]).timestamp())
+        allocation = tracker.allocator.allocate(record)
+        for granularity, size in (("hour", 3600), ("day", 86_400)):
+            start = seconds - seconds % size
+            for dimension, value in tracker.allocator.scopes(allocation, record):
+                key = window_key(granularity, start, dimension, value)
+                if key in tracker.windows:
+                    out.add(key)
+    return out
+
+
+def _count(metrics: WorkerMetrics, records: list[CostRecord], allocator: Allocator) -> None:
+    allocated = unallocated = 0.0
+    for record in records:
+        if allocator.allocate(record).missing_required:
+            unallocated += record["EffectiveCost"]
+        else:
+            allocated += record["EffectiveCost"]
+    if allocated:
+        metrics.spend_usd.labels("true").inc(allocated)
+    if unallocated:
+        metrics.spend_usd.labels("false").inc(unallocated)
+
+
+def _set_compliance(metrics: WorkerMetrics, state: SpendState, now: datetime) -> None:
+    today = int(now.timestamp()) // 86_400 * 86_400
+    total = unallocated = 0.0
+    for tracker in state.trackers.values():
+        totals = tracker.windows.get(window_key("day", today, "total", "all"))
+        if totals:
+            total += totals["usd"]
+            unallocated += totals["unallocated_usd"]
+    if total > 0:
+        metrics.tag_compliance.set((total - unallocated) / total)
+

@@ -1,0 +1,209 @@
+"""The detectors' stream feed: same findings as the reference runner, exact after a restart, no repeats."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from typer.testing import CliRunner
+
+from detectors.buckets import SeriesBucketer, parse_time
+from detectors.findings import Finding
+from detectors.runner import DetectorRunner
+from streams.cli import app as cli
+from streams.core.catalog import load_catalog
+from streams.core.detector_feed import (
+    PartitionDetectors,
+    SeriesContributions,
+    Watermark,
+    finding_alert,
+    route,
+    tick,
+)
+from streams.core.events import EVENT_ADAPTER
+from streams.core.pricing import Pricer
+from streams.core.simulation import IncidentSpec, Simulation, SimulationConfig
+
+START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+@lru_cache(maxsize=1)
+def priced_events() -> tuple[tuple[dict[str, Any], ...], ...]:
+    """Twenty simulated minutes with an idle GPU and an agent loop, priced one event at a time."""
+    incidents = (IncidentSpec("idle_gpu", 60, 900), IncidentSpec("runaway_loop", 300, 120))
+    config = SimulationConfig(start=START, duration_s=1200, nodes=2, rate=3, seed=5, incidents=incidents)
+    pricer = Pricer(load_catalog(None))
+    return tuple(
+        tuple(pricer.price(EVENT_ADAPTER.validate_python(event)))  # type: ignore[misc]
+        for event in Simulation(config).events()
+    )
+
+
+def outline(findings: list[Finding]) -> list[tuple[Any, ...]]:
+    """The findings, in order of event time (findings of one step may come in any order)."""
+    rows = [(f.kind, f.state, f.entity_id, f.started_at, f.detected_at, f.resolved_at) for f in findings]
+    return sorted(rows, key=lambda r: (r[5] or r[4], r[0], r[2], r[1]))
+
+
+class Table:
+    """A dict standing in for the faust table: the latest value per key."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    def known(self, keys: Sequence[str]) -> list[bool]:
+        return [key in self.data for key in keys]
+
+    def put(self, entries: list[tuple[str, Any]]) -> None:
+        self.data.update(entries)
+
+
+def inputs(records: tuple[dict[str, Any], ...]) -> list[list[Any]]:
+    """One event's detector inputs, then a tick to where ``DetectorRunner.feed`` moves event time."""
+    items = [item for group in route(records).values() for item in group]
+    times = [parse_time(r["ChargePeriodStart"]) for r in records if r["x_SourceType"] != "storage.usage"]
+    return items + ([tick(max(times))] if times else [])
+
+
+def run_feed(
+    events: Iterator[tuple[dict[str, Any], ...]], det: PartitionDetectors, table: Table
+) -> list[Finding]:
+    found: list[Finding] = []
+    for records in events:
+        done = det.apply(inputs(records), table.known)
+        table.put(done.entries)
+        found += done.findings
+    return found
+
+
+def test_the_feed_finds_what_the_reference_runner_finds() -> None:
+    events = priced_events()
+    reference = DetectorRunner()
+    expected: list[Finding] = []
+    for records in events:
+        expected += reference.feed(records)
+    found = run_feed(iter(events), PartitionDetectors(0), Table())
+    kinds = {f.kind for f in expected if f.state == "open"}
+    assert {"idle_gpu", "agent_loop"} <= kinds
+    assert outline(found) == outline(expected)
+
+
+def test_a_restart_from_the_saved_entries_changes_nothing() -> None:
+    events = priced_events()
+    whole = run_feed(iter(events), PartitionDetectors(0), Table())
+    for cut in (len(events) // 3, len(events) // 2 + 7):
+        table = Table()
+        first = run_feed(iter(events[:cut]), PartitionDetectors(0), table)
+        restored = PartitionDetectors.restore(0, table.data.items())
+        second = run_feed(iter(events[cut:]), restored, table)
+        assert outline(first + second) == outline(whole)
+
+
+def test_repeated_batches_change_nothing_and_are_counted() -> None:
+    events = priced_events()
+    table, det = Table(), PartitionDetectors(0)
+    once = run_feed(iter(events), PartitionDetectors(0), Table())
+    found: list[Finding] = []
+    repeated = 0
+    for records in events:
+        items = inputs(records)
+        for _ in range(2):  # a pricing worker that crashed re-sends the same batch
+            done = det.apply(items, table.known)
+            table.put(done.entries)
+            found += done.findings
+            repeated += done.repeated
+    assert outline(found) == outline(once)
+    assert repeated == sum(len(group) for r in events for group in route(r).values())
+
+
+def at(source: str, second: int) -> dict[str, Any]:
+    """A cost record's source and time, ``second`` s after 2026-01-01 00:00 UTC."""
+    return {"x_SourceType": source, "x_App": "bot", "ResourceId": "GPU-1",
+            "ChargePeriodStart": f"2026-01-01T{second // 3600:02d}:{second % 3600 // 60:02d}:"
+                                 f"{second % 60:02d}Z"}
+
+
+def test_the_watermark_waits_for_a_slow_source_but_not_for_a_silent_one() -> None:
+    base = parse_time("2026-01-01T00:00:00Z")
+    wm = Watermark(tick_s=5.0, idle_source_s=300.0)
+    assert wm.observe([at("gpu.sample", 100), at("llm.request", 200)]) == base + 100
+    assert wm.observe([at("llm.request", 380)]) is None  # GPUs are 280 s behind: still waited for
+    assert wm.observe([at("llm.request", 420)]) == base + 420  # 320 s behind: GPUs went silent
+    assert wm.observe([at("gpu.sample", 421)]) is None  # less than a tick later
+
+
+def test_each_gpu_is_a_lane_so_one_lagging_node_holds_time_back() -> None:
+    wm = Watermark(tick_s=5.0, idle_wall_s=30.0)
+    one, two = at("gpu.sample", 100), {**at("gpu.sample", 400), "ResourceId": "GPU-2"}
+    assert wm.observe([one, two], now=0.0) is None
+    assert wm.observe([one], now=30.0) == parse_time("2026-01-01T00:00:00Z") + 100
+    assert wm.observe([{**two, "ChargePeriodStart": "2026-01-01T00:08:00Z"}], now=40.0) is None
+
+
+def test_with_a_clock_a_source_is_waited_for_until_it_stops_arriving() -> None:
+    base = parse_time("2026-01-01T00:00:00Z")
+    wm = Watermark(tick_s=5.0, idle_wall_s=30.0)
+    assert wm.observe([at("gpu.sample", 10), at("llm.request", 20)], now=0.0) is None  # lanes still joining
+    assert wm.observe([at("gpu.sample", 10)], now=30.0) == base + 10
+    assert wm.observe([at("llm.request", 3000)], now=59.0) is None  # a GPU backlog is still being read
+    assert wm.observe([at("llm.request", 3100)], now=61.0) == base + 3100  # no GPU sample for 31 s
+
+
+def test_ticks_move_event_time_without_data() -> None:
+    det = PartitionDetectors(0)
+    gpu = [["g", f"e{i}:gpu0", 15.0 * i, 15.0 * (i + 1), 50.0, True, 0.01, None, "ml", "G1"]
+           for i in range(4)]
+    assert det.apply(gpu, lambda keys: [False] * len(keys)).findings == []
+    found = det.apply([tick(300.0)], lambda keys: [False] * len(keys)).findings
+    assert [(f.kind, f.state, f.started_at.timestamp()) for f in found] == [("telemetry_gap", "open", 60.0)]
+
+
+def test_series_inputs_sum_to_the_reference_buckets() -> None:
+    records = [r for event in priced_events() for r in event]
+    reference = SeriesBucketer((60.0, 3600.0))
+    ours = SeriesContributions((60.0, 3600.0))
+    for record in records:
+        reference.add(record)
+    for group in route(records).values():
+        for item in group:
+            if item[0] == "s":
+                ours.add(item)
+    end = parse_time(records[-1]["ChargePeriodStart"]) + 7200
+
+    def table(buckets: list[Any]) -> dict[tuple[Any, ...], tuple[float, float]]:
+        return {(b.kind, b.scope, b.key, b.start): (round(b.cost_usd, 9), round(b.quantity, 9))
+                for b in buckets}
+
+    expected = table(reference.flush(end))
+    assert len(expected) > 100
+    assert table(ours.flush(end)) == expected
+
+
+def test_every_finding_kind_maps_to_an_alert_kind_and_updates_do_not_fire() -> None:
+    found = run_feed(iter(priced_events()), PartitionDetectors(0), Table())
+    alerts = [finding_alert(f) for f in found]
+    fired = [a for a in alerts if a is not None and a.status == "firing"]
+    assert len(fired) == sum(f.state == "open" for f in found)
+    idle = next(a for a in fired if a.kind == "idle_gpu")
+    assert idle.cost_impact_usd > 0 and "util_pct" in idle.evidence and idle.detected_at > idle.started_at
+
+
+def test_replay_writes_the_alerts_with_event_times(tmp_path: Path) -> None:
+    incidents = (IncidentSpec("idle_gpu", 60, 1080),)
+    config = SimulationConfig(start=START, duration_s=1320, nodes=2, rate=1, seed=3, incidents=incidents)
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(json.dumps(e) + "\n" for e in Simulation(config).events()))
+    result = CliRunner().invoke(cli, ["replay", str(events), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    alerts = [json.loads(line) for line in (tmp_path / "out" / "alerts.jsonl").read_text().splitlines()]
+    idle = [a for a in alerts if a["kind"] == "idle_gpu"]
+    assert idle and {a["status"] for a in idle} == {"firing", "resolved"}
+    for alert in idle:
+        started = datetime.fromisoformat(alert["started_at"])
+        assert START + timedelta(seconds=60) <= started < START + timedelta(seconds=90)
+        if alert["status"] == "resolved":
+            assert datetime.fromisoformat(alert["resolved_at"]) >= START + timedelta(seconds=1140)
