@@ -89,9 +89,10 @@ demo bench: export BURNWATCH_KAFKA_BOOTSTRAP_SERVERS ?= $(KAFKA_HOST):$(KAFKA_PO
 demo: $(STAMP) kafka-start ## start Kafka and run the end-to-end demo (deploy/demo.sh)
 	@deploy/demo.sh
 
-bench: $(STAMP) kafka-start ## start Kafka and run the benchmarks (bench.run, then bench.budget_alert)
+bench: $(STAMP) kafka-start ## start Kafka and run the benchmarks (bench.run, bench.budget_alert, bench.detectors)
 	@$(BIN)/python -m bench.run
 	@$(BIN)/python -m bench.budget_alert
+	@$(BIN)/python -m bench.detectors
 
 clean: ## stop Kafka; remove its data, caches and build output
 	@if [ -x $(KAFKA) ]; then $(KAFKA) stop; fi

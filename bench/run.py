@@ -50,6 +50,7 @@ from streams.names import COSTS_PRICED
 from streams.settings import Settings
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+PRICING_ONLY = {"BURNWATCH_DETECTORS_ENABLED": "false", "BURNWATCH_SPEND_TABLES": "false"}
 REPO = Path(__file__).resolve().parents[1]
 PROGRESS_EVERY_S = 1.0
 HEALTH_TIMEOUT_S = 120.0
@@ -338,7 +339,9 @@ def run_phase(
     detail: dict[str, Any] = {"topic_prefix": settings.topic_prefix, "workdir": str(workdir)}
     watcher.start()
     if name == "worker":
-        processor = WorkerProcess(settings, workdir, worker_profile)
+        # The pricing stage alone, as the baseline loop does: the spend tables and the detectors have
+        # their own measurements (bench.budget_alert, bench.detectors).
+        processor = WorkerProcess(settings, workdir, worker_profile, extra_env=PRICING_ONLY)
     else:
         processor = BaselineProcess(settings)
     cpu_used: float | None = None
