@@ -5,7 +5,10 @@ from __future__ import annotations
 import faust
 from aiokafka.helpers import create_ssl_context
 
+from streams import faust_fixes
 from streams.settings import Settings
+
+faust_fixes.apply()
 
 MAX_MESSAGE_BYTES_ON_WIRE = 16 * 1024 * 1024
 

@@ -2,10 +2,8 @@
 
 The stages are budget allocation (``budget_agents``), the spend tables (``spend_agents``) and the
 detector routing (``detector_agents``). They run in one agent, in order, rather than one agent each:
-a message is then acknowledged (and its offset committed) only after every stage has handled it and
-their sends were acknowledged. With one agent per stage on the same topic, the two-worker SIGKILL test
-lost one ``costs.priced`` message for one of the agents across a rebalance (faust-streaming 0.15.3).
-It also decodes the JSON once instead of once per stage.
+the JSON is decoded once instead of once per stage, and a message is acknowledged (and its offset
+committed) only after every stage has handled it and their sends were acknowledged.
 """
 
 from __future__ import annotations
