@@ -39,7 +39,7 @@ def create_app(settings: Settings) -> faust.App:
     brokers = [f"kafka://{host.strip()}" for host in settings.kafka_bootstrap_servers.split(",")]
     datadir = settings.data_dir / settings.app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
-    return faust.App(
+    app = faust.App(
         settings.app_id,
         broker=brokers,
         broker_credentials=_credentials(settings),
@@ -64,3 +64,5 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=settings.kafka_session_timeout_s / 3,
         stream_wait_empty=False,
     )
+    faust_fixes.install_gap_repair(app)
+    return app

@@ -11,17 +11,26 @@ two-worker SIGKILL test lost one message this way, once on ``costs.priced`` and 
 ``usage.gpu``, each time a single message of a partition the worker kept through the rebalance.
 
 The replacement below is faust's method with the head-gap test corrected: with a committed offset
-``c``, nothing is committed until offset ``c`` itself is acknowledged (or known to be a gap). The
-dropped message is then read again after the rebalance's seek to the committed offsets, and
-processed: at-least-once, as the rest of burnwatch assumes.
+``c``, nothing is committed until offset ``c`` itself is acknowledged (or known to be a gap). A
+dropped message is read again after the next seek to the committed offsets. Because that seek may
+come much later (the 200k test showed a partition whose commit waited on a dropped message with no
+rebalance after it), ``GapRepair`` re-reads a partition from its committed offset when its commit has
+waited on the same unacknowledged message for ``GAP_REPAIR_AFTER_S``: the messages after it are read
+again too, and every stage of burnwatch drops what it has already counted (at-least-once).
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
+import faust
 from faust.transport.consumer import Consumer
 from faust.utils.functional import consecutive_numbers
+
+log = logging.getLogger("burnwatch.faust_fixes")
+GAP_REPAIR_AFTER_S = 10.0
 
 
 def new_offset(self: Any, tp: Any) -> int | None:
@@ -53,3 +62,54 @@ def new_offset(self: Any, tp: Any) -> int | None:
 def apply() -> None:
     """Install the corrected commit logic on faust's consumer (idempotent)."""
     Consumer._new_offset = new_offset
+
+
+class GapRepair:
+    """Finds partitions whose commit has waited on the same unacknowledged message for ``after_s``.
+
+    >>> repair = GapRepair(after_s=10)
+    >>> state = {"acked": {"t-0": [13, 14]}, "committed": {"t-0": 12}}
+    >>> repair.due(state["acked"], state["committed"], now=100.0)  # first seen: wait
+    {}
+    >>> repair.due(state["acked"], state["committed"], now=111.0)  # still waiting on 12: re-read
+    {'t-0': 12}
+    >>> repair.due({"t-0": [12, 13, 14]}, {"t-0": 12}, now=130.0)  # 12 acknowledged: nothing to do
+    {}
+    """
+
+    def __init__(self, after_s: float = GAP_REPAIR_AFTER_S) -> None:
+        self.after_s = after_s
+        self._since: dict[Any, tuple[int, float]] = {}
+
+    def due(self, acked: dict[Any, list[int]], committed: Any, now: float) -> dict[Any, int]:
+        """Return ``{partition: committed offset}`` for the partitions to read again from that offset."""
+        out: dict[Any, int] = {}
+        for tp, offsets in list(acked.items()):
+            mark = committed[tp] if tp in committed else None
+            if not offsets or mark is None or min(offsets) <= mark:
+                self._since.pop(tp, None)
+                continue
+            seen = self._since.get(tp)
+            if seen is None or seen[0] != mark:
+                self._since[tp] = (mark, now)
+            elif now - seen[1] >= self.after_s:
+                out[tp] = mark
+                del self._since[tp]
+        return out
+
+
+def install_gap_repair(app: faust.App, after_s: float = GAP_REPAIR_AFTER_S) -> None:
+    """Add a timer to ``app`` that re-reads partitions whose commit waits on a dropped message."""
+    repair = GapRepair(after_s)
+
+    @app.timer(after_s / 2, on_leader=False)
+    async def repair_commit_gaps() -> None:
+        consumer = app.consumer
+        if app.rebalancing or not consumer.flow_active:
+            return  # the rebalance's own seek reads them again
+        assigned = consumer.assignment()
+        for tp, offset in repair.due(consumer._acked, consumer._committed_offset, time.monotonic()).items():
+            if tp in assigned:
+                log.warning("re-reading %s from offset %d: a stream dropped the message there without "
+                            "acknowledging it (repeats are dropped downstream)", tp, offset)
+                await consumer.seek(tp, offset)
