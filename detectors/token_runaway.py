@@ -108,14 +108,17 @@ class TokenRunawayDetector:
         state = dict(state)
         state["e"], state["last"] = bucket.entity, bucket.end
         kept = state.get("w", [])
-        cut = 0
-        while cut < len(kept) and kept[cut][0] <= bucket.end - cfg.window_s:
+        cut, edge, size = 0, bucket.end - cfg.window_s, len(kept)
+        while cut < size and kept[cut][0] <= edge:
             cut += 1
         dropped, window = kept[:cut], kept[cut:]
         window.append([bucket.end, round(bucket.cost_usd, 7), bucket.requests, bucket.start])
         state["w"] = window
-        rate = sum(w[1] for w in window) / cfg.window_s * HOUR_S
-        requests = sum(w[2] for w in window)
+        usd, requests = 0, 0  # one pass, in order: the same sums as sum() over each column
+        for entry in window:
+            usd += entry[1]
+            requests += entry[2]
+        rate = usd / cfg.window_s * HOUR_S
         slot = str(int(bucket.start // HOUR_S % 24)) if bucket.scope == "app" else None
         base = self._baseline(state, slot, peers, bucket.end)
         found: list[Finding] = []
@@ -184,7 +187,7 @@ class TokenRunawayDetector:
                         severity="error",
                         summary=f"{bucket.scope} spending {rate:.2f} USD/h, "
                         f"{rate / max(mean, 1e-9):.1f}x its {basis} baseline",
-                        usd=max(0.0, sum(w[1] for w in window) - mean * cfg.window_s / HOUR_S),
+                        usd=max(0.0, usd - mean * cfg.window_s / HOUR_S),
                         usd_per_hour=rate - mean,
                         evidence={
                             "usd_per_hour": round(rate, 4),
@@ -254,18 +257,17 @@ class TokenRunawayDetector:
         # weight by elapsed time, not by bucket: a burst of busy buckets must not drag the baseline up
         elapsed = max(0.0, now - state.get("lt", now))
         state["lt"] = now
-        step = 1.0 - math.exp(-elapsed / self.config.baseline_tau_s)
         n = state.get("n", 0)
         warm = self.config.warmup
-        alpha = 1.0 / (n + 1) if n < warm else step  # a plain mean until warm, then time-weighted
-        state["m"], state["v"] = (
-            round(x, 7) for x in ew(state.get("m", 0.0), state.get("v", 0.0), rate, alpha)
-        )
+        # a plain mean until warm, then time-weighted (the exp only when it is used)
+        alpha = 1.0 / (n + 1) if n < warm else 1.0 - math.exp(-elapsed / self.config.baseline_tau_s)
+        m, v = ew(state.get("m", 0.0), state.get("v", 0.0), rate, alpha)
+        state["m"], state["v"] = round(m, 7), round(v, 7)
         state["n"] = min(n + 1, 10**6)
         if slot is not None:
             hours: dict[str, Any] = state.setdefault("h", {})
             m, v, k = hours.get(slot, [0.0, 0.0, 0])
-            a = 1.0 / (k + 1) if k < warm else step
+            a = 1.0 / (k + 1) if k < warm else 1.0 - math.exp(-elapsed / self.config.baseline_tau_s)
             m, v = ew(m, v, rate, a)
             hours[slot] = [round(m, 7), round(v, 7), min(k + 1, 10**6)]
 
