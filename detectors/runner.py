@@ -15,6 +15,10 @@ from typing import Any
 
 from detectors.agent_loop import AgentLoopDetector
 from detectors.buckets import (
+    GPU_METER,
+    LLM_SOURCE,
+    METER,
+    SOURCE,
     GpuBucket,
     LlmBucket,
     LlmBucketer,
@@ -114,13 +118,17 @@ class DetectorRunner:
         before = len(self.findings)
         records = list(records)
         latest = self.watermark
+        series, llm = self.series, False
         for record in records:
-            bucket = gpu_bucket(record, node)
-            if bucket is not None:
-                self._step("idle_gpu", bucket.entity, bucket)
-                latest = max(latest, bucket.start)
-            self.series.add(record)
-        for usage in llm_usages(records, prompt_hashes):
+            if record.get(METER) == GPU_METER:
+                bucket = gpu_bucket(record, node)
+                if bucket is not None:
+                    self._step("idle_gpu", bucket.entity, bucket)
+                    latest = max(latest, bucket.start)
+            elif not llm:
+                llm = record.get(SOURCE) == LLM_SOURCE
+            series.add(record)
+        for usage in llm_usages(records, prompt_hashes) if llm else ():
             self.llm.add(usage)
             latest = max(latest, usage.time)
         if latest > self.watermark:

@@ -21,7 +21,6 @@ from typing import Any
 from detectors.app_activity import add_traffic, lifts
 from detectors.base import (
     Step,
-    decayed,
     ew,
     grow_finding,
     is_open,
@@ -347,8 +346,10 @@ class TokenRunawayDetector:
             usd_rate, req_rate = self._rates(state)
             stretch = tau * -math.expm1(-(to - last) / tau)
             usd, requests = usd_rate * stretch, req_rate * stretch
-        state["uc"] = round(decayed(state["uc"], last, to, usd, tau), 9)
-        state["qc"] = round(decayed(state["qc"], last, to, requests, tau), 6)
+        # decayed() for both sums with one exp: the same factor, the same arithmetic
+        decay = math.exp(-(to - last) / tau)
+        state["uc"] = round(state["uc"] * decay + usd, 9)
+        state["qc"] = round(state["qc"] * decay + requests, 6)
         state["ql"] = to
 
     @staticmethod
