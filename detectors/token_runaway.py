@@ -124,7 +124,6 @@ class TokenRunawayDetector:
         flagged = warm = False
         if base is not None:
             mean, sd, basis = base
-            per_s = self._rates(state)[1] if basis != "peer" else None
             ratio = cfg.app_ratio if bucket.scope == "app" else cfg.ratio
             least = cfg.user_min_requests if bucket.scope == "user" else cfg.min_requests
             # no span holds more than the window, nor spends faster than it over the shortest span, and
@@ -136,6 +135,8 @@ class TokenRunawayDetector:
                 spans = [(cfg.window_s, rate, requests, 1.0, 1.0)]
             else:
                 spans = self._judge(state, bucket, peers, app)
+            # the own request rate only for a bucket that is judged (two exponentials)
+            per_s = self._rates(state)[1] if basis != "peer" and spans else None
             p_bar = cfg.p_value / max(1, len(spans))  # a scan over several spans: split the budget
             expected = lift_usd = 0.0
             for span, judged_rate, judged, lift_usd, lift_req in spans:
