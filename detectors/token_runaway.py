@@ -244,7 +244,10 @@ class TokenRunawayDetector:
         if state.get("n", 0) >= cfg.warmup and learned_s >= cfg.window_s:
             # the mean is the time-weighted rate: the EW mean of windows sampled when data arrives runs
             # high for sparse entities (their samples fall in their busy moments)
-            mean = self._rates(state)[0] * HOUR_S if "q0" in state else state["m"]
+            if "q0" in state:  # _rates(state)[0], without the request rate it would also compute
+                mean = time_rate(state["uc"], state["q0"], state["ql"], cfg.baseline_tau_s) * HOUR_S
+            else:
+                mean = state["m"]
             return mean, math.sqrt(state["v"]), "own"
         if peers and peers.get("n", 0) >= cfg.peer_warmup:
             # peers live in log1p space; map their upper band back to USD/h
