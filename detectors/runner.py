@@ -125,7 +125,7 @@ class DetectorRunner:
                 if bucket is not None:
                     self._step("idle_gpu", bucket.entity, bucket)
                     latest = max(latest, bucket.start)
-            elif not llm:
+            if not llm:  # GPU and storage events carry no LLM records: no usage pass for them
                 llm = record.get(SOURCE) == LLM_SOURCE
             series.add(record)
         for usage in llm_usages(records, prompt_hashes) if llm else ():
