@@ -55,15 +55,17 @@ class AgentLoopDetector:
         cfg = self.config
         state, found = begin_step(state, AGENT_LOOP, bucket, cfg.quiet_s)
         state["req"] = state.get("req", 0) + bucket.requests
-        state["usd"] = round(state.get("usd", 0.0) + bucket.cost_usd, 7)
-        seen: dict[str, list[float]] = {}
-        for prompt, (count, since, usd_before) in state.get("p", {}).items():
-            if since > bucket.end - cfg.window_s:
-                seen[prompt] = [count, since, usd_before]
+        usd = state["usd"] = round(state.get("usd", 0.0) + bucket.cost_usd, 7)
+        edge = bucket.end - cfg.window_s
+        seen: dict[str, list[float]] = {
+            prompt: [count, since, usd_before]
+            for prompt, (count, since, usd_before) in state.get("p", {}).items()
+            if since > edge
+        }
         for prompt, count in bucket.prompts.items():
             entry = seen.get(prompt)
             if entry is None:
-                seen[prompt] = [count, bucket.start, state["usd"] - bucket.cost_usd]
+                seen[prompt] = [count, bucket.start, usd - bucket.cost_usd]
             else:
                 entry[0] += count
         if len(seen) > MAX_TRACKED:
@@ -76,10 +78,13 @@ class AgentLoopDetector:
             spent = state["usd"] - state["loop_usd0"]
             grow_finding(state, AGENT_LOOP, usd=spent, usd_per_hour=spent / hours)
             return state, found
-        top = max(seen.items(), key=lambda kv: kv[1][0], default=None)
+        top = None  # the first most repeated prompt, as max() by count would return
+        for item in seen.items():
+            if top is None or item[1][0] > top[1][0]:
+                top = item
         if top is not None and top[1][0] >= cfg.repeats:
-            prompt, (count, since, usd_before) = top
-            reason = f"prompt {prompt} repeated {int(count)} times"
+            prompt, (repeats, since, usd_before) = top
+            reason = f"prompt {prompt} repeated {int(repeats)} times"
             found.append(
                 self._open(
                     state,
@@ -87,7 +92,7 @@ class AgentLoopDetector:
                     since,
                     usd_before,
                     reason,
-                    {"prompt_hash": prompt, "repeats": int(count), "window_s": cfg.window_s},
+                    {"prompt_hash": prompt, "repeats": int(repeats), "window_s": cfg.window_s},
                 )
             )
         elif state["req"] > cfg.max_requests and not state.get("unbounded"):

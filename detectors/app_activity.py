@@ -14,7 +14,9 @@ the time the sums reach.
 
 from __future__ import annotations
 
-from detectors.base import decayed, time_rate
+import math
+
+from detectors.base import time_rate
 from detectors.state import State
 
 
@@ -52,17 +54,24 @@ def add_traffic(peers: State, bucket: tuple[float, float, float, int], window_s:
     while drop < len(window) and window[drop][0] <= latest - window_s:
         when, old_usd, old_req = window[drop]
         when = max(when, peers["ct"])  # a late bucket is learned at the time the sums have reached
-        peers["cu"] = round(decayed(peers["cu"], peers["ct"], when, old_usd, tau_s), 9)
-        peers["cq"] = round(decayed(peers["cq"], peers["ct"], when, old_req, tau_s), 6)
+        decay = _decay(peers["ct"], when, tau_s)
+        peers["cu"] = round(peers["cu"] * decay + old_usd, 9)
+        peers["cq"] = round(peers["cq"] * decay + old_req, 6)
         peers["ct"] = when
         drop += 1
     if drop:
         del window[:drop]
     upto = latest - window_s
     if upto > peers["ct"]:
-        peers["cu"] = round(decayed(peers["cu"], peers["ct"], upto, 0.0, tau_s), 9)
-        peers["cq"] = round(decayed(peers["cq"], peers["ct"], upto, 0.0, tau_s), 6)
+        decay = _decay(peers["ct"], upto, tau_s)
+        peers["cu"] = round(peers["cu"] * decay + 0.0, 9)
+        peers["cq"] = round(peers["cq"] * decay + 0.0, 6)
         peers["ct"] = upto
+
+
+def _decay(last: float, now: float, tau_s: float) -> float:
+    # the factor of base.decayed(), computed once for the USD and the request sums
+    return math.exp(-max(0.0, now - last) / tau_s)
 
 
 def window_sums(peers: State, end: float) -> tuple[float, int]:

@@ -250,21 +250,21 @@ class LlmBucketer:
 
     def add(self, usage: LlmUsage) -> None:
         """Fold one request into its session, user and app buckets."""
-        time, opened = usage.time, self._open
-        for scope, key, width in (
-            ("session", usage.session, self._session_s),
-            ("user", usage.user, self._user_s),
-            ("app", usage.app, self._app_s),
-        ):
-            if not key:
-                continue
-            start = math.floor(time / width) * width
-            bucket = opened.get((scope, key, start))
-            if bucket is None:
-                bucket = opened[(scope, key, start)] = LlmBucket(
-                    scope, key, usage.app, start, start + width, team=usage.team
-                )
-            bucket.add(usage)
+        if usage.session:
+            self._add("session", usage.session, self._session_s, usage)
+        if usage.user:
+            self._add("user", usage.user, self._user_s, usage)
+        if usage.app:
+            self._add("app", usage.app, self._app_s, usage)
+
+    def _add(self, scope: str, key: str, width: float, usage: LlmUsage) -> None:
+        start = math.floor(usage.time / width) * width
+        slot = (scope, key, start)
+        bucket = self._open.get(slot)
+        if bucket is None:
+            bucket = LlmBucket(scope, key, usage.app, start, start + width, team=usage.team)
+            self._open[slot] = bucket
+        bucket.add(usage)
 
     def flush(self, watermark: float) -> list[LlmBucket]:
         """Close and return every bucket that ended at or before ``watermark``, by end time."""
@@ -320,6 +320,9 @@ class SeriesBucketer:
         self._last_keys: tuple[Any, ...] | None = None
         self._last_time = 0.0
         self._last_spend: list[SeriesBucket] = []
+        # the spend buckets of each (team, project, model) by their starts, until the next flush: events
+        # of one scope in one minute reuse them instead of looking up one bucket per scope and width
+        self._spend: dict[tuple[Any, ...], tuple[tuple[float, ...], list[SeriesBucket]]] = {}
 
     def _bucket(self, kind: str, scope: str, key: str, t: float, width: float) -> SeriesBucket:
         start = _floor(t, width)
@@ -337,17 +340,24 @@ class SeriesBucketer:
         keys = (record[START], record.get(TEAM), record.get(PROJECT), record.get(MODEL))
         if keys != self._last_keys:
             self._last_keys = keys
-            self._last_time = parse_time(keys[0])
-            self._last_spend = [
-                self._bucket("spend_spike", scope, key, self._last_time, width)
-                for width in self.widths
-                for scope, key in (
-                    ("team", keys[1] or UNALLOCATED),
-                    ("project", keys[2]),
-                    ("model", keys[3]),
-                )
-                if key
-            ]
+            self._last_time = t = parse_time(keys[0])
+            starts = tuple([_floor(t, width) for width in self.widths])
+            tags = keys[1:]
+            cached = self._spend.get(tags)
+            if cached is not None and cached[0] == starts:
+                self._last_spend = cached[1]
+            else:
+                self._last_spend = [
+                    self._bucket("spend_spike", scope, key, t, width)
+                    for width in self.widths
+                    for scope, key in (
+                        ("team", keys[1] or UNALLOCATED),
+                        ("project", keys[2]),
+                        ("model", keys[3]),
+                    )
+                    if key
+                ]
+                self._spend[tags] = (starts, self._last_spend)
         for bucket in self._last_spend:
             bucket.cost_usd += cost
         meter = record.get(METER)
@@ -365,5 +375,6 @@ class SeriesBucketer:
         closed = [self._open.pop(k) for k in done]
         if closed:
             self._last_keys = None  # a cached bucket may be closed now
+            self._spend.clear()
         closed.sort(key=lambda b: (b.end, b.kind, b.scope, b.key))
         return closed

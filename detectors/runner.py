@@ -15,6 +15,10 @@ from typing import Any
 
 from detectors.agent_loop import AgentLoopDetector
 from detectors.buckets import (
+    GPU_METER,
+    LLM_SOURCE,
+    METER,
+    SOURCE,
     GpuBucket,
     LlmBucket,
     LlmBucketer,
@@ -114,13 +118,17 @@ class DetectorRunner:
         before = len(self.findings)
         records = list(records)
         latest = self.watermark
+        series, llm = self.series, False
         for record in records:
-            bucket = gpu_bucket(record, node)
-            if bucket is not None:
-                self._step("idle_gpu", bucket.entity, bucket)
-                latest = max(latest, bucket.start)
-            self.series.add(record)
-        for usage in llm_usages(records, prompt_hashes):
+            if record.get(METER) == GPU_METER:
+                bucket = gpu_bucket(record, node)
+                if bucket is not None:
+                    self._step("idle_gpu", bucket.entity, bucket)
+                    latest = max(latest, bucket.start)
+            if not llm:  # GPU and storage events carry no LLM records: no usage pass for them
+                llm = record.get(SOURCE) == LLM_SOURCE
+            series.add(record)
+        for usage in llm_usages(records, prompt_hashes) if llm else ():
             self.llm.add(usage)
             latest = max(latest, usage.time)
         if latest > self.watermark:
@@ -180,24 +188,61 @@ class DetectorRunner:
     # --- steps ---
 
     def _llm(self, bucket: LlmBucket) -> None:
-        entity = bucket.entity
-        if bucket.scope == "session":
-            app = self.states["runaway"].get(entity_id({"app": bucket.app}))
-            key = self._step("runaway", entity, bucket, peers=self.peers.get(bucket.app), app=app)
-            self.peers_changed.add(bucket.app)
-            self.peers[bucket.app] = self.runaway.learn_peer(
-                self.peers.get(bucket.app, {}), self.states["runaway"][key]
-            )
-            self._step("agent_loop", entity, bucket)
-            self._step("context_bloat", entity, bucket)
-        elif bucket.scope == "user":
-            self._step(
-                "runaway", entity, bucket, app=self.states["runaway"].get(entity_id({"app": bucket.app}))
-            )
+        # the keys are entity_id(bucket.entity) written out ("app" sorts before "session" and "user"):
+        # building the dict and sorting it was a large part of the runner's cost per request
+        app, scope = bucket.app, bucket.scope
+        app_key = "app=" + app
+        if scope == "session":
+            self._session(f"{app_key},session={bucket.key}", app_key, bucket)
+        elif scope == "user":
+            runaway = self.states["runaway"]
+            self._step_key("runaway", f"{app_key},user={bucket.key}", bucket, app=runaway.get(app_key))
         else:
-            self._step("runaway", entity, bucket)
-            if bucket.scope == "app":
-                self._step("model_switch", entity, bucket)
+            self._step_key("runaway", app_key, bucket)
+            if scope == "app":
+                self._step_key("model_switch", app_key, bucket)
+
+    def _session(self, key: str, app_key: str, bucket: LlmBucket) -> None:
+        """Run the four session steps over one closed session bucket in one pass.
+
+        The same steps, in the same order, as ``_step_key`` for runaway, agent loop and context bloat
+        with the app's peers learned in between, without the per-step lookups and bookkeeping: nearly
+        every LLM request closes a session bucket of its own.
+        """
+        app, states, roundtrip = bucket.app, self.states, self.roundtrip_state
+        if self.track_entities:
+            for name in ("runaway", "agent_loop", "context_bloat"):
+                seen = self.entities.get(name)
+                if seen is None:
+                    seen = self.entities[name] = set()
+                seen.add(key)
+        runaway = states["runaway"]
+        peers = self.peers.get(app)
+        # every detector's new_state() is {}; a roundtrip hands each step a decoded copy, like a restart
+        state = runaway.get(key)
+        state = {} if state is None else decode(encode(state)) if roundtrip else state
+        state, found = self.runaway.update(state, bucket, peers=peers, app=runaway.get(app_key))
+        runaway[key] = state
+        self._note("runaway", key, state, found)
+        self.peers_changed.add(app)
+        self.peers[app] = self.runaway.learn_peer(peers or {}, state)
+        for name, detector in (("agent_loop", self.loop), ("context_bloat", self.bloat)):
+            table = states[name]
+            state = table.get(key)
+            state = {} if state is None else decode(encode(state)) if roundtrip else state
+            state, found = detector.update(state, bucket)
+            table[key] = state
+            self._note(name, key, state, found)
+
+    def _note(self, name: str, key: str, state: State, found: list[Finding]) -> None:
+        """Mark a stepped entity as changed, keep its findings, and track whether it has one open."""
+        self.changed.add((name, key))
+        if found:
+            self.findings.extend(found)
+        if "open" in state:
+            self._open.add((name, key))
+        elif self._open:
+            self._open.discard((name, key))
 
     def _load(self, name: str, key: str) -> State:
         state = self.states[name].get(key)
@@ -206,24 +251,23 @@ class DetectorRunner:
             return fresh
         return decode(encode(state)) if self.roundtrip_state else state
 
-    def _save(self, name: str, key: str, state: State, found: list[Finding]) -> None:
-        self.states[name][key] = state
-        self.changed.add((name, key))
-        self.findings.extend(found)
-        if "open" in state:
-            self._open.add((name, key))
-        else:
-            self._open.discard((name, key))
-
     def _step(self, name: str, entity: Mapping[str, str], bucket: Any, **extra: Any) -> str:
         key = entity_id(entity)
-        if self.track_entities:
-            self.entities.setdefault(name, set()).add(key)
-        state, found = self.detectors[name].update(self._load(name, key), bucket, **extra)
-        self._save(name, key, state, found)
+        self._step_key(name, key, bucket, **extra)
         return key
+
+    def _step_key(self, name: str, key: str, bucket: Any, **extra: Any) -> None:
+        if self.track_entities:
+            seen = self.entities.get(name)
+            if seen is None:
+                seen = self.entities[name] = set()
+            seen.add(key)
+        state, found = self.detectors[name].update(self._load(name, key), bucket, **extra)
+        self.states[name][key] = state
+        self._note(name, key, state, found)
 
     def _tick(self, name: str, key: str, now: float) -> None:
         state, found = self.detectors[name].tick(self._load(name, key), now)
         if found or state is not self.states[name].get(key):
-            self._save(name, key, state, found)
+            self.states[name][key] = state
+            self._note(name, key, state, found)

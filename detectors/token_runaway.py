@@ -21,7 +21,6 @@ from typing import Any
 from detectors.app_activity import add_traffic, lifts
 from detectors.base import (
     Step,
-    decayed,
     ew,
     grow_finding,
     is_open,
@@ -108,21 +107,23 @@ class TokenRunawayDetector:
         state = dict(state)
         state["e"], state["last"] = bucket.entity, bucket.end
         kept = state.get("w", [])
-        cut = 0
-        while cut < len(kept) and kept[cut][0] <= bucket.end - cfg.window_s:
+        cut, edge, size = 0, bucket.end - cfg.window_s, len(kept)
+        while cut < size and kept[cut][0] <= edge:
             cut += 1
         dropped, window = kept[:cut], kept[cut:]
         window.append([bucket.end, round(bucket.cost_usd, 7), bucket.requests, bucket.start])
         state["w"] = window
-        rate = sum(w[1] for w in window) / cfg.window_s * HOUR_S
-        requests = sum(w[2] for w in window)
+        usd, requests = 0, 0  # one pass, in order: the same sums as sum() over each column
+        for entry in window:
+            usd += entry[1]
+            requests += entry[2]
+        rate = usd / cfg.window_s * HOUR_S
         slot = str(int(bucket.start // HOUR_S % 24)) if bucket.scope == "app" else None
         base = self._baseline(state, slot, peers, bucket.end)
         found: list[Finding] = []
         flagged = warm = False
         if base is not None:
             mean, sd, basis = base
-            per_s = self._rates(state)[1] if basis != "peer" else None
             ratio = cfg.app_ratio if bucket.scope == "app" else cfg.ratio
             least = cfg.user_min_requests if bucket.scope == "user" else cfg.min_requests
             # no span holds more than the window, nor spends faster than it over the shortest span, and
@@ -134,6 +135,8 @@ class TokenRunawayDetector:
                 spans = [(cfg.window_s, rate, requests, 1.0, 1.0)]
             else:
                 spans = self._judge(state, bucket, peers, app)
+            # the own request rate only for a bucket that is judged (two exponentials)
+            per_s = self._rates(state)[1] if basis != "peer" and spans else None
             p_bar = cfg.p_value / max(1, len(spans))  # a scan over several spans: split the budget
             expected = lift_usd = 0.0
             for span, judged_rate, judged, lift_usd, lift_req in spans:
@@ -184,7 +187,7 @@ class TokenRunawayDetector:
                         severity="error",
                         summary=f"{bucket.scope} spending {rate:.2f} USD/h, "
                         f"{rate / max(mean, 1e-9):.1f}x its {basis} baseline",
-                        usd=max(0.0, sum(w[1] for w in window) - mean * cfg.window_s / HOUR_S),
+                        usd=max(0.0, usd - mean * cfg.window_s / HOUR_S),
                         usd_per_hour=rate - mean,
                         evidence={
                             "usd_per_hour": round(rate, 4),
@@ -241,7 +244,10 @@ class TokenRunawayDetector:
         if state.get("n", 0) >= cfg.warmup and learned_s >= cfg.window_s:
             # the mean is the time-weighted rate: the EW mean of windows sampled when data arrives runs
             # high for sparse entities (their samples fall in their busy moments)
-            mean = self._rates(state)[0] * HOUR_S if "q0" in state else state["m"]
+            if "q0" in state:  # _rates(state)[0], without the request rate it would also compute
+                mean = time_rate(state["uc"], state["q0"], state["ql"], cfg.baseline_tau_s) * HOUR_S
+            else:
+                mean = state["m"]
             return mean, math.sqrt(state["v"]), "own"
         if peers and peers.get("n", 0) >= cfg.peer_warmup:
             # peers live in log1p space; map their upper band back to USD/h
@@ -254,18 +260,17 @@ class TokenRunawayDetector:
         # weight by elapsed time, not by bucket: a burst of busy buckets must not drag the baseline up
         elapsed = max(0.0, now - state.get("lt", now))
         state["lt"] = now
-        step = 1.0 - math.exp(-elapsed / self.config.baseline_tau_s)
         n = state.get("n", 0)
         warm = self.config.warmup
-        alpha = 1.0 / (n + 1) if n < warm else step  # a plain mean until warm, then time-weighted
-        state["m"], state["v"] = (
-            round(x, 7) for x in ew(state.get("m", 0.0), state.get("v", 0.0), rate, alpha)
-        )
+        # a plain mean until warm, then time-weighted (the exp only when it is used)
+        alpha = 1.0 / (n + 1) if n < warm else 1.0 - math.exp(-elapsed / self.config.baseline_tau_s)
+        m, v = ew(state.get("m", 0.0), state.get("v", 0.0), rate, alpha)
+        state["m"], state["v"] = round(m, 7), round(v, 7)
         state["n"] = min(n + 1, 10**6)
         if slot is not None:
             hours: dict[str, Any] = state.setdefault("h", {})
             m, v, k = hours.get(slot, [0.0, 0.0, 0])
-            a = 1.0 / (k + 1) if k < warm else step
+            a = 1.0 / (k + 1) if k < warm else 1.0 - math.exp(-elapsed / self.config.baseline_tau_s)
             m, v = ew(m, v, rate, a)
             hours[slot] = [round(m, 7), round(v, 7), min(k + 1, 10**6)]
 
@@ -345,8 +350,10 @@ class TokenRunawayDetector:
             usd_rate, req_rate = self._rates(state)
             stretch = tau * -math.expm1(-(to - last) / tau)
             usd, requests = usd_rate * stretch, req_rate * stretch
-        state["uc"] = round(decayed(state["uc"], last, to, usd, tau), 9)
-        state["qc"] = round(decayed(state["qc"], last, to, requests, tau), 6)
+        # decayed() for both sums with one exp: the same factor, the same arithmetic
+        decay = math.exp(-(to - last) / tau)
+        state["uc"] = round(state["uc"] * decay + usd, 9)
+        state["qc"] = round(state["qc"] * decay + requests, 6)
         state["ql"] = to
 
     @staticmethod
