@@ -71,18 +71,19 @@ def register_spend_agents(
         known = table.contains_many(marks)
         fresh = [record for record, seen in zip(records, known, strict=True) if not seen]
         tracker = state.tracker(message.partition)
+        before = (tracker.allocated_usd, tracker.unallocated_usd, tracker.late_usd)
         changed = tracker.add(fresh)
         # Windows the repeated charges fall in are logged again too: the changelog stays whole
         # even when a crash left the local store ahead of it.
         if len(fresh) < len(records):
-            changed |= _windows_of(tracker, [r for r, seen in zip(records, known, strict=True) if seen])
+            changed |= tracker.window_keys([r for r, seen in zip(records, known, strict=True) if seen])
         changed.update(tracker.close_due())
         items: list[tuple[str, Any]] = [(mark, 1) for mark in marks]
         items += [(key, tracker.value(key)) for key in changed]
         items.append((WATERMARK_KEY, tracker.watermark_s))
         table.put_batch(items, batch_key=f"{message.topic}:{message.partition}:{message.offset}")
         state.dirty.setdefault(message.partition, set()).update(changed)
-        _count(metrics, fresh, allocator)
+        _count(metrics, tracker, before)
 
     cost_stages.append(track_spend)
 
@@ -125,32 +126,16 @@ def register_spend_agents(
     return state
 
 
-def _windows_of(tracker: SpendTracker, records: list[CostRecord]) -> set[str]:
-    """Return the hour and day window keys of ``records`` that the tracker holds (for re-logging)."""
-    out = set()
-    for record in records:
-        seconds = int(datetime.fromisoformat(record["ChargePeriodStart"]).timestamp())
-        allocation = tracker.allocator.allocate(record)
-        for granularity, size in (("hour", 3600), ("day", 86_400)):
-            start = seconds - seconds % size
-            for dimension, value in tracker.allocator.scopes(allocation, record):
-                key = window_key(granularity, start, dimension, value)
-                if key in tracker.windows:
-                    out.add(key)
-    return out
-
-
-def _count(metrics: WorkerMetrics, records: list[CostRecord], allocator: Allocator) -> None:
-    allocated = unallocated = 0.0
-    for record in records:
-        if allocator.allocate(record).missing_required:
-            unallocated += record["EffectiveCost"]
-        else:
-            allocated += record["EffectiveCost"]
+def _count(metrics: WorkerMetrics, tracker: SpendTracker, before: tuple[float, float, float]) -> None:
+    """Add what the tracker counted since ``before`` to the spend metrics."""
+    allocated, unallocated, late = (tracker.allocated_usd - before[0], tracker.unallocated_usd - before[1],
+                                     tracker.late_usd - before[2])
     if allocated:
         metrics.spend_usd.labels("true").inc(allocated)
     if unallocated:
         metrics.spend_usd.labels("false").inc(unallocated)
+    if late:
+        metrics.spend_late_usd.inc(late)
 
 
 def _set_compliance(metrics: WorkerMetrics, state: SpendState, now: datetime) -> None:

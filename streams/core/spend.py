@@ -127,6 +127,10 @@ class SpendTracker:
     lateness_s: int = DEFAULT_LATENESS_S
     watermark_s: int = 0
     windows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # running totals of what ``add`` counted (for metrics): spend with and without its required tags,
+    # and spend that came after its day window closed
+    allocated_usd: float = 0.0
+    unallocated_usd: float = 0.0
     late_usd: float = 0.0
     _scope_cache: dict[Allocation, tuple[tuple[str, str], ...]] = field(default_factory=dict, repr=False)
 
@@ -161,9 +165,7 @@ class SpendTracker:
                 newest = seconds
             allocation = self.allocator.allocate(record)
             hour = seconds - seconds % 3600
-            extra = tuple((name, str(record.get(column))) for name, column in RECORD_SCOPES
-                          if record.get(column))
-            key = (allocation, extra, hour)
+            key = (allocation, _record_scopes(record), hour)
             group = groups.get(key)
             if group is None:
                 group = groups[key] = _Group()
@@ -181,6 +183,10 @@ class SpendTracker:
         for (allocation, extra, hour), group in groups.items():
             scopes = (*self._base_scopes(allocation), *extra)
             unallocated = bool(allocation.missing_required)
+            if unallocated:
+                self.unallocated_usd += group.usd
+            else:
+                self.allocated_usd += group.usd
             for granularity, size in GRANULARITIES.items():
                 start = hour - hour % size
                 if self.is_open(granularity, start, mark):
@@ -198,6 +204,18 @@ class SpendTracker:
             self.windows[wkey]["events"] += len(events)
         self.watermark_s = newest
         return changed
+
+    def window_keys(self, records: Iterable[CostRecord]) -> set[str]:
+        """Return the keys of the open or held windows (not corrections) that ``records`` fall in."""
+        out: set[str] = set()
+        for record in records:
+            seconds = event_seconds(record)
+            scopes = (*self._base_scopes(self.allocator.allocate(record)), *_record_scopes(record))
+            for granularity, size in GRANULARITIES.items():
+                start = seconds - seconds % size
+                out.update(key for key in (window_key(granularity, start, d, v) for d, v in scopes)
+                           if key in self.windows)
+        return out
 
     def _bump(self, key: str, group: _Group, unallocated: bool) -> None:
         totals = self.windows.get(key)
@@ -288,6 +306,11 @@ class SpendTracker:
                 ledger.usage_usd[rule] = dict(usage)
             totals["_shared"] = ledger
         self.windows[key] = totals
+
+
+def _record_scopes(record: CostRecord) -> tuple[tuple[str, str], ...]:
+    """Return the scopes a charge takes from its own columns (model, app, workload) when set."""
+    return tuple((name, str(record.get(column))) for name, column in RECORD_SCOPES if record.get(column))
 
 
 def _add_offender(offenders: dict[str, list[Any]], record: CostRecord, missing: tuple[str, ...]) -> None:

@@ -235,3 +235,19 @@ def test_an_event_split_across_workloads_counts_once_per_window() -> None:
     team = t.windows[window_key("day", T0, "team", "search")]
     assert (team["usd"], team["charges"], team["events"]) == (3.0, 2, 1)
     assert t.windows[window_key("day", T0, "workload", "eval-b")]["events"] == 1
+
+
+def test_window_keys_are_the_windows_a_charge_was_counted_in() -> None:
+    t = tracker()
+    record = charge("e1:gpu0", START, 1.0, x_Workload="train-a")
+    changed = t.add([record])
+    assert t.window_keys([record]) == {k for k in changed if k.startswith(WINDOW + "|")}
+    assert window_key("day", T0, "workload", "train-a") in t.window_keys([record])
+
+
+def test_running_totals_split_allocated_unallocated_and_late_spend() -> None:
+    t = tracker()
+    t.add([charge("a", START, 1.0), charge("b", START, 2.0, team=None)])
+    t.add([charge("c", START + timedelta(days=2), 4.0)])
+    t.add([charge("d", START, 8.0)])  # its day closed: counted, and late
+    assert (t.allocated_usd, t.unallocated_usd, t.late_usd) == (13.0, 2.0, 8.0)
