@@ -23,12 +23,9 @@ from streams.core.allocation import Allocator
 from streams.core.budget_charges import BudgetMatcher, Contribution, count_charge, ledger_key, rebuild_state
 from streams.core.budget_state import (
     BudgetState,
-    advance,
     alerts_due,
-    burn_record,
+    burn_step,
     mark_emitted,
-    should_emit,
-    threshold_alerts,
 )
 from streams.core.budgets import Budget, BudgetsConfig
 from streams.core.costs import CostRecord
@@ -121,16 +118,13 @@ def register_budget_agents(
         (a forecast crossing with no new charge, a period that rolled over) it sends the budget an
         empty ``budget.charges`` message, and ``track_budgets`` fires the alert within a tick.
         """
-        state = advance(state, budget, now)
-        record = burn_record(budget, state, as_of=now)
-        alerts = []
-        if with_alerts:
-            state, alerts = threshold_alerts(budget, state, record)
-        elif budget.id not in live.ticks_pending and alerts_due(budget, state, record):
+        state, record, alerts, emit = burn_step(
+            budget, state, now, burn_interval_s=config.burn_interval_s, with_alerts=with_alerts)
+        if not with_alerts and budget.id not in live.ticks_pending and alerts_due(budget, state, record):
             live.ticks_pending.add(budget.id)
             await topics.budget_charges_topic.send(key=budget.id.encode(), value=b"[]")
         live.states[budget.id] = state
-        if not should_emit(state, record, burn_interval_s=config.burn_interval_s, force=bool(alerts)):
+        if not emit:
             return
         acks = [await topics.budget_burn_topic.send(key=budget.id.encode(), value=to_json(record))]
         for alert in alerts:

@@ -15,14 +15,7 @@ from typing import IO
 
 from streams.core.allocation import Allocator
 from streams.core.budget_charges import BudgetMatcher, count_charge
-from streams.core.budget_state import (
-    BudgetState,
-    advance,
-    burn_record,
-    mark_emitted,
-    should_emit,
-    threshold_alerts,
-)
+from streams.core.budget_state import BudgetState, burn_step, mark_emitted
 from streams.core.budgets import BudgetsConfig
 from streams.core.costs import CostRecord
 from streams.core.spend import SpendTracker, event_seconds, window_record
@@ -78,12 +71,11 @@ class ReplayBudgets:
     def _publish(self, budget_id: str, now: datetime, *, force: bool) -> None:
         assert self.budgets is not None and self._burn is not None  # noqa: S101 - set by feed/enter
         budget = self.by_id[budget_id]
-        state = advance(self.states[budget_id], budget, now)
-        record = burn_record(budget, state, as_of=now)
-        state, alerts = threshold_alerts(budget, state, record)
+        state, record, alerts, emit = burn_step(
+            budget, self.states[budget_id], now, burn_interval_s=self.budgets.burn_interval_s,
+            force=force)
         self.states[budget_id] = state
-        if not should_emit(state, record, burn_interval_s=self.budgets.burn_interval_s,
-                           force=force or bool(alerts)):
+        if not emit:
             return
         self._burn.write(json.dumps(record) + "\n")
         self.burn_records += 1

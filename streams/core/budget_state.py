@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
 from alerting.model import Alert, Severity
@@ -513,6 +513,39 @@ def should_emit(
     moved = (record["spent_usd"] != state.last_emitted_spent
              or record["events_counted"] != state.last_emitted_events)
     return moved and (_time(record["as_of"]) - state.last_emitted_at).total_seconds() >= burn_interval_s
+
+
+class BurnStep(NamedTuple):
+    """One publishing step of a budget: its state, its burn record, the alerts due, and whether to emit."""
+
+    state: BudgetState
+    record: dict[str, Any]
+    alerts: list[Alert]
+    emit: bool
+
+
+def burn_step(
+    budget: Budget, state: BudgetState, now: datetime, *, burn_interval_s: float, with_alerts: bool = True,
+    force: bool = False,
+) -> BurnStep:
+    """Advance ``state`` to ``now``, build its burn record and (``with_alerts``) its threshold alerts.
+
+    ``emit`` says whether the record is due on ``budget.burn`` (see ``should_emit``); a caller that
+    sends it calls ``mark_emitted`` afterwards. The stream and replay publish through this one step.
+
+    >>> b = Budget(id="b", period="day", amount_usd=10)
+    >>> s, _ = apply_charge(None, b, 6.0, datetime(2026, 1, 1, 9, tzinfo=UTC))
+    >>> step = burn_step(b, s, datetime(2026, 1, 1, 9, 1, tzinfo=UTC), burn_interval_s=10)
+    >>> step.emit, [a.labels["threshold_pct"] for a in step.alerts]
+    (True, ['50', '100'])
+    """
+    state = advance(state, budget, now)
+    record = burn_record(budget, state, as_of=now)
+    alerts: list[Alert] = []
+    if with_alerts:
+        state, alerts = threshold_alerts(budget, state, record)
+    emit = should_emit(state, record, burn_interval_s=burn_interval_s, force=force or bool(alerts))
+    return BurnStep(state, record, alerts, emit)
 
 
 def mark_emitted(state: BudgetState, record: Mapping[str, Any]) -> BudgetState:
