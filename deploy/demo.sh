@@ -57,10 +57,20 @@ pids+=($tailpid)
 wait "$sim" || { echo "simulator failed; see $DEMO_DIR/simulate.log"; exit 1; }
 wait "$tailpid" || true
 
+# Budgets, spend tables and detectors run behind pricing; wait until every stage has read its input.
+echo "==> waiting for every stage to read its input (burnwatch lag --wait)"
+$BW lag --wait --timeout "${DEMO_CATCH_UP_S:-900}" || echo "still behind after ${DEMO_CATCH_UP_S:-900} s: the figures below are partial"
+
 echo "==> budgets, live from budget.burn"
 $BW budgets --timeout 3 || true
 sleep "${BURNWATCH_SPEND_PUBLISH_INTERVAL_S:-5}"  # the spend tables publish every few seconds
 echo "==> spend per team and hour, live from the spend tables (spend.windows; by event time)"
 $BW spend --by team --period hour --last 3 --timeout 3 || true
+echo "==> alerts on the alerts topic: detector findings and budget thresholds (event times)"
+$BW tail alerts --from-beginning --timeout 3 || true
+echo "==> injected incidents (ground truth, $DEMO_DIR/incidents.json)"
+.venv/bin/python -c 'import json, sys
+for i in json.load(open(sys.argv[1]))["incidents"]:
+    print("  %(kind)-14s %(entity)-28s %(start)s .. %(end)s" % i)' "$DEMO_DIR/incidents.json"
 echo "==> notifications sent by the notifier: $BURNWATCH_DATA_DIR/notifications.jsonl (raw alerts: $BW tail alerts --from-beginning)"
 echo "==> done. Injected incidents: $DEMO_DIR/incidents.json; dead letters: $BW tail usage.dlq --from-beginning --timeout 5"

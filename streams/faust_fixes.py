@@ -87,7 +87,7 @@ def ack_counts(message_generation: int | None, current_generation: int, flow_act
 
 
 def guarded_ack(self: Any, message: Any) -> bool:
-    """faust's ``Consumer.ack``, refusing acknowledgements that would mark an unprocessed message done."""
+    """Acknowledge like faust's ``Consumer.ack``, but refuse what would mark an unprocessed message done."""
     app = self.app
     if not ack_counts(message.generation_id, app.consumer_generation_id, app.flow_control.is_active()):
         self._unacked_messages.discard(message)  # it is read again after the seek; do not keep it

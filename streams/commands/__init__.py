@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "notifier",
     "silence",
     "config",
+    "lag",
 )
 
 

@@ -15,8 +15,8 @@ Three pure pieces that the stream (``streams/detector_agents.py``) and ``burnwat
 
 Inputs are JSON lists, short on the wire: ``["g", charge_id, start, end, util_pct, allocated, usd,
 cluster, team, gpu]`` (a GPU sample), ``["u", event_id, time, app, user, session, model, input_tokens,
-output_tokens, usd, prompt_hash, team]`` (an LLM request), ``["s", "<scope>|<charge_id>", kind, scope,
-key, time, usd, quantity]`` (one record's share of a spend or egress series), ``["t", time]`` (an
+output_tokens, usd, prompt_hash, team]`` (an LLM request), ``["s", "<scope>|<digest>", kind, scope,
+key, minute, usd, quantity]`` (a batch's sum for one minute of a spend or egress series), ``["t", time]`` (an
 event-time tick from the router's ``Watermark``). Times are epoch seconds.
 
 Event time moves on ticks only, never on a partition's own inputs: a partition holds GPUs, apps and
@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from hashlib import blake2b
 from pathlib import Path
 from typing import Any
 
@@ -63,29 +64,54 @@ from detectors.runner import TICK_S, DetectorRunner
 from detectors.state import from_dict, to_dict
 
 GPU, USAGE, SERIES, TICK = "g", "u", "s", "t"
+FOLD_S = 60.0  # series inputs of one batch are summed per minute before they are sent
 IDLE_SOURCE_S = 300.0
 IDLE_WALL_S = 30.0
 SEEN, STATE, PEERS, MARK = "i|", "s|", "p|", "w|"
 Item = list[Any]
 
 
-def route(records: Iterable[Mapping[str, Any]]) -> dict[str, list[Item]]:
+def route(records: Iterable[Mapping[str, Any]], fold_s: float = FOLD_S) -> dict[str, list[Item]]:
     """Return the detector inputs of ``records`` by group key, in record order within a group.
 
-    >>> rec = {"SkuMeter": "gpu_hours", "ResourceId": "GPU-1", "ChargePeriodStart": "2026-01-01T00:00:00Z",
-    ...        "ChargePeriodEnd": "2026-01-01T00:00:15Z", "x_GpuUtilPct": 1.0, "x_GpuAllocated": True,
+    Series inputs are folded: the records of one batch that fall in the same ``fold_s`` bucket of one
+    series become one input at the bucket's start, its id a digest of the charges it holds (the same
+    batch read again gives the same ids, so the detectors drop the repeat). ``fold_s`` must divide
+    every series bucket width (the narrowest width does).
+
+    >>> rec = {"SkuMeter": "gpu_hours", "ResourceId": "GPU-1", "ChargePeriodStart": "2026-01-01T00:00:30Z",
+    ...        "ChargePeriodEnd": "2026-01-01T00:00:45Z", "x_GpuUtilPct": 1.0, "x_GpuAllocated": True,
     ...        "EffectiveCost": 0.01, "x_ChargeId": "e1:gpu0", "x_SourceType": "gpu.sample",
     ...        "x_Team": "ml", "x_Project": None, "x_Model": "A100", "x_Cluster": "c1"}
-    >>> sorted(route([rec]))
+    >>> later = {**rec, "ChargePeriodStart": "2026-01-01T00:00:45Z", "x_ChargeId": "e2:gpu0"}
+    >>> sorted(route([rec, later]))
     ['gpu:GPU-1', 'model:A100', 'team:ml']
-    >>> route([rec])["team:ml"]
-    [['s', 'team|e1:gpu0', 'spend_spike', 'team', 'ml', 1767225600.0, 0.01, 0.0]]
+    >>> [item[:3] for item in route([rec, later])["gpu:GPU-1"]]
+    [['g', 'e1:gpu0', 1767225630.0], ['g', 'e2:gpu0', 1767225645.0]]
+    >>> [(item[0], item[2:]) for item in route([rec, later])["team:ml"]]
+    [('s', ['spend_spike', 'team', 'ml', 1767225600.0, 0.02, 0.0])]
     """
     records = list(records)
     out: dict[str, list[Item]] = {}
+    folds: dict[tuple[str, str, str, str, float], list[Any]] = {}
+    times: dict[str, float] = {}
+
+    def fold(kind: str, scope: str, key: str, t: float, cost: float, quantity: float, charge: str) -> None:
+        start = math.floor(t / fold_s) * fold_s
+        sums = folds.get((kind, scope, key, start))
+        if sums is None:
+            folds[(kind, scope, key, start)] = [cost, quantity, [charge]]
+        else:
+            sums[0] += cost
+            sums[1] += quantity
+            sums[2].append(charge)
+
     for record in records:
         charge = record["x_ChargeId"]
-        t = parse_time(record[START])
+        text = record[START]
+        t = times.get(text)
+        if t is None:
+            t = times[text] = parse_time(text)
         cost = record[COST]
         meter = record.get(METER)
         if meter == "gpu_hours":
@@ -97,17 +123,17 @@ def route(records: Iterable[Mapping[str, Any]]) -> dict[str, list[Item]]:
         for scope, column in SPEND_SCOPES:
             key = record.get(column) or (UNALLOCATED if scope == "team" else None)
             if key:
-                out.setdefault(f"{scope}:{key}", []).append(
-                    [SERIES, f"{scope}|{charge}", "spend_spike", scope, key, t, cost, 0.0]
-                )
+                fold("spend_spike", scope, key, t, cost, 0.0, charge)
         if meter == EGRESS_METER or meter == STORAGE_METER:
             # a storage report opens the bucket's egress series at 0: quiet minutes count (as SeriesBucketer)
             egress = meter == EGRESS_METER
-            bucket = str(record[RESOURCE])
-            out.setdefault(f"bucket:{bucket}", []).append([
-                SERIES, f"bucket|{charge}", "egress_spike", "bucket", bucket, t,
-                cost if egress else 0.0, record.get(QUANTITY, 0.0) if egress else 0.0,
-            ])
+            fold("egress_spike", "bucket", str(record[RESOURCE]), t, cost if egress else 0.0,
+                 record.get(QUANTITY, 0.0) if egress else 0.0, charge)
+    for (kind, scope, key, start), (cost, quantity, charges) in folds.items():
+        digest = blake2b("\x1f".join((kind, key, *charges)).encode(), digest_size=12).hexdigest()
+        out.setdefault(f"{scope}:{key}", []).append(
+            [SERIES, f"{scope}|{digest}", kind, scope, key, start, cost, quantity]
+        )
     for usage_id, usage in _usages(records):
         out.setdefault(f"app:{usage.app}", []).append([
             USAGE, usage_id, usage.time, usage.app, usage.user, usage.session, usage.model,

@@ -31,6 +31,7 @@ from streams.producer import EventProducer
 from tests.integration.test_budgets_stream import BUDGETS, expected_totals, latest_burn, matches
 
 EVENTS = int(os.environ.get("BURNWATCH_KILL_TEST_EVENTS", "20000"))
+SEED = int(os.environ.get("BURNWATCH_KILL_TEST_SEED", "20261129"))  # when and which worker is killed
 
 
 def events_in_this_month(count: int) -> list[dict[str, Any]]:
@@ -72,7 +73,7 @@ def test_two_workers_sigkilled_twice_keep_exact_budget_totals(stack_factory: Any
     thread = threading.Thread(target=produce, args=(stack, events, done), daemon=True)
     thread.start()
 
-    rng = random.Random(20261129)
+    rng = random.Random(SEED)
     for _ in range(2):
         time.sleep(rng.uniform(3, 10))
         victim = rng.choice(sorted(stack.workers))
