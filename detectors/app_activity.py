@@ -46,7 +46,7 @@ def add_traffic(peers: State, bucket: tuple[float, float, float, int], window_s:
         usd0, req0 = window[i - 1][1], window[i - 1][2]
         window[i - 1] = [end, round(usd0 + usd, 7), req0 + requests]
     else:
-        window.insert(i, [end, round(usd, 7), requests])
+        window.insert(i, [end, usd, requests])
     latest = window[-1][0]
     # the baseline sums learn traffic once it leaves the window, like the sessions' own baselines: the
     # minute being judged (a burst's, say) must not be in the level it is compared with
@@ -55,8 +55,8 @@ def add_traffic(peers: State, bucket: tuple[float, float, float, int], window_s:
         when, old_usd, old_req = window[drop]
         when = max(when, peers["ct"])  # a late bucket is learned at the time the sums have reached
         decay = _decay(peers["ct"], when, tau_s)
-        peers["cu"] = round(peers["cu"] * decay + old_usd, 9)
-        peers["cq"] = round(peers["cq"] * decay + old_req, 6)
+        peers["cu"] = peers["cu"] * decay + old_usd
+        peers["cq"] = peers["cq"] * decay + old_req
         peers["ct"] = when
         drop += 1
     if drop:
@@ -64,8 +64,8 @@ def add_traffic(peers: State, bucket: tuple[float, float, float, int], window_s:
     upto = latest - window_s
     if upto > peers["ct"]:
         decay = _decay(peers["ct"], upto, tau_s)
-        peers["cu"] = round(peers["cu"] * decay + 0.0, 9)
-        peers["cq"] = round(peers["cq"] * decay + 0.0, 6)
+        peers["cu"] = peers["cu"] * decay
+        peers["cq"] = peers["cq"] * decay
         peers["ct"] = upto
 
 
