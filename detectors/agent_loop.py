@@ -57,18 +57,15 @@ class AgentLoopDetector:
         state["req"] = state.get("req", 0) + bucket.requests
         usd = state["usd"] = round(state.get("usd", 0.0) + bucket.cost_usd, 7)
         edge = bucket.end - cfg.window_s
-        # entries are copied (the input state is never changed) and rounded once, when first seen
-        seen: dict[str, list[float]] = {
-            prompt: [entry[0], entry[1], entry[2]]
-            for prompt, entry in state.get("p", {}).items()
-            if entry[1] > edge
-        }
+        # an entry is never changed in place, only replaced: the new state shares the unchanged ones
+        # with the input state (which stays as it was); a new entry's USD is rounded once, here
+        seen: dict[str, list[float]] = {p: e for p, e in state.get("p", {}).items() if e[1] > edge}
         for prompt, count in bucket.prompts.items():
             entry = seen.get(prompt)
             if entry is None:
                 seen[prompt] = [count, bucket.start, round(usd - bucket.cost_usd, 7)]
             else:
-                entry[0] += count
+                seen[prompt] = [entry[0] + count, entry[1], entry[2]]
         if len(seen) > MAX_TRACKED:
             keep = sorted(seen, key=lambda p: (seen[p][0], seen[p][1]), reverse=True)[:MAX_TRACKED]
             seen = {p: seen[p] for p in keep}

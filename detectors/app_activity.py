@@ -20,10 +20,18 @@ from detectors.base import time_rate
 from detectors.state import State
 
 
-def add_traffic(peers: State, bucket: tuple[float, float, float, int], window_s: float, tau_s: float) -> None:
+def add_traffic(
+    peers: State,
+    bucket: tuple[float, float, float, int],
+    window_s: float,
+    tau_s: float,
+    *,
+    owned: bool = False,
+) -> None:
     """Fold one session bucket ``(start, end, usd, requests)`` into ``peers``: its window and baseline sums.
 
-    Writes new values into ``peers`` (a copy the caller owns); lists inside are copied, not changed.
+    Writes new values into ``peers`` (a copy the caller owns); lists inside are copied, not changed,
+    unless ``owned`` (nothing else refers to them): then the window list is changed in place.
 
     >>> peers = {}
     >>> for t in range(0, 200, 2):
@@ -34,7 +42,7 @@ def add_traffic(peers: State, bucket: tuple[float, float, float, int], window_s:
     30.0
     """
     start, end, usd, requests = bucket
-    window: list[list[float]] = list(peers.get("cw", ()))
+    window: list[list[float]] = peers.get("cw", []) if owned else list(peers.get("cw", ()))
     if "c0" not in peers:
         peers["c0"] = peers["ct"] = start
         peers["cu"] = peers["cq"] = 0.0

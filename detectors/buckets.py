@@ -229,6 +229,11 @@ class LlmBucket:
             per_model[2] += usage.cost_usd
 
 
+_NO_INPUTS: list[int] = []
+_NO_PROMPTS: dict[str, int] = {}
+_NO_MODELS: dict[str, list[float]] = {}
+
+
 class LlmBucketer:
     """Fold LLM usages into session, user and app buckets; ``flush`` returns the closed ones in order.
 
@@ -269,7 +274,19 @@ class LlmBucketer:
                 by_start = table[key] = {}
             bucket = by_start.get(start)
             if bucket is None:
-                bucket = LlmBucket(scope, key, usage.app, start, start + width, team=usage.team)
+                # a bucket keeps only the containers its scope fills (see LlmBucket.add): the others are
+                # shared empty ones, never written, so closing a bucket frees fewer objects
+                bucket = LlmBucket(
+                    scope,
+                    key,
+                    usage.app,
+                    start,
+                    start + width,
+                    team=usage.team,
+                    inputs=[] if scope == "session" else _NO_INPUTS,
+                    prompts={} if scope == "session" else _NO_PROMPTS,
+                    models={} if scope == "app" else _NO_MODELS,
+                )
                 by_start[start] = bucket
                 if bucket.end < self._first_end:
                     self._first_end = bucket.end

@@ -385,8 +385,11 @@ class TokenRunawayDetector:
             return 1.0
         return max(1.0, float(app_state.get("rate", 0.0) - own.get("rate", 0.0)) / rest_base)
 
-    def learn_peer(self, peers: State, session_state: State) -> State:
+    def learn_peer(self, peers: State, session_state: State, *, owned: bool = False) -> State:
         """Learn a session's current rate into its app's peer distribution (not while it is flagged).
+
+        ``peers`` is not changed unless ``owned`` (the caller keeps no other reference to it, as the
+        runner does between restarts): then it is updated in place, without copies.
 
         >>> det = TokenRunawayDetector()
         >>> peers = det.learn_peer({}, {"rate": 3.0})
@@ -395,11 +398,18 @@ class TokenRunawayDetector:
         """
         if "rate" not in session_state:
             return peers
-        peers = dict(peers)
+        if not owned:
+            peers = dict(peers)
         window = session_state.get("w")
         if window:  # every session's traffic counts toward how busy the app is now, flagged or not
             end, usd, requests, start = window[-1][:4]
-            add_traffic(peers, (start, end, usd, requests), self.config.window_s, self.config.baseline_tau_s)
+            add_traffic(
+                peers,
+                (start, end, usd, requests),
+                self.config.window_s,
+                self.config.baseline_tau_s,
+                owned=owned,
+            )
         if is_open(session_state, TOKEN_RUNAWAY) or "hot" in session_state:
             return peers  # a flagged session is not learned, confirmed yet or not
         n = peers.get("n", 0)
