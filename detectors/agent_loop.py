@@ -57,21 +57,19 @@ class AgentLoopDetector:
         state["req"] = state.get("req", 0) + bucket.requests
         usd = state["usd"] = round(state.get("usd", 0.0) + bucket.cost_usd, 7)
         edge = bucket.end - cfg.window_s
-        seen: dict[str, list[float]] = {
-            prompt: [count, since, usd_before]
-            for prompt, (count, since, usd_before) in state.get("p", {}).items()
-            if since > edge
-        }
+        # an entry is never changed in place, only replaced: the new state shares the unchanged ones
+        # with the input state (which stays as it was); a new entry's USD is rounded once, here
+        seen: dict[str, list[float]] = {p: e for p, e in state.get("p", {}).items() if e[1] > edge}
         for prompt, count in bucket.prompts.items():
             entry = seen.get(prompt)
             if entry is None:
-                seen[prompt] = [count, bucket.start, usd - bucket.cost_usd]
+                seen[prompt] = [count, bucket.start, round(usd - bucket.cost_usd, 7)]
             else:
-                entry[0] += count
+                seen[prompt] = [entry[0] + count, entry[1], entry[2]]
         if len(seen) > MAX_TRACKED:
             keep = sorted(seen, key=lambda p: (seen[p][0], seen[p][1]), reverse=True)[:MAX_TRACKED]
             seen = {p: seen[p] for p in keep}
-        state["p"] = {p: [c, s, round(u, 7)] for p, (c, s, u) in seen.items()}
+        state["p"] = seen
         if is_open(state, AGENT_LOOP):
             record = state["open"][AGENT_LOOP]
             hours = max(bucket.end - record["s"], 1.0) / 3600.0

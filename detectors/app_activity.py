@@ -20,10 +20,18 @@ from detectors.base import time_rate
 from detectors.state import State
 
 
-def add_traffic(peers: State, bucket: tuple[float, float, float, int], window_s: float, tau_s: float) -> None:
+def add_traffic(
+    peers: State,
+    bucket: tuple[float, float, float, int],
+    window_s: float,
+    tau_s: float,
+    *,
+    owned: bool = False,
+) -> None:
     """Fold one session bucket ``(start, end, usd, requests)`` into ``peers``: its window and baseline sums.
 
-    Writes new values into ``peers`` (a copy the caller owns); lists inside are copied, not changed.
+    Writes new values into ``peers`` (a copy the caller owns); lists inside are copied, not changed,
+    unless ``owned`` (nothing else refers to them): then the window list is changed in place.
 
     >>> peers = {}
     >>> for t in range(0, 200, 2):
@@ -34,7 +42,7 @@ def add_traffic(peers: State, bucket: tuple[float, float, float, int], window_s:
     30.0
     """
     start, end, usd, requests = bucket
-    window: list[list[float]] = list(peers.get("cw", ()))
+    window: list[list[float]] = peers.get("cw", []) if owned else list(peers.get("cw", ()))
     if "c0" not in peers:
         peers["c0"] = peers["ct"] = start
         peers["cu"] = peers["cq"] = 0.0
@@ -46,7 +54,7 @@ def add_traffic(peers: State, bucket: tuple[float, float, float, int], window_s:
         usd0, req0 = window[i - 1][1], window[i - 1][2]
         window[i - 1] = [end, round(usd0 + usd, 7), req0 + requests]
     else:
-        window.insert(i, [end, round(usd, 7), requests])
+        window.insert(i, [end, usd, requests])
     latest = window[-1][0]
     # the baseline sums learn traffic once it leaves the window, like the sessions' own baselines: the
     # minute being judged (a burst's, say) must not be in the level it is compared with
@@ -55,8 +63,8 @@ def add_traffic(peers: State, bucket: tuple[float, float, float, int], window_s:
         when, old_usd, old_req = window[drop]
         when = max(when, peers["ct"])  # a late bucket is learned at the time the sums have reached
         decay = _decay(peers["ct"], when, tau_s)
-        peers["cu"] = round(peers["cu"] * decay + old_usd, 9)
-        peers["cq"] = round(peers["cq"] * decay + old_req, 6)
+        peers["cu"] = peers["cu"] * decay + old_usd
+        peers["cq"] = peers["cq"] * decay + old_req
         peers["ct"] = when
         drop += 1
     if drop:
@@ -64,8 +72,8 @@ def add_traffic(peers: State, bucket: tuple[float, float, float, int], window_s:
     upto = latest - window_s
     if upto > peers["ct"]:
         decay = _decay(peers["ct"], upto, tau_s)
-        peers["cu"] = round(peers["cu"] * decay + 0.0, 9)
-        peers["cq"] = round(peers["cq"] * decay + 0.0, 6)
+        peers["cu"] = peers["cu"] * decay
+        peers["cq"] = peers["cq"] * decay
         peers["ct"] = upto
 
 

@@ -186,10 +186,17 @@ class LlmBucket:
     prompts: dict[str, int] = field(default_factory=dict)
     models: dict[str, list[float]] = field(default_factory=dict)
 
+    _entity: dict[str, str] | None = field(default=None, init=False, repr=False, compare=False)
+
     @property
     def entity(self) -> dict[str, str]:
-        """The entity key: the app, and the user or session within it."""
-        return {"app": self.app} if self.scope == "app" else {"app": self.app, self.scope: self.key}
+        """The entity key: the app, and the user or session within it (built once per bucket)."""
+        entity = self._entity
+        if entity is None:
+            entity = self._entity = (
+                {"app": self.app} if self.scope == "app" else {"app": self.app, self.scope: self.key}
+            )
+        return entity
 
     def add(self, usage: LlmUsage) -> None:
         """Fold one request into the bucket.
@@ -222,6 +229,11 @@ class LlmBucket:
             per_model[2] += usage.cost_usd
 
 
+_NO_INPUTS: list[int] = []
+_NO_PROMPTS: dict[str, int] = {}
+_NO_MODELS: dict[str, list[float]] = {}
+
+
 class LlmBucketer:
     """Fold LLM usages into session, user and app buckets; ``flush`` returns the closed ones in order.
 
@@ -241,35 +253,63 @@ class LlmBucketer:
             "user": float(config.scope_s),
             "app": float(config.app_s),
         }
-        self._session_s, self._user_s, self._app_s = (
-            self.widths["session"],
-            self.widths["user"],
-            self.widths["app"],
-        )
-        self._open: dict[tuple[str, str, float], LlmBucket] = {}
+        # per scope: entity key -> its open buckets by start (nearly always one); the earliest end of
+        # any open bucket, so a flush with nothing to close costs one comparison
+        self._scopes: list[tuple[str, float, dict[str, dict[float, LlmBucket]]]] = [
+            (scope, self.widths[scope], {}) for scope in ("session", "user", "app")
+        ]
+        self._first_end = math.inf
 
     def add(self, usage: LlmUsage) -> None:
         """Fold one request into its session, user and app buckets."""
-        if usage.session:
-            self._add("session", usage.session, self._session_s, usage)
-        if usage.user:
-            self._add("user", usage.user, self._user_s, usage)
-        if usage.app:
-            self._add("app", usage.app, self._app_s, usage)
-
-    def _add(self, scope: str, key: str, width: float, usage: LlmUsage) -> None:
-        start = math.floor(usage.time / width) * width
-        slot = (scope, key, start)
-        bucket = self._open.get(slot)
-        if bucket is None:
-            bucket = LlmBucket(scope, key, usage.app, start, start + width, team=usage.team)
-            self._open[slot] = bucket
-        bucket.add(usage)
+        time = usage.time
+        for (scope, width, table), key in zip(
+            self._scopes, (usage.session, usage.user, usage.app), strict=True
+        ):
+            if not key:
+                continue
+            start = math.floor(time / width) * width
+            by_start = table.get(key)
+            if by_start is None:
+                by_start = table[key] = {}
+            bucket = by_start.get(start)
+            if bucket is None:
+                # a bucket keeps only the containers its scope fills (see LlmBucket.add): the others are
+                # shared empty ones, never written, so closing a bucket frees fewer objects
+                bucket = LlmBucket(
+                    scope,
+                    key,
+                    usage.app,
+                    start,
+                    start + width,
+                    team=usage.team,
+                    inputs=[] if scope == "session" else _NO_INPUTS,
+                    prompts={} if scope == "session" else _NO_PROMPTS,
+                    models={} if scope == "app" else _NO_MODELS,
+                )
+                by_start[start] = bucket
+                if bucket.end < self._first_end:
+                    self._first_end = bucket.end
+            bucket.add(usage)
 
     def flush(self, watermark: float) -> list[LlmBucket]:
         """Close and return every bucket that ended at or before ``watermark``, by end time."""
-        done = [k for k, b in self._open.items() if b.end <= watermark]
-        closed = [self._open.pop(k) for k in done]
+        if watermark < self._first_end:
+            return []
+        closed: list[LlmBucket] = []
+        first = math.inf
+        for _, _, table in self._scopes:
+            for key in list(table):
+                by_start = table[key]
+                for start in list(by_start):
+                    end = by_start[start].end
+                    if end <= watermark:
+                        closed.append(by_start.pop(start))
+                    elif end < first:
+                        first = end
+                if not by_start:
+                    del table[key]
+        self._first_end = first
         closed.sort(key=lambda b: (b.end, b.scope, b.key))
         return closed
 

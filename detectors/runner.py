@@ -225,7 +225,8 @@ class DetectorRunner:
         runaway[key] = state
         self._note("runaway", key, state, found)
         self.peers_changed.add(app)
-        self.peers[app] = self.runaway.learn_peer(peers or {}, state)
+        # the runner holds the only reference to its peer states (a roundtrip run hands out copies)
+        self.peers[app] = self.runaway.learn_peer(peers or {}, state, owned=not roundtrip)
         for name, detector in (("agent_loop", self.loop), ("context_bloat", self.bloat)):
             table = states[name]
             state = table.get(key)

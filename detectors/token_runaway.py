@@ -89,6 +89,7 @@ class TokenRunawayDetector:
 
     def __init__(self, config: RunawayConfig | None = None) -> None:
         self.config = config or RunawayConfig()
+        self._min_fraction = min(self.config.scan_fractions)
 
     def new_state(self) -> State:
         """Return the state of an entity never seen before."""
@@ -118,17 +119,28 @@ class TokenRunawayDetector:
             usd += entry[1]
             requests += entry[2]
         rate = usd / cfg.window_s * HOUR_S
-        slot = str(int(bucket.start // HOUR_S % 24)) if bucket.scope == "app" else None
-        base = self._baseline(state, slot, peers, bucket.end)
+        scope = bucket.scope
+        slot = str(int(bucket.start // HOUR_S % 24)) if scope == "app" else None
+        least = cfg.user_min_requests if scope == "user" else cfg.min_requests
         found: list[Finding] = []
         flagged = warm = False
+        opened = "open" in state and TOKEN_RUNAWAY in state["open"]
+        # no span holds more than the window, nor spends faster than it over the shortest span: a bucket
+        # under both gates, with nothing open or counted, is only learned (most buckets: no baseline read)
+        if (
+            not opened
+            and "hot" not in state
+            and (requests < least or rate / self._min_fraction < cfg.min_usd_per_hour)
+        ):
+            base = None
+        else:
+            base = self._baseline(state, slot, peers, bucket.end)
         if base is not None:
             mean, sd, basis = base
-            ratio = cfg.app_ratio if bucket.scope == "app" else cfg.ratio
-            least = cfg.user_min_requests if bucket.scope == "user" else cfg.min_requests
+            ratio = cfg.app_ratio if scope == "app" else cfg.ratio
             # no span holds more than the window, nor spends faster than it over the shortest span, and
             # every bar is at least ratio x the baseline: most buckets need no judging at all
-            top_rate = rate / min(cfg.scan_fractions)
+            top_rate = rate / self._min_fraction
             if requests < least or top_rate < cfg.min_usd_per_hour or top_rate < ratio * mean:
                 spans = []
             elif basis == "peer":
@@ -158,7 +170,7 @@ class TokenRunawayDetector:
                 ):
                     flagged = True
                     break
-            if is_open(state, TOKEN_RUNAWAY):
+            if opened:
                 found += self._grow(state, bucket, rate, requests)
                 if rate < cfg.resolve_below_ratio * state["bm"]:
                     state.pop("bm", None)
@@ -265,7 +277,7 @@ class TokenRunawayDetector:
         # a plain mean until warm, then time-weighted (the exp only when it is used)
         alpha = 1.0 / (n + 1) if n < warm else 1.0 - math.exp(-elapsed / self.config.baseline_tau_s)
         m, v = ew(state.get("m", 0.0), state.get("v", 0.0), rate, alpha)
-        state["m"], state["v"] = round(m, 7), round(v, 7)
+        state["m"], state["v"] = m, v
         state["n"] = min(n + 1, 10**6)
         if slot is not None:
             hours: dict[str, Any] = state.setdefault("h", {})
@@ -352,8 +364,8 @@ class TokenRunawayDetector:
             usd, requests = usd_rate * stretch, req_rate * stretch
         # decayed() for both sums with one exp: the same factor, the same arithmetic
         decay = math.exp(-(to - last) / tau)
-        state["uc"] = round(state["uc"] * decay + usd, 9)
-        state["qc"] = round(state["qc"] * decay + requests, 6)
+        state["uc"] = state["uc"] * decay + usd
+        state["qc"] = state["qc"] * decay + requests
         state["ql"] = to
 
     @staticmethod
@@ -373,8 +385,11 @@ class TokenRunawayDetector:
             return 1.0
         return max(1.0, float(app_state.get("rate", 0.0) - own.get("rate", 0.0)) / rest_base)
 
-    def learn_peer(self, peers: State, session_state: State) -> State:
+    def learn_peer(self, peers: State, session_state: State, *, owned: bool = False) -> State:
         """Learn a session's current rate into its app's peer distribution (not while it is flagged).
+
+        ``peers`` is not changed unless ``owned`` (the caller keeps no other reference to it, as the
+        runner does between restarts): then it is updated in place, without copies.
 
         >>> det = TokenRunawayDetector()
         >>> peers = det.learn_peer({}, {"rate": 3.0})
@@ -383,11 +398,18 @@ class TokenRunawayDetector:
         """
         if "rate" not in session_state:
             return peers
-        peers = dict(peers)
+        if not owned:
+            peers = dict(peers)
         window = session_state.get("w")
         if window:  # every session's traffic counts toward how busy the app is now, flagged or not
             end, usd, requests, start = window[-1][:4]
-            add_traffic(peers, (start, end, usd, requests), self.config.window_s, self.config.baseline_tau_s)
+            add_traffic(
+                peers,
+                (start, end, usd, requests),
+                self.config.window_s,
+                self.config.baseline_tau_s,
+                owned=owned,
+            )
         if is_open(session_state, TOKEN_RUNAWAY) or "hot" in session_state:
             return peers  # a flagged session is not learned, confirmed yet or not
         n = peers.get("n", 0)

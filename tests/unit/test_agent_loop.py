@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 from detectors.agent_loop import AgentLoopDetector
 from detectors.buckets import LlmBucket
 from detectors.config import AgentLoopConfig
@@ -49,3 +51,23 @@ def test_a_session_that_never_stops_is_raised_once() -> None:
         found += new
     assert [(f.kind, f.state) for f in found] == [("agent_loop", "open")]
     assert found[0].evidence["requests"] == 51
+
+
+def test_a_step_leaves_its_input_prompt_counts_untouched() -> None:
+    det, state = AgentLoopDetector(AgentLoopConfig(repeats=100)), {}
+    for i in range(12):
+        bucket = LlmBucket(
+            "session",
+            "s",
+            "bot",
+            2.0 * i,
+            2.0 * (i + 1),
+            requests=2,
+            cost_usd=0.02,
+            prompts={"a": 1, f"b{i}": 1},
+        )
+        before = json.dumps(state, sort_keys=True)
+        new, _ = det.update(state, bucket)
+        assert json.dumps(state, sort_keys=True) == before
+        state = new
+    assert state["p"]["a"][0] == 12 and state["p"]["b11"][0] == 1

@@ -127,3 +127,16 @@ def test_a_state_saved_before_the_time_weighted_rates_still_loads() -> None:
     state, found = det.update(old, session(1, 2, rng))
     assert found == [] and "mq" not in state
     assert round(det._rates(state)[1] * 60, 3) == 8.0  # the old mean count per window, per minute
+
+
+def test_learning_a_peer_in_place_gives_the_same_peer_state() -> None:
+    det, rng = TokenRunawayDetector(), random.Random(5)
+    copied: dict = {}
+    owned: dict = {}
+    state: dict = {}
+    for i in range(100):
+        state, _ = det.update(state, session(i, 2, rng, width=2.0), peers=copied)
+        copied = det.learn_peer(copied, state)
+        same = det.learn_peer(owned, state, owned=True)
+        assert same is owned  # updated in place, no copy
+    assert json.dumps(owned, sort_keys=True) == json.dumps(copied, sort_keys=True)
