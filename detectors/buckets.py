@@ -356,7 +356,8 @@ class SeriesBucketer:
 
     def __init__(self, widths: Iterable[float]) -> None:
         self.widths = tuple(float(w) for w in widths)
-        self._open: dict[tuple[str, str, str, float], SeriesBucket] = {}
+        # keyed by width too: the minute and the hour that start at the same time are two buckets
+        self._open: dict[tuple[str, str, str, float, float], SeriesBucket] = {}
         self._last_keys: tuple[Any, ...] | None = None
         self._last_time = 0.0
         self._last_spend: list[SeriesBucket] = []
@@ -366,9 +367,9 @@ class SeriesBucketer:
 
     def _bucket(self, kind: str, scope: str, key: str, t: float, width: float) -> SeriesBucket:
         start = _floor(t, width)
-        found = self._open.get((scope, key, kind, start))
+        found = self._open.get((scope, key, kind, start, width))
         if found is None:
-            found = self._open[(scope, key, kind, start)] = SeriesBucket(
+            found = self._open[(scope, key, kind, start, width)] = SeriesBucket(
                 kind, scope, key, start, start + width
             )
         return found

@@ -11,6 +11,7 @@ from typing import Any
 
 import faust
 
+from streams.batching import PartitionBatch, partition_batches
 from streams.core.costs import CostRecord
 from streams.core.dead_letter import dead_letter_record, encode_dead_letter
 from streams.core.price_batch import PricedBatch, cost_messages, price_payload
@@ -81,26 +82,45 @@ def register_price_agent(
 
     @app.agent(topics.usage_topic, name="price_usage")
     async def price_usage(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            message = event.message
-            source = source_of.get(message.topic, "unknown")
+        async for events in stream.take_events(settings.batch_max_messages, within=settings.batch_within_s):
+            for batch in partition_batches(events, app.consumer_generation_id):
+                with batch.current():
+                    await price(batch)
+
+    async def price(batch: PartitionBatch) -> None:
+        source = source_of.get(batch.topic, "unknown")
+        partition = batch.partition
+        # ids priced earlier in this batch count as known: they are stored only after the whole batch
+        priced_here: set[str] = set()
+
+        def is_known(event_id: str) -> bool:
+            return event_id in priced_here or event_ids.contains(event_id, partition)
+
+        acks: list[Awaitable[Any]] = []
+        done: list[tuple[Any, PricedBatch]] = []
+        for message in batch.messages:
             metrics.messages_in.labels(source).inc()
-            payload = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
-            batch = price_payload(payload, pricer, event_ids.contains,
-                                  max_bytes=settings.max_message_bytes)
-            metrics.events_in.labels(source).inc(len(batch.events) + batch.duplicates + len(batch.rejections))
-            acks = await send_dead_letters(batch, message, source) if batch.rejections else []
-            acks += await send_costs(batch.records)
-            # An id is remembered only once Kafka has acknowledged its charges: the local store then
-            # never runs ahead of the output, so a crash can repeat a batch (same x_ChargeId) but
-            # never lose one.
-            await asyncio.gather(*acks)
-            event_ids.put_batch(
-                [(priced.event_id, int(priced.time.timestamp())) for priced in batch.events],
-                batch_key=f"{message.topic}:{message.partition}:{message.offset}",
-            )
-            count(batch, source)
+            payload = message.value if isinstance(message.value, bytes) else bytes(message.value or b"")
+            priced = price_payload(payload, pricer, is_known, max_bytes=settings.max_message_bytes)
+            priced_here.update(event.event_id for event in priced.events)
+            metrics.events_in.labels(source).inc(
+                len(priced.events) + priced.duplicates + len(priced.rejections))
+            if priced.rejections:
+                acks += await send_dead_letters(priced, message, source)
+            acks += await send_costs(priced.records)
+            done.append((message, priced))
+        # An id is remembered only once Kafka has acknowledged its charges: the local store then
+        # never runs ahead of the output, so a crash can repeat a batch (same x_ChargeId) but
+        # never lose one.
+        await asyncio.gather(*acks)
+        event_ids.put_batch(
+            [(event.event_id, int(event.time.timestamp())) for _, priced in done for event in priced.events],
+            batch_key=batch.batch_key, partition=partition,
+        )
+        now = time.time()
+        for message, priced in done:
+            count(priced, source)
             if message.timestamp:
-                metrics.processing_lag.labels(source).observe(max(0.0, time.time() - message.timestamp))
+                metrics.processing_lag.labels(source).observe(max(0.0, now - message.timestamp))
 
     return price_usage

@@ -19,6 +19,7 @@ from typing import Any
 import faust
 from pydantic_core import from_json, to_json
 
+from streams.batching import PartitionBatch, partition_batches
 from streams.core.allocation import Allocator
 from streams.core.budget_charges import BudgetMatcher, Contribution, count_charge, ledger_key, rebuild_state
 from streams.core.budget_state import (
@@ -71,7 +72,7 @@ def register_budget_agents(
     live = LiveBudgets()
     charges_topic_name = settings.topic(BUDGET_CHARGES)
 
-    async def allocate_costs(message: Any, records: list[CostRecord]) -> None:
+    async def allocate_costs(batch: PartitionBatch, records: list[CostRecord]) -> None:
         acks: list[Awaitable[Any]] = []
         for budget_id, items in matcher.contributions(records).items():
             acks.append(await topics.budget_charges_topic.send(key=budget_id.encode(), value=to_json(items)))
@@ -81,25 +82,37 @@ def register_budget_agents(
 
     @app.agent(topics.budget_charges_topic, name="track_budgets")
     async def track_budgets(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            message = event.message
+        async for events in stream.take_events(settings.batch_max_messages, within=settings.batch_within_s):
+            for batch in partition_batches(events, app.consumer_generation_id):
+                with batch.current():
+                    await count_batch(batch)
+
+    async def count_batch(batch: PartitionBatch) -> None:
+        by_budget: dict[str, list[Contribution]] = {}
+        for message in batch.messages:
             budget_id = (message.key or b"").decode()
+            by_budget.setdefault(budget_id, []).extend(tuple(item) for item in from_json(message.value))
+        entries: list[tuple[str, Any]] = []
+        for budget_id, items in by_budget.items():
             live.ticks_pending.discard(budget_id)
             budget = budgets.get(budget_id)
             if budget is None:
                 log.warning("charges for unknown budget %r skipped (budgets file changed?)", budget_id)
                 continue
-            items: list[Contribution] = [tuple(item) for item in from_json(event.value)]  # type: ignore[misc]
             keys = [ledger_key(budget_id, item[0]) for item in items]
-            known = ledger.contains_many(keys)
-            fresh = [item for item, seen_before in zip(items, known, strict=True) if not seen_before]
+            known = ledger.contains_many(keys, batch.partition)
             # Every item is logged again, new or not: the changelog stays complete even when a crash
             # left the local store ahead of it.
-            ledger.put_batch([(key, list(item)) for key, item in zip(keys, items, strict=True)],
-                             batch_key=f"{message.topic}:{message.partition}:{message.offset}")
+            entries += [(key, list(item)) for key, item in zip(keys, items, strict=True)]
             state = live.states.get(budget_id)
             seen = live.events_seen.setdefault(budget_id, set())
-            for item in fresh:
+            fresh = 0
+            counted: set[str] = set()  # a charge repeated within this batch counts once
+            for item, seen_before in zip(items, known, strict=True):
+                if seen_before or item[0] in counted:
+                    continue
+                counted.add(item[0])
+                fresh += 1
                 state, late = count_charge(state, budget, item, seen)
                 if late is not None:
                     metrics.budget_late_usd.inc(item[3])
@@ -107,8 +120,9 @@ def register_budget_agents(
             if state is not None:
                 live.states[budget_id] = state
                 await publish(budget, state, datetime.now(UTC), with_alerts=True)
-            metrics.budget_charges_counted.inc(len(fresh))
-            metrics.budget_charges_repeated.inc(len(items) - len(fresh))
+            metrics.budget_charges_counted.inc(fresh)
+            metrics.budget_charges_repeated.inc(len(items) - fresh)
+        ledger.put_batch(entries, batch_key=batch.batch_key, partition=batch.partition)
 
     async def publish(budget: Budget, state: BudgetState, now: datetime, *, with_alerts: bool) -> None:
         """Send the budget's burn record when due, and (in the agent only) its threshold alerts.

@@ -3,30 +3,38 @@
 The stages are budget allocation (``budget_agents``), the spend tables (``spend_agents``) and the
 detector routing (``detector_agents``). They run in one agent, in order, rather than one agent each:
 the JSON is decoded once instead of once per stage, and a message is acknowledged (and its offset
-committed) only after every stage has handled it and their sends were acknowledged.
+committed) only after every stage has handled it and their sends were acknowledged. The agent works in
+batches (``streams/batching.py``): each stage sees one partition's buffered messages at a time, their
+records concatenated in offset order (an event's charges are never split across messages, so a batch
+holds whole events).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import faust
 from pydantic_core import from_json
 
+from streams.batching import PartitionBatch, partition_batches
 from streams.core.costs import CostRecord
+from streams.settings import Settings
 from streams.topics import Topics
 
-CostStage = Callable[[Any, list[CostRecord]], Awaitable[None]]
-"""A stage: ``await stage(message, records)`` for each ``costs.priced`` message, in the agent's context."""
+CostStage = Callable[[PartitionBatch, list[CostRecord]], Awaitable[None]]
+"""A stage: ``await stage(batch, records)`` for each partition's batch of ``costs.priced`` messages."""
 
 
-def register_cost_agent(app: faust.App, topics: Topics, stages: list[CostStage]) -> None:
-    """Add ``process_costs``, which runs ``stages`` over every ``costs.priced`` message."""
+def register_cost_agent(app: faust.App, settings: Settings, topics: Topics, stages: list[CostStage]) -> None:
+    """Add ``process_costs``, which runs ``stages`` over every batch of ``costs.priced`` messages."""
 
     @app.agent(topics.costs_priced_topic, name="process_costs")
     async def process_costs(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            records: list[CostRecord] = from_json(event.value)
-            for stage in stages:
-                await stage(event.message, records)
+        async for events in stream.take_events(settings.batch_max_messages, within=settings.batch_within_s):
+            for batch in partition_batches(events, app.consumer_generation_id):
+                records: list[CostRecord] = []
+                for message in batch.messages:
+                    records += from_json(message.value)
+                with batch.current():
+                    for stage in stages:
+                        await stage(batch, records)

@@ -25,6 +25,7 @@ import faust
 from pydantic_core import from_json, to_json
 
 from detectors.config import DetectorConfig
+from streams.batching import PartitionBatch, partition_batches
 from streams.core.costs import CostRecord
 from streams.core.detector_feed import (
     PartitionDetectors,
@@ -68,7 +69,7 @@ def register_detector_agents(
     live = LiveDetectors(watermark=Watermark(idle_wall_s=settings.detectors_idle_lane_s))
     inputs_name = settings.topic(DETECTOR_INPUTS)
 
-    async def route_detector_inputs(message: Any, records: list[CostRecord]) -> None:
+    async def route_detector_inputs(batch: PartitionBatch, records: list[CostRecord]) -> None:
         acks: list[Awaitable[Any]] = []
         for key, items in route(records).items():
             acks.append(await topics.detector_inputs_topic.send(key=key.encode(), value=to_json(items)))
@@ -84,27 +85,35 @@ def register_detector_agents(
 
     @app.agent(topics.detector_inputs_topic, name="detect_anomalies")
     async def detect_anomalies(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            message = event.message
-            detectors = live.partitions.get(message.partition)
-            if detectors is None:
-                detectors = live.partitions[message.partition] = PartitionDetectors(message.partition, config)
-            done = detectors.apply(from_json(event.value), table.contains_many)
-            acks: list[Awaitable[Any]] = []
-            for finding in done.findings:
-                acks.append(await topics.anomalies_topic.send(
-                    key=finding_key(finding).encode(), value=to_json(finding.to_dict())))
-                metrics.findings_sent.labels(finding.kind, finding.state).inc()
-                alert = finding_alert(finding)
-                if alert is not None:
-                    acks.append(await topics.alerts_topic.send(
-                        key=alert.fingerprint.encode(), value=alert.model_dump_json().encode()))
-                    metrics.alerts_sent.labels(alert.kind).inc()
-            # Sent before the state is saved: a crash in between repeats a finding rather than losing it.
-            await asyncio.gather(*acks)
-            table.put_batch(done.entries, batch_key=f"{message.topic}:{message.partition}:{message.offset}")
-            metrics.detector_inputs.inc(sum(1 for key, _ in done.entries if key.startswith("i|")))
-            metrics.detector_inputs_repeated.inc(done.repeated)
+        async for events in stream.take_events(settings.batch_max_messages, within=settings.batch_within_s):
+            for batch in partition_batches(events, app.consumer_generation_id):
+                with batch.current():
+                    await detect(batch)
+
+    async def detect(batch: PartitionBatch) -> None:
+        partition = batch.partition
+        detectors = live.partitions.get(partition)
+        if detectors is None:
+            detectors = live.partitions[partition] = PartitionDetectors(partition, config)
+        items: list[Any] = []
+        for message in batch.messages:
+            items += from_json(message.value)
+        done = detectors.apply(items, lambda keys: table.contains_many(keys, partition))
+        acks: list[Awaitable[Any]] = []
+        for finding in done.findings:
+            acks.append(await topics.anomalies_topic.send(
+                key=finding_key(finding).encode(), value=to_json(finding.to_dict())))
+            metrics.findings_sent.labels(finding.kind, finding.state).inc()
+            alert = finding_alert(finding)
+            if alert is not None:
+                acks.append(await topics.alerts_topic.send(
+                    key=alert.fingerprint.encode(), value=alert.model_dump_json().encode()))
+                metrics.alerts_sent.labels(alert.kind).inc()
+        # Sent before the state is saved: a crash in between repeats a finding rather than losing it.
+        await asyncio.gather(*acks)
+        table.put_batch(done.entries, batch_key=batch.batch_key, partition=partition)
+        metrics.detector_inputs.inc(sum(1 for key, _ in done.entries if key.startswith("i|")))
+        metrics.detector_inputs_repeated.inc(done.repeated)
 
     @table.on_recover
     async def rebuild_detectors() -> None:

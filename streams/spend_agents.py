@@ -19,6 +19,7 @@ from typing import Any
 import faust
 from pydantic_core import to_json
 
+from streams.batching import PartitionBatch
 from streams.core.allocation import Allocator
 from streams.core.costs import CostRecord
 from streams.core.spend import SpendTracker, window_key, window_record
@@ -66,11 +67,11 @@ def register_spend_agents(
     state = SpendState(allocator, int(settings.spend_lateness_hours * 3600))
     priced_topic_name = settings.topic(COSTS_PRICED)
 
-    async def track_spend(message: Any, records: list[CostRecord]) -> None:
+    async def track_spend(batch: PartitionBatch, records: list[CostRecord]) -> None:
         marks = [MARK + record["x_ChargeId"] for record in records]
-        known = table.contains_many(marks)
+        known = table.contains_many(marks, batch.partition)
         fresh = [record for record, seen in zip(records, known, strict=True) if not seen]
-        tracker = state.tracker(message.partition)
+        tracker = state.tracker(batch.partition)
         before = (tracker.allocated_usd, tracker.unallocated_usd, tracker.late_usd)
         changed = tracker.add(fresh)
         # Windows the repeated charges fall in are logged again too: the changelog stays whole
@@ -81,8 +82,8 @@ def register_spend_agents(
         items: list[tuple[str, Any]] = [(mark, 1) for mark in marks]
         items += [(key, tracker.value(key)) for key in changed]
         items.append((WATERMARK_KEY, tracker.watermark_s))
-        table.put_batch(items, batch_key=f"{message.topic}:{message.partition}:{message.offset}")
-        state.dirty.setdefault(message.partition, set()).update(changed)
+        table.put_batch(items, batch_key=batch.batch_key, partition=batch.partition)
+        state.dirty.setdefault(batch.partition, set()).update(changed)
         _count(metrics, tracker, before)
 
     cost_stages.append(track_spend)

@@ -32,28 +32,34 @@ class BatchLoggedTable(faust.Table):  # type: ignore[misc]  # faust ships no typ
     re-logging them keeps the changelog complete after a crash that left the local store ahead of it.
     """
 
-    def contains(self, key: str) -> bool:
-        """Whether ``key`` is stored in the current message's partition."""
-        return self.contains_many([key])[0]
+    def contains(self, key: str, partition: int | None = None) -> bool:
+        """Whether ``key`` is stored in ``partition`` (default: the current message's partition)."""
+        return self.contains_many([key], partition)[0]
 
-    def contains_many(self, keys: Sequence[str]) -> list[bool]:
-        """Which of ``keys`` are stored in the current message's partition: one store read for all."""
+    def contains_many(self, keys: Sequence[str], partition: int | None = None) -> list[bool]:
+        """Which of ``keys`` are stored in ``partition`` (default: the current message's): one store read."""
         store = self.data
         if getattr(store, "_dbs", None) is None:  # memory store: a plain dict
             return [key in store for key in keys]
-        db = store._db_for_partition(faust.current_event().message.partition)
+        if partition is None:
+            partition = faust.current_event().message.partition
+        db = store._db_for_partition(partition)
         found = db.get([to_json(key) for key in keys])
         return [value is not None for value in found]
 
-    def put_batch(self, items: Sequence[tuple[str, Any]], batch_key: str) -> None:
-        """Store ``items`` in the current message's partition and log them as one changelog message."""
+    def put_batch(
+        self, items: Sequence[tuple[str, Any]], batch_key: str, partition: int | None = None
+    ) -> None:
+        """Store ``items`` in ``partition`` (default: the current message's) and log them as one message."""
         if not items:
             return
         store = self.data
-        partition = faust.current_event().message.partition
+        if partition is None:
+            partition = faust.current_event().message.partition
         if getattr(store, "_dbs", None) is None:  # memory store
             for key, value in items:
                 store[key] = value
+                store._key_partition[key] = partition
         else:
             # One RocksDB write for the batch, keys and values encoded once (JSON, as faust reads them)
             batch = rocksdict.WriteBatch(raw_mode=True)

@@ -2,8 +2,9 @@
 
 The lag of a partition is its end offset minus the offset its consumer group committed (nothing
 committed: the whole partition). ``--wait`` blocks until every input is read (lag 0 on two checks in
-a row) and exits 1 if that does not happen within ``--timeout``: scripts (the demo, a deploy's smoke
-test) wait on it before they read the outputs. It only reads committed offsets; it never joins a group.
+a row; while no input topic exists yet, nothing counts as read) and exits 1 if that does not happen
+within ``--timeout``: scripts (the demo, a deploy's smoke test) wait on it before they read the
+outputs. It only reads committed offsets; it never joins a group.
 """
 
 from __future__ import annotations
@@ -43,15 +44,24 @@ class TopicLag:
     lag: int
 
 
-def group_inputs(settings: Settings) -> dict[str, list[str]]:
-    """Return the input topics of the worker's and the notifier's consumer groups."""
+GROUPS = ("all", "worker", "notifier")
+
+
+def group_inputs(settings: Settings, which: str = "all") -> dict[str, list[str]]:
+    """Return the input topics of the worker's and (or) the notifier's consumer groups.
+
+    >>> from streams.settings import Settings
+    >>> sorted(group_inputs(Settings(app_id="bw", topic_prefix="p."), "notifier").items())
+    [('bw-notifier', ['p.alerts', 'p.alerts.by_team'])]
+    """
     worker = [*USAGE_TOPICS, COSTS_PRICED, BUDGET_CHARGES]
     if settings.detectors_enabled:
         worker.append(DETECTOR_INPUTS)
-    return {
-        settings.app_id: [settings.topic(name) for name in worker],
-        f"{settings.app_id}-notifier": [settings.topic(name) for name in (ALERTS, ALERTS_BY_TEAM)],
+    groups = {
+        "worker": (settings.app_id, [settings.topic(name) for name in worker]),
+        "notifier": (f"{settings.app_id}-notifier", [settings.topic(ALERTS), settings.topic(ALERTS_BY_TEAM)]),
     }
+    return dict(value for key, value in groups.items() if which in ("all", key))
 
 
 def topic_lag(group: str, topic: str, committed: Mapping[int, int], ends: Mapping[int, int]) -> TopicLag:
@@ -65,12 +75,12 @@ def topic_lag(group: str, topic: str, committed: Mapping[int, int], ends: Mappin
                     sum(max(0, end - done[p]) for p, end in ends.items()))
 
 
-def read_lags(settings: Settings) -> list[TopicLag]:
-    """Read committed and end offsets of every input topic of both groups."""
+def read_lags(settings: Settings, which: str = "all") -> list[TopicLag]:
+    """Read committed and end offsets of every input topic of ``which`` groups (all, worker, notifier)."""
     from confluent_kafka import Consumer, TopicPartition
 
     rows: list[TopicLag] = []
-    for group, topics in group_inputs(settings).items():
+    for group, topics in group_inputs(settings, which).items():
         consumer = Consumer(settings.librdkafka_config() | {"group.id": group, "enable.auto.commit": False})
         try:
             metadata = consumer.list_topics(timeout=10).topics
@@ -105,24 +115,27 @@ def register(app: typer.Typer) -> None:
         wait: Annotated[bool, typer.Option("--wait", help="Block until every input is read.")] = False,
         timeout: Annotated[float, typer.Option("--timeout", help="Seconds --wait waits at most.")] = 300.0,
         as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+        group: Annotated[str, typer.Option("--group", help="all, worker or notifier.")] = "all",
         config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")] = None,
     ) -> None:
         """Show how many messages the worker and the notifier have not yet read, per input topic."""
         from streams.commands.common import fail, load_settings
 
+        if group not in GROUPS:
+            raise fail(f"--group {group!r}: expected one of {', '.join(GROUPS)}", code=2)
         settings = load_settings(config)
-        rows = read_lags(settings)
+        rows = read_lags(settings, group)
         if wait:
             deadline, clear = time.monotonic() + timeout, 0
             while True:
-                clear = clear + 1 if sum(r.lag for r in rows) == 0 else 0
+                clear = clear + 1 if rows and sum(r.lag for r in rows) == 0 else 0  # no topics: not yet
                 if clear >= 2 or time.monotonic() >= deadline:
                     break
                 time.sleep(1.0)
-                rows = read_lags(settings)
+                rows = read_lags(settings, group)
         if as_json:
             typer.echo(json.dumps([asdict(r) for r in rows], indent=2))
         else:
             console.print(render(rows))
-        if wait and sum(r.lag for r in rows):
+        if wait and (not rows or sum(r.lag for r in rows)):
             raise fail(f"still {sum(r.lag for r in rows):,} messages behind after {timeout:g} s")

@@ -226,17 +226,18 @@ class SeriesContributions:
 
     def __init__(self, widths: Iterable[float]) -> None:
         self.widths = tuple(float(w) for w in widths)
-        self.open: dict[tuple[str, str, str, float], SeriesBucket] = {}
+        # keyed by width too: the minute and the hour that start at the same time are two buckets
+        self.open: dict[tuple[str, str, str, float, float], SeriesBucket] = {}
 
     def add(self, item: Item) -> None:
         """Fold one series input into its bucket of every width."""
         _, _, kind, scope, key, t, cost, quantity = item
         for width in self.widths:
             start = math.floor(t / width) * width
-            bucket = self.open.get((scope, key, kind, start))
+            bucket = self.open.get((scope, key, kind, start, width))
             if bucket is None:
                 bucket = SeriesBucket(kind, scope, key, start, start + width)
-                self.open[(scope, key, kind, start)] = bucket
+                self.open[(scope, key, kind, start, width)] = bucket
             bucket.cost_usd += cost
             bucket.quantity += quantity
 

