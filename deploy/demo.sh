@@ -14,9 +14,10 @@ export BURNWATCH_TOPIC_PREFIX="${BURNWATCH_TOPIC_PREFIX:-demo$(date +%s).}"
 export BURNWATCH_APP_ID="${BURNWATCH_APP_ID:-burnwatch-${BURNWATCH_TOPIC_PREFIX%.}}"
 export BURNWATCH_WEB_PORT="${BURNWATCH_WEB_PORT:-6066}"
 export BURNWATCH_BUDGETS_PATH="${BURNWATCH_BUDGETS_PATH:-deploy/demo-budgets.yaml}"
+export BURNWATCH_ALERTING_PATH="${BURNWATCH_ALERTING_PATH:-deploy/demo-alerting.yaml}"  # demo-scale group waits
 HEALTH="http://localhost:${BURNWATCH_WEB_PORT}/health"
 DURATION_S="${DEMO_SIMULATED_SECONDS:-7200}"   # simulated seconds
-SPEED="${DEMO_SPEED:-60}"                       # simulated seconds per wall second
+SPEED="${DEMO_SPEED:-30}"                       # simulated seconds per wall second
 
 pids=()
 cleanup() {
@@ -72,5 +73,5 @@ echo "==> injected incidents (ground truth, $DEMO_DIR/incidents.json)"
 .venv/bin/python -c 'import json, sys
 for i in json.load(open(sys.argv[1]))["incidents"]:
     print("  %(kind)-14s %(entity)-28s %(start)s .. %(end)s" % i)' "$DEMO_DIR/incidents.json"
-echo "==> notifications sent by the notifier: $BURNWATCH_DATA_DIR/notifications.jsonl (raw alerts: $BW tail alerts --from-beginning)"
+echo "==> notifications sent by the notifier: $DEMO_DIR/notifications.jsonl (raw alerts: $BW tail alerts --from-beginning)"
 echo "==> done. Injected incidents: $DEMO_DIR/incidents.json; dead letters: $BW tail usage.dlq --from-beginning --timeout 5"
