@@ -70,6 +70,11 @@ def register_spend_agents(
     async def track_spend(batch: PartitionBatch, records: list[CostRecord]) -> None:
         marks = [MARK + record["x_ChargeId"] for record in records]
         known = table.contains_many(marks, batch.partition)
+        earlier: set[str] = set()
+        for index, mark in enumerate(marks):  # a charge repeated within the batch counts once
+            if mark in earlier:
+                known[index] = True
+            earlier.add(mark)
         fresh = [record for record, seen in zip(records, known, strict=True) if not seen]
         tracker = state.tracker(batch.partition)
         before = (tracker.allocated_usd, tracker.unallocated_usd, tracker.late_usd)
