@@ -3,10 +3,9 @@
 The stages are budget allocation (``budget_agents``), the spend tables (``spend_agents``) and the
 detector routing (``detector_agents``). They run in one agent, in order, rather than one agent each:
 the JSON is decoded once instead of once per stage, and a message is acknowledged (and its offset
-committed) only after every stage has handled it and their sends were acknowledged. The agent works in
-batches (``streams/batching.py``): each stage sees one partition's buffered messages at a time, their
-records concatenated in offset order (an event's charges are never split across messages, so a batch
-holds whole events).
+committed) only after every stage has handled it and their sends were acknowledged. The agent takes
+batches (``streams/batching.py``) and runs the stages over each message of a partition's batch in
+offset order.
 """
 
 from __future__ import annotations
@@ -32,9 +31,11 @@ def register_cost_agent(app: faust.App, settings: Settings, topics: Topics, stag
     async def process_costs(stream: faust.StreamT[bytes]) -> None:
         async for events in stream.take_events(settings.batch_max_messages, within=settings.batch_within_s):
             for batch in partition_batches(events, app.consumer_generation_id):
-                records: list[CostRecord] = []
-                for message in batch.messages:
-                    records += from_json(message.value)
                 with batch.current():
-                    for stage in stages:
-                        await stage(batch, records)
+                    # Stages run per message, in offset order: routing one concatenated batch lost the
+                    # agent loop of the stream test (the router's ticks moved once per batch).
+                    for event in batch.events:
+                        one = PartitionBatch(batch.topic, batch.partition, [event])
+                        records: list[CostRecord] = from_json(event.message.value)
+                        for stage in stages:
+                            await stage(one, records)

@@ -28,6 +28,8 @@ from detectors.config import DetectorConfig
 from streams.batching import PartitionBatch, partition_batches
 from streams.core.costs import CostRecord
 from streams.core.detector_feed import (
+    SEEN,
+    Applied,
     PartitionDetectors,
     Watermark,
     finding_alert,
@@ -95,10 +97,22 @@ def register_detector_agents(
         detectors = live.partitions.get(partition)
         if detectors is None:
             detectors = live.partitions[partition] = PartitionDetectors(partition, config)
-        items: list[Any] = []
+        # One apply per message, in offset order: its ticks move event time between the inputs of the
+        # messages around them (one apply over the whole batch missed an agent loop in the stream test).
+        # Inputs applied earlier in the batch count as known: the table holds them only after it.
+        applied: set[str] = set()
+
+        def known(keys: list[str]) -> list[bool]:
+            return [found or key in applied
+                    for found, key in zip(table.contains_many(keys, partition), keys, strict=True)]
+
+        done = Applied()
         for message in batch.messages:
-            items += from_json(message.value)
-        done = detectors.apply(items, lambda keys: table.contains_many(keys, partition))
+            step = detectors.apply(from_json(message.value), known)
+            applied.update(key for key, _ in step.entries if key.startswith(SEEN))
+            done.findings += step.findings
+            done.entries += step.entries
+            done.repeated += step.repeated
         acks: list[Awaitable[Any]] = []
         for finding in done.findings:
             acks.append(await topics.anomalies_topic.send(
