@@ -11,7 +11,7 @@ from typing import Any
 
 import faust
 
-from streams.batching import PartitionBatch, partition_batches
+from streams.batching import PartitionBatch, handle_batches
 from streams.core.costs import CostRecord
 from streams.core.dead_letter import dead_letter_record, encode_dead_letter
 from streams.core.price_batch import PricedBatch, cost_messages, price_payload
@@ -82,10 +82,8 @@ def register_price_agent(
 
     @app.agent(topics.usage_topic, name="price_usage")
     async def price_usage(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(settings.batch_max_messages, within=settings.batch_within_s):
-            for batch in partition_batches(events, app.consumer_generation_id):
-                with batch.current():
-                    await price(batch)
+        await handle_batches(app, stream, price, max_messages=settings.batch_max_messages,
+                             within_s=settings.batch_within_s)
 
     async def price(batch: PartitionBatch) -> None:
         source = source_of.get(batch.topic, "unknown")

@@ -14,7 +14,7 @@ is refused, ``faust_fixes.guarded_ack``).
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,3 +74,21 @@ def partition_batches(events: Iterable[Any], generation_id: int) -> Iterator[Par
     for batch in batches.values():
         batch.events.sort(key=lambda e: e.message.offset)
         yield batch
+
+
+async def handle_batches(
+    app: Any,
+    stream: Any,
+    handle: Callable[[PartitionBatch], Awaitable[None]],
+    *,
+    max_messages: int,
+    within_s: float,
+) -> None:
+    """Run an agent's loop: ``await handle(batch)`` for each partition's batch of what ``stream`` buffered.
+
+    While ``handle`` runs, the batch's last event is faust's current event (``PartitionBatch.current``).
+    """
+    async for events in stream.take_events(max_messages, within=within_s):
+        for batch in partition_batches(events, app.consumer_generation_id):
+            with batch.current():
+                await handle(batch)

@@ -19,7 +19,7 @@ from typing import Any
 import faust
 from pydantic_core import from_json, to_json
 
-from streams.batching import PartitionBatch, partition_batches
+from streams.batching import PartitionBatch, handle_batches
 from streams.core.allocation import Allocator
 from streams.core.budget_charges import BudgetMatcher, Contribution, count_charge, ledger_key, rebuild_state
 from streams.core.budget_state import (
@@ -82,10 +82,8 @@ def register_budget_agents(
 
     @app.agent(topics.budget_charges_topic, name="track_budgets")
     async def track_budgets(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(settings.batch_max_messages, within=settings.batch_within_s):
-            for batch in partition_batches(events, app.consumer_generation_id):
-                with batch.current():
-                    await count_batch(batch)
+        await handle_batches(app, stream, count_batch, max_messages=settings.batch_max_messages,
+                             within_s=settings.batch_within_s)
 
     async def count_batch(batch: PartitionBatch) -> None:
         by_budget: dict[str, list[Contribution]] = {}

@@ -3,9 +3,10 @@
 The stages are budget allocation (``budget_agents``), the spend tables (``spend_agents``) and the
 detector routing (``detector_agents``). They run in one agent, in order, rather than one agent each:
 the JSON is decoded once instead of once per stage, and a message is acknowledged (and its offset
-committed) only after every stage has handled it and their sends were acknowledged. The agent takes
-batches (``streams/batching.py``) and runs the stages over each message of a partition's batch in
-offset order.
+committed) only after every stage has handled it and their sends were acknowledged. The agent works in
+batches (``streams/batching.py``): each stage sees one partition's buffered messages at a time, their
+records concatenated in offset order (an event's charges are never split across messages, so a batch
+holds whole events).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Awaitable, Callable
 import faust
 from pydantic_core import from_json
 
-from streams.batching import PartitionBatch, partition_batches
+from streams.batching import PartitionBatch, handle_batches
 from streams.core.costs import CostRecord
 from streams.settings import Settings
 from streams.topics import Topics
@@ -29,13 +30,12 @@ def register_cost_agent(app: faust.App, settings: Settings, topics: Topics, stag
 
     @app.agent(topics.costs_priced_topic, name="process_costs")
     async def process_costs(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(settings.batch_max_messages, within=settings.batch_within_s):
-            for batch in partition_batches(events, app.consumer_generation_id):
-                with batch.current():
-                    # Stages run per message, in offset order: routing one concatenated batch lost the
-                    # agent loop of the stream test (the router's ticks moved once per batch).
-                    for event in batch.events:
-                        one = PartitionBatch(batch.topic, batch.partition, [event])
-                        records: list[CostRecord] = from_json(event.message.value)
-                        for stage in stages:
-                            await stage(one, records)
+        await handle_batches(app, stream, run_stages, max_messages=settings.batch_max_messages,
+                             within_s=settings.batch_within_s)
+
+    async def run_stages(batch: PartitionBatch) -> None:
+        records: list[CostRecord] = []
+        for message in batch.messages:
+            records += from_json(message.value)
+        for stage in stages:
+            await stage(batch, records)

@@ -5,11 +5,12 @@ The ``route_detector_inputs`` stage (run by ``process_costs``, ``cost_agents.py`
 (``core/detector_feed.py`` ``route``), so all the state one group's detectors read lives in one
 partition; it also sends every partition an event-time tick whenever its ``Watermark`` (the slowest
 source still reporting) moves on by 5 s, so buckets close, silent GPUs and quiet sessions are noticed
-while others still report. ``detect_anomalies`` steps one ``PartitionDetectors`` per partition, drops
-inputs already applied, sends findings to ``anomalies`` and their alerts to ``alerts``, then saves the
-changed state, the seen inputs and the marks in one changelog message. After a restart or a rebalance
-each partition's detectors are rebuilt from the table, open buckets included, so an open finding is
-neither lost nor raised again.
+while others still report; a 1 s timer makes the same check when no costs arrive, so event time also
+moves on once every source has gone quiet. ``detect_anomalies`` steps one ``PartitionDetectors`` per
+partition, drops inputs already applied, applies a batch's inputs and ticks in order, sends findings to
+``anomalies`` and their alerts to ``alerts``, then saves the changed state, the seen inputs and the
+marks in one changelog message. After a restart or a rebalance each partition's detectors are rebuilt
+from the table, open buckets included, so an open finding is neither lost nor raised again.
 """
 
 from __future__ import annotations
@@ -25,11 +26,10 @@ import faust
 from pydantic_core import from_json, to_json
 
 from detectors.config import DetectorConfig
-from streams.batching import PartitionBatch, partition_batches
+from streams.batching import PartitionBatch, handle_batches
 from streams.core.costs import CostRecord
 from streams.core.detector_feed import (
     SEEN,
-    Applied,
     PartitionDetectors,
     Watermark,
     finding_alert,
@@ -47,6 +47,7 @@ from streams.topics import Topics
 log = logging.getLogger("burnwatch.detectors")
 
 TICK_KEY = b"tick"
+TICK_EVERY_S = 1.0  # wall seconds between the router's checks for event time moving without new costs
 
 
 @dataclass
@@ -71,48 +72,42 @@ def register_detector_agents(
     live = LiveDetectors(watermark=Watermark(idle_wall_s=settings.detectors_idle_lane_s))
     inputs_name = settings.topic(DETECTOR_INPUTS)
 
+    async def tick_sends(event_time: float | None) -> list[Awaitable[Any]]:
+        if event_time is None:
+            return []
+        payload = to_json([tick(event_time)])
+        return [await topics.detector_inputs_topic.send(key=TICK_KEY, value=payload, partition=partition)
+                for partition in range(settings.topic_partitions)]
+
     async def route_detector_inputs(batch: PartitionBatch, records: list[CostRecord]) -> None:
         acks: list[Awaitable[Any]] = []
         for key, items in route(records).items():
             acks.append(await topics.detector_inputs_topic.send(key=key.encode(), value=to_json(items)))
-        event_time = live.watermark.observe(records, time.monotonic())
-        if event_time is not None:
-            payload = to_json([tick(event_time)])
-            for partition in range(settings.topic_partitions):
-                acks.append(await topics.detector_inputs_topic.send(
-                    key=TICK_KEY, value=payload, partition=partition))
+        # observed after the inputs are sent: a tick never overtakes the inputs it closes buckets over
+        acks += await tick_sends(live.watermark.observe(records, time.monotonic()))
         await asyncio.gather(*acks)
+
+    @app.timer(TICK_EVERY_S, on_leader=False)
+    async def tick_quiet_router() -> None:
+        """Move event time when no costs arrive: lanes gone quiet stop holding it back, after start too."""
+        await asyncio.gather(*await tick_sends(live.watermark.observe((), time.monotonic())))
 
     cost_stages.append(route_detector_inputs)
 
     @app.agent(topics.detector_inputs_topic, name="detect_anomalies")
     async def detect_anomalies(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(settings.batch_max_messages, within=settings.batch_within_s):
-            for batch in partition_batches(events, app.consumer_generation_id):
-                with batch.current():
-                    await detect(batch)
+        await handle_batches(app, stream, detect, max_messages=settings.batch_max_messages,
+                             within_s=settings.batch_within_s)
 
     async def detect(batch: PartitionBatch) -> None:
         partition = batch.partition
         detectors = live.partitions.get(partition)
         if detectors is None:
             detectors = live.partitions[partition] = PartitionDetectors(partition, config)
-        # One apply per message, in offset order: its ticks move event time between the inputs of the
-        # messages around them (one apply over the whole batch missed an agent loop in the stream test).
-        # Inputs applied earlier in the batch count as known: the table holds them only after it.
-        applied: set[str] = set()
-
-        def known(keys: list[str]) -> list[bool]:
-            return [found or key in applied
-                    for found, key in zip(table.contains_many(keys, partition), keys, strict=True)]
-
-        done = Applied()
+        items: list[Any] = []
         for message in batch.messages:
-            step = detectors.apply(from_json(message.value), known)
-            applied.update(key for key, _ in step.entries if key.startswith(SEEN))
-            done.findings += step.findings
-            done.entries += step.entries
-            done.repeated += step.repeated
+            items += from_json(message.value)
+        done = detectors.apply(items, lambda keys: table.contains_many(keys, partition))
         acks: list[Awaitable[Any]] = []
         for finding in done.findings:
             acks.append(await topics.anomalies_topic.send(
@@ -126,7 +121,7 @@ def register_detector_agents(
         # Sent before the state is saved: a crash in between repeats a finding rather than losing it.
         await asyncio.gather(*acks)
         table.put_batch(done.entries, batch_key=batch.batch_key, partition=partition)
-        metrics.detector_inputs.inc(sum(1 for key, _ in done.entries if key.startswith("i|")))
+        metrics.detector_inputs.inc(sum(1 for key, _ in done.entries if key.startswith(SEEN)))
         metrics.detector_inputs_repeated.inc(done.repeated)
 
     @table.on_recover

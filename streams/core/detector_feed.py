@@ -298,19 +298,21 @@ class PartitionDetectors:
     def apply(self, items: Sequence[Item], known: Callable[[Sequence[str]], list[bool]]) -> Applied:
         """Step the detectors with ``items``, skipping inputs already applied.
 
-        ``known(keys)`` says which ``i|<input id>`` keys the table holds (one lookup per batch).
+        ``known(keys)`` says which ``i|<input id>`` keys the table holds (one lookup per batch). Items
+        apply in order: a tick closes buckets over the inputs before it, not those after it.
         """
         runner, done = self.runner, Applied()
-        latest = runner.watermark
-        for item in items:
-            if item[0] == TICK:
-                latest = max(latest, item[1])
-        data = [item for item in items if item[0] != TICK]
-        keys = [SEEN + item[1] for item in data]
+        keys = [SEEN + item[1] for item in items if item[0] != TICK]
+        old = iter(known(keys) if keys else ())
         batch: set[str] = set()
-        for item, seen, old in zip(data, keys, known(keys) if keys else [], strict=True):
+        for item in items:
             tag = item[0]
-            if old or seen in batch:
+            if tag == TICK:
+                if item[1] > runner.watermark:
+                    runner.advance(item[1])
+                continue
+            seen = SEEN + item[1]
+            if next(old) or seen in batch:
                 done.repeated += 1
                 continue
             batch.add(seen)
@@ -323,8 +325,6 @@ class PartitionDetectors:
             else:
                 runner.series.add(item)
                 done.entries.append((seen, item))
-        if latest > runner.watermark:
-            runner.advance(latest)
         done.findings, runner.findings = runner.findings, []
         self._save(done.entries)
         return done

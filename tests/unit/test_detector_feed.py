@@ -92,6 +92,19 @@ def test_the_feed_finds_what_the_reference_runner_finds() -> None:
     assert outline(found) == outline(expected)
 
 
+def test_a_batch_of_messages_applied_at_once_finds_what_one_message_at_a_time_finds() -> None:
+    """``detect_anomalies`` applies a whole batch; its ticks close buckets over the inputs before them."""
+    events = priced_events()
+    one_by_one = run_feed(iter(events), PartitionDetectors(0), Table())
+    det, table, found = PartitionDetectors(0), Table(), []
+    for first in range(0, len(events), 97):
+        items = [item for records in events[first:first + 97] for item in inputs(records)]
+        done = det.apply(items, table.known)
+        table.put(done.entries)
+        found += done.findings
+    assert outline(found) == outline(one_by_one)
+
+
 def test_a_restart_from_the_saved_entries_changes_nothing() -> None:
     events = priced_events()
     whole = run_feed(iter(events), PartitionDetectors(0), Table())
@@ -151,6 +164,16 @@ def test_with_a_clock_a_source_is_waited_for_until_it_stops_arriving() -> None:
     assert wm.observe([at("gpu.sample", 10)], now=30.0) == base + 10
     assert wm.observe([at("llm.request", 3000)], now=59.0) is None  # a GPU backlog is still being read
     assert wm.observe([at("llm.request", 3100)], now=61.0) == base + 3100  # no GPU sample for 31 s
+
+
+def test_a_quiet_watermark_still_ticks_once_every_lane_has_stopped() -> None:
+    """The router's timer observes no records: a worker that read everything at start still ticks."""
+    base = parse_time("2026-01-01T00:00:00Z")
+    wm = Watermark(tick_s=5.0, idle_wall_s=30.0)
+    assert wm.observe([at("gpu.sample", 900), at("llm.request", 1000)], now=0.0) is None  # start-up hold
+    assert wm.observe((), now=10.0) is None  # still joining
+    assert wm.observe((), now=31.0) == base + 900  # everything stopped: the slowest lane's time
+    assert wm.observe((), now=32.0) is None  # nothing new
 
 
 def test_ticks_move_event_time_without_data() -> None:
