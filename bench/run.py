@@ -1,10 +1,14 @@
 """``python -m bench.run``: priced events per second and produce-to-priced latency, worker against baseline.
 
 One invocation builds the workload once, prices it in-process (no Kafka), then runs each phase on its
-own fresh topic prefix: ``worker`` (``burnwatch worker`` as a subprocess) and ``baseline`` (the bare
-confluent-kafka loop of ``bench.baseline`` in a child process). In both, the same pre-serialized
-envelopes are produced and a watcher process reads ``costs.priced`` (read_committed) until every event
-id has a priced record. Results go to the terminal and to ``bench/results/bench-<UTC time>.json``.
+own fresh topic prefix: ``worker`` (``burnwatch worker`` as a subprocess, pricing only), ``detectors``
+(the same worker with the anomaly detectors on) and ``baseline`` (the bare confluent-kafka loop of
+``bench.baseline`` in a child process). In each, the same pre-serialized envelopes are produced and a
+watcher process reads ``costs.priced`` (read_committed) until every event id has a priced record; the
+``detectors`` phase then also waits until the worker has read all of ``costs.priced`` and
+``detector.inputs`` (committed offsets at the end) before it reads the worker's CPU time. The ratio
+``detectors / worker`` of CPU seconds per event is what the detectors add to the worker's per-event
+cost. Results go to the terminal and to ``bench/results/bench-<UTC time>.json``.
 """
 
 from __future__ import annotations
@@ -46,11 +50,14 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_f
 from bench.baseline import MAX_FETCH_BYTES, LoopStats, price_in_process, run_loop
 from bench.workload import Mix, Workload, build_workload, event_indices, summarize_latencies
 from streams.admin import ensure_topics
+from streams.commands.lag import read_lags
 from streams.names import COSTS_PRICED
 from streams.settings import Settings
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PRICING_ONLY = {"BURNWATCH_DETECTORS_ENABLED": "false", "BURNWATCH_SPEND_TABLES": "false"}
+WITH_DETECTORS = {"BURNWATCH_DETECTORS_ENABLED": "true", "BURNWATCH_SPEND_TABLES": "false"}
+WORKER_ENV = {"worker": PRICING_ONLY, "detectors": WITH_DETECTORS}
 REPO = Path(__file__).resolve().parents[1]
 PROGRESS_EVERY_S = 1.0
 HEALTH_TIMEOUT_S = 120.0
@@ -64,6 +71,7 @@ class Only(str, Enum):
     """Which Kafka phase to run."""
 
     worker = "worker"
+    detectors = "detectors"
     baseline = "baseline"
 
 
@@ -338,10 +346,10 @@ def run_phase(
     processor: WorkerProcess | BaselineProcess
     detail: dict[str, Any] = {"topic_prefix": settings.topic_prefix, "workdir": str(workdir)}
     watcher.start()
-    if name == "worker":
-        # The pricing stage alone, as the baseline loop does: the spend tables and the detectors have
-        # their own measurements (bench.budget_alert, bench.detectors).
-        processor = WorkerProcess(settings, workdir, worker_profile, extra_env=PRICING_ONLY)
+    if name in WORKER_ENV:
+        # ``worker``: the pricing stage alone, as the baseline loop does; ``detectors``: with the detector
+        # stage too. The spend tables and budgets have their own measurement (bench.budget_alert).
+        processor = WorkerProcess(settings, workdir, worker_profile, extra_env=WORKER_ENV[name])
     else:
         processor = BaselineProcess(settings)
     cpu_used: float | None = None
@@ -372,6 +380,9 @@ def run_phase(
                 if message[0] == "done":
                     received.frombytes(message[2])
                     break
+            if name == "detectors":
+                progress.update(task, description="detecting")
+                detail["drained_after_priced_s"] = wait_drained(settings, timeout_s, processor)
         cpu_used = cpu_seconds(processor.pid) - cpu_before
         if isinstance(processor, WorkerProcess):
             detail["worker_metrics"] = processor.metrics()
@@ -405,6 +416,21 @@ def run_phase(
     )
 
 
+def wait_drained(settings: Settings, timeout_s: float, processor: WorkerProcess | BaselineProcess) -> float:
+    """Wait until the worker has committed the end of every input topic; return the seconds it took."""
+    began = time.monotonic()
+    settled = 0
+    while time.monotonic() - began < timeout_s:
+        if not processor.alive():
+            raise PhaseFailed("the worker died before it read all of its input")
+        lags = read_lags(settings, "worker")
+        settled = settled + 1 if lags and all(row.lag == 0 for row in lags) else 0
+        if settled == 2:  # two checks in a row: a commit between them could have been the last
+            return round(time.monotonic() - began, 1)
+        time.sleep(0.5)
+    raise PhaseFailed(f"the worker's input was not all read within {timeout_s:g}s after pricing")
+
+
 # --- reporting ---------------------------------------------------------------------------------------
 
 
@@ -421,6 +447,14 @@ def machine_info() -> dict[str, Any]:
         "nproc": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()], "versions": versions,
     }
+
+
+def detector_cost(results: dict[str, PhaseResult]) -> float | None:
+    """Return the worker's CPU per event with the detectors over without them (1.25: they add 25%)."""
+    worker, detectors = results.get("worker"), results.get("detectors")
+    if worker is None or detectors is None or not worker.events_per_cpu_s or not detectors.events_per_cpu_s:
+        return None
+    return round(worker.events_per_cpu_s / detectors.events_per_cpu_s, 3)
 
 
 def ratios(results: dict[str, PhaseResult]) -> dict[str, float]:
@@ -449,6 +483,9 @@ def print_table(results: dict[str, PhaseResult], in_process: dict[str, Any], rat
     if ratio:
         table.add_row("[bold]worker / baseline", f"[bold]{ratio['events_per_s']:.2f}", f"{ratio['p50']:.2f}",
                       f"{ratio['p99']:.2f}", "", "", f"{ratio['events_per_cpu_s']:.2f}")
+    cost = detector_cost(results)
+    if cost is not None:
+        table.add_row("[bold]detectors / worker", "", "", "", "", "", f"[bold]{cost:.2f}")
     table.add_row("in-process (no Kafka)", f"{in_process['events_per_s']:,.0f}", "", "",
                   f"{in_process['seconds']:,.1f}", "", f"{in_process['events_per_cpu_s']:,.0f}")
     console.print(table)
@@ -482,13 +519,15 @@ def main(
     envelope_size: Annotated[int, typer.Option(min=1, help="events per batch envelope")] = 1000,
     partitions: Annotated[int, typer.Option(min=1, help="partitions of every topic")] = 6,
     timeout: Annotated[float, typer.Option(min=1, help="seconds a phase may take to price all")] = 1800.0,
-    only: Annotated[Only | None, typer.Option(help="run only this Kafka phase")] = None,
+    only: Annotated[list[Only] | None, typer.Option(help="run only this Kafka phase (repeatable)")] = None,
     rate: Annotated[float, typer.Option(min=0, help="pace production (events/s); 0: flat out")] = 0.0,
     inprocess_events: Annotated[int, typer.Option(min=1, help="events for the no-Kafka line")] = 200_000,
     profile: Annotated[bool, typer.Option(help="print a cProfile of the in-process line")] = False,
     worker_profile: Annotated[Path | None, typer.Option(help="cProfile the worker into this file")] = None,
     keep_topics: Annotated[bool, typer.Option(help="keep each phase's topics on the broker")] = False,
     seed: Annotated[int, typer.Option(help="workload seed")] = 7,
+    events_per_s: Annotated[float, typer.Option(
+        min=0.001, help="event-time pace of the workload (events per second of event time)")] = 1000.0,
     output: Annotated[Path, typer.Option(help="directory for the JSON result file")] = RESULTS_DIR,
 ) -> None:
     """Measure priced events per second and produce-to-priced latency: worker, baseline, in-process."""
@@ -504,14 +543,15 @@ def main(
     with console.status(f"building {events:,} events"):
         t0 = time.perf_counter()
         workload = build_workload(events, envelope_size=envelope_size, partitions=partitions, seed=seed,
-                                  start=started_at.replace(minute=0, second=0, microsecond=0))
+                                  start=started_at.replace(minute=0, second=0, microsecond=0),
+                                  events_per_s=events_per_s)
         build_s = time.perf_counter() - t0
     console.print(f"workload: {events:,} events in {len(workload.envelopes):,} envelopes "
                   f"({workload.payload_bytes / 1e6:,.0f} MB) built in {build_s:.1f}s; broker {bootstrap}",
                   highlight=False)
     with console.status("pricing in-process"):
         in_process = in_process_line(workload, min(inprocess_events, events), profile)
-    phases = [only.value] if only else ["worker", "baseline"]
+    phases = [phase.value for phase in (only or list(Only))]
     results: dict[str, PhaseResult] = {}
     failures: dict[str, str] = {}
     for name in phases:
@@ -532,13 +572,14 @@ def main(
         "wall_time_s": round(time.monotonic() - began, 1),
         "bootstrap": bootstrap,
         "events": events, "envelope_size": envelope_size, "envelopes": len(workload.envelopes),
-        "partitions": partitions, "rate": rate or None, "seed": seed,
+        "partitions": partitions, "rate": rate or None, "seed": seed, "events_per_s": events_per_s,
         "mix": workload.counts, "mix_shares": Mix().weights(), "payload_bytes": workload.payload_bytes,
         "workload_build_s": round(build_s, 3),
         "machine": machine_info() | {"load_average_at_start": load_at_start},
         "results": {name: asdict(result) for name, result in results.items()},
         "in_process": in_process,
         "ratio_worker_over_baseline": ratio,
+        "detectors_cpu_per_event_over_worker": detector_cost(results),
         "failures": failures,
     }
     output.mkdir(parents=True, exist_ok=True)

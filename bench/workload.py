@@ -145,17 +145,20 @@ def build_workload(
     seed: int = 7,
     start: datetime | None = None,
     max_bytes: int = MAX_MESSAGE_BYTES,
+    events_per_s: float = 1000.0,
 ) -> Workload:
     """Build ``events`` events of the given mix and pack them into envelopes.
 
-    Event ``i`` has id ``bench-<i>`` and time ``start + i ms``; the same arguments give the same bytes.
+    Event ``i`` has id ``bench-<i>`` and time ``start + i / events_per_s`` seconds (to the millisecond);
+    the same arguments give the same bytes. Pricing ignores the pace; the detectors see it (at the
+    default, 1,000 events a second, every entity runs far faster than in the pool it was drawn from).
 
     >>> w = build_workload(50, envelope_size=10, partitions=3, start=datetime(2026, 1, 1, tzinfo=UTC))
     >>> w.events, sum(e.events for e in w.envelopes), max(e.events for e in w.envelopes) <= 10
     (50, 50, True)
     """
-    if events < 1 or envelope_size < 1 or partitions < 1:
-        raise ValueError("events, envelope_size and partitions must be >= 1")
+    if events < 1 or envelope_size < 1 or partitions < 1 or events_per_s <= 0:
+        raise ValueError("events, envelope_size and partitions must be >= 1, events_per_s > 0")
     start = (start or datetime(2026, 1, 1, tzinfo=UTC)).astimezone(UTC).replace(microsecond=0)
     pool = event_pool(seed, start)
     rng = random.Random(seed)
@@ -166,7 +169,7 @@ def build_workload(
     buffers: dict[tuple[str, int], _Buffer] = {}
     envelopes: list[Envelope] = []
     envelope_of = array("I", bytes(4 * events))
-    second = b""
+    second, second_at = b"", -1
 
     def emit(topic: str, partition: int, buffer: _Buffer) -> None:
         number = len(envelopes)
@@ -178,9 +181,11 @@ def build_workload(
 
     for index, kind in enumerate(kinds):
         template = next(picks[kind])
-        if index % 1000 == 0:
-            second = iso_z(start + timedelta(seconds=index // 1000))[:-5].encode()
-        time = b"%s.%03dZ" % (second, index % 1000)
+        at_ms = int(index * 1000 // events_per_s)
+        if at_ms // 1000 != second_at:
+            second_at = at_ms // 1000
+            second = iso_z(start + timedelta(seconds=second_at))[:-5].encode()
+        time = b"%s.%03dZ" % (second, at_ms % 1000)
         raw = template.render(b"%s%d" % (EVENT_ID_PREFIX.encode(), index), time)
         topic = TOPIC_FOR_TYPE[kind]
         partition = partition_of.get(template.key)

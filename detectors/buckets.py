@@ -133,39 +133,42 @@ def llm_usages(
     >>> u.input_tokens, u.output_tokens, round(u.cost_usd, 3), u.prompt_hash
     (900, 100, 0.003, 'p')
     """
-    sums: dict[str, dict[str, Any]] = {}
+    sums: dict[str, list[Any]] = {}
     for record in records:
-        if record.get(SOURCE) != LLM_SOURCE:
-            continue
-        eid = record[EVENT_ID]
-        acc = sums.get(eid)
-        if acc is None:
-            acc = sums[eid] = {"r": record, "in": 0.0, "out": 0.0, "usd": 0.0}
-        meter = record[METER]
-        if meter in INPUT_METERS:
-            acc["in"] += record[QUANTITY]
-        elif meter in OUTPUT_METERS:
-            acc["out"] += record[QUANTITY]
-        acc["usd"] += record[COST]
-    out = []
-    for eid, acc in sums.items():
-        first = acc["r"]
-        prompt = first.get(PROMPT_HASH) or (prompt_hashes or {}).get(eid)
-        out.append(
-            LlmUsage(
-                time=parse_time(first[START]),
-                app=first.get(APP) or UNALLOCATED,
-                user=first.get(USER) or "",
-                session=first.get(SESSION) or "",
-                model=first.get(MODEL) or "",
-                input_tokens=int(acc["in"]),
-                output_tokens=int(acc["out"]),
-                cost_usd=acc["usd"],
-                prompt_hash=prompt,
-                team=first.get(TEAM),
-            )
-        )
-    return out
+        if record.get(SOURCE) == LLM_SOURCE:
+            add_llm_record(sums, record)
+    return [usage_of(acc, (prompt_hashes or {}).get(eid)) for eid, acc in sums.items()]
+
+
+def add_llm_record(sums: dict[str, list[Any]], record: Mapping[str, Any]) -> None:
+    """Fold one LLM cost record into its request's running sums (keyed by ``x_EventId``)."""
+    eid = record[EVENT_ID]
+    acc = sums.get(eid)
+    if acc is None:
+        acc = sums[eid] = [record, 0.0, 0.0, 0.0]
+    meter = record[METER]
+    if meter in INPUT_METERS:
+        acc[1] += record[QUANTITY]
+    elif meter in OUTPUT_METERS:
+        acc[2] += record[QUANTITY]
+    acc[3] += record[COST]
+
+
+def usage_of(acc: list[Any], prompt_hash: str | None = None) -> LlmUsage:
+    """Return the ``LlmUsage`` of one request's sums (``add_llm_record``); its records' hash wins."""
+    first = acc[0]
+    return LlmUsage(
+        time=parse_time(first[START]),
+        app=first.get(APP) or UNALLOCATED,
+        user=first.get(USER) or "",
+        session=first.get(SESSION) or "",
+        model=first.get(MODEL) or "",
+        input_tokens=int(acc[1]),
+        output_tokens=int(acc[2]),
+        cost_usd=acc[3],
+        prompt_hash=first.get(PROMPT_HASH) or prompt_hash,
+        team=first.get(TEAM),
+    )
 
 
 @dataclass(slots=True)

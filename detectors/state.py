@@ -31,6 +31,19 @@ def to_dict(state: State) -> dict[str, Any]:
     return doc
 
 
+def stamped(state: State) -> dict[str, Any]:
+    """Return a shallow copy of ``state`` stamped with the state version, to be serialized at once.
+
+    ``to_dict`` without the deep check: for the stream's saves, where every changed state is written
+    once per batch and the detectors' own states are JSON-safe by construction (the contract and eval
+    tests round-trip them); a state that is not fails ``from_dict`` on restore, which drops it.
+
+    >>> stamped({"n": 1, "w": [1.5]})
+    {'n': 1, 'w': [1.5], '_v': 1}
+    """
+    return {**state, "_v": STATE_VERSION}
+
+
 def from_dict(doc: dict[str, Any]) -> State:
     """Rebuild a state from ``to_dict`` output (or its JSON); reject unknown versions.
 

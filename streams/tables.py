@@ -56,18 +56,19 @@ class BatchLoggedTable(faust.Table):  # type: ignore[misc]  # faust ships no typ
         store = self.data
         if partition is None:
             partition = faust.current_event().message.partition
-        if getattr(store, "_dbs", None) is None:  # memory store
-            for key, value in items:
-                store[key] = value
+        # keys and values encoded once (JSON, as faust reads them), for the store and the changelog alike
+        encoded = [(to_json(key), to_json(value)) for key, value in items]
+        if getattr(store, "_dbs", None) is None:  # memory store: a decoded copy, as RocksDB would give back
+            for (key, _), (_, value) in zip(items, encoded, strict=True):
+                store[key] = from_json(value)
                 store._key_partition[key] = partition
         else:
-            # One RocksDB write for the batch, keys and values encoded once (JSON, as faust reads them)
-            batch = rocksdict.WriteBatch(raw_mode=True)
-            for key, value in items:
-                batch.put(to_json(key), to_json(value))
+            batch = rocksdict.WriteBatch(raw_mode=True)  # one RocksDB write for the batch
+            for key_json, value_json in encoded:
+                batch.put(key_json, value_json)
             store._db_for_partition(partition).write(batch)
         self.send_changelog(
-            partition, key=to_json(batch_key), value=to_json({"items": items}),
+            partition, key=to_json(batch_key), value=batch_message(encoded),
             key_serializer="raw", value_serializer="raw",
         )
 
@@ -190,3 +191,13 @@ def define_spend_table(app: faust.App, settings: Settings) -> BatchLoggedTable:
     """
     horizon_s = max(settings.dedup_horizon_hours * 3600, 86_400 + settings.spend_lateness_hours * 3600 + 3600)
     return _batch_logged(app, settings, SPEND_TABLE, int(horizon_s))
+
+
+def batch_message(encoded: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """Return the changelog value of a batch from its entries' JSON: ``to_json({"items": items})``.
+
+    >>> items = [("a", {"x": [1, 2.5, None]}), ("b", None)]
+    >>> batch_message([(to_json(k), to_json(v)) for k, v in items]) == to_json({"items": items})
+    True
+    """
+    return b'{"items":[' + b",".join(b"[%s,%s]" % pair for pair in encoded) + b"]}"

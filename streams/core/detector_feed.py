@@ -27,6 +27,7 @@ reports, so a node that stops is a telemetry gap while the other nodes report.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,9 +44,13 @@ from detectors.buckets import (
     COST,
     EGRESS_METER,
     END,
+    LLM_SOURCE,
     METER,
+    MODEL,
+    PROJECT,
     QUANTITY,
     RESOURCE,
+    SOURCE,
     SPEND_SCOPES,
     START,
     STORAGE_METER,
@@ -55,19 +60,21 @@ from detectors.buckets import (
     GpuBucket,
     LlmUsage,
     SeriesBucket,
-    llm_usages,
+    add_llm_record,
     parse_time,
+    usage_of,
 )
 from detectors.config import DetectorConfig
 from detectors.findings import Finding
 from detectors.runner import TICK_S, DetectorRunner
-from detectors.state import from_dict, to_dict
+from detectors.state import StateError, from_dict, stamped
 
 GPU, USAGE, SERIES, TICK = "g", "u", "s", "t"
 FOLD_S = 60.0  # series inputs of one batch are summed per minute before they are sent
 IDLE_SOURCE_S = 300.0
 IDLE_WALL_S = 30.0
 SEEN, STATE, PEERS, MARK = "i|", "s|", "p|", "w|"
+log = logging.getLogger("burnwatch.detectors")
 Item = list[Any]
 
 
@@ -91,27 +98,21 @@ def route(records: Iterable[Mapping[str, Any]], fold_s: float = FOLD_S) -> dict[
     >>> [(item[0], item[2:]) for item in route([rec, later])["team:ml"]]
     [('s', ['spend_spike', 'team', 'ml', 1767225600.0, 0.02, 0.0])]
     """
-    records = list(records)
     out: dict[str, list[Item]] = {}
-    folds: dict[tuple[str, str, str, str, float], list[Any]] = {}
-    times: dict[str, float] = {}
-
-    def fold(kind: str, scope: str, key: str, t: float, cost: float, quantity: float, charge: str) -> None:
-        start = math.floor(t / fold_s) * fold_s
-        sums = folds.get((kind, scope, key, start))
-        if sums is None:
-            folds[(kind, scope, key, start)] = [cost, quantity, [charge]]
-        else:
-            sums[0] += cost
-            sums[1] += quantity
-            sums[2].append(charge)
-
+    # one pass: a record's charge goes to its (minute, team, project, model) group, its LLM meters to its
+    # request's sums; the groups fold into the three spend scopes after it
+    spend: dict[tuple[float, str, str | None, str | None], list[Any]] = {}
+    egress: dict[tuple[str, float], list[Any]] = {}
+    usages: dict[str, list[Any]] = {}
+    times: dict[str, tuple[float, float]] = {}
     for record in records:
         charge = record["x_ChargeId"]
         text = record[START]
-        t = times.get(text)
-        if t is None:
-            t = times[text] = parse_time(text)
+        known = times.get(text)
+        if known is None:
+            t = parse_time(text)
+            known = times[text] = (t, math.floor(t / fold_s) * fold_s)
+        t, minute = known
         cost = record[COST]
         meter = record.get(METER)
         if meter == "gpu_hours":
@@ -120,31 +121,49 @@ def route(records: Iterable[Mapping[str, Any]], fold_s: float = FOLD_S) -> dict[
                 GPU, charge, t, parse_time(record[END]), float(record.get(UTIL) or 0.0),
                 bool(record.get(ALLOCATED)), cost, record.get(CLUSTER), record.get(TEAM), gpu,
             ])
-        for scope, column in SPEND_SCOPES:
-            key = record.get(column) or (UNALLOCATED if scope == "team" else None)
-            if key:
-                fold("spend_spike", scope, key, t, cost, 0.0, charge)
+        elif record.get(SOURCE) == LLM_SOURCE:
+            add_llm_record(usages, record)
+        group = (minute, record.get(TEAM) or UNALLOCATED, record.get(PROJECT), record.get(MODEL))
+        sums = spend.get(group)
+        if sums is None:
+            spend[group] = [cost, [charge]]
+        else:
+            sums[0] += cost
+            sums[1].append(charge)
         if meter == EGRESS_METER or meter == STORAGE_METER:
             # a storage report opens the bucket's egress series at 0: quiet minutes count (as SeriesBucketer)
-            egress = meter == EGRESS_METER
-            fold("egress_spike", "bucket", str(record[RESOURCE]), t, cost if egress else 0.0,
-                 record.get(QUANTITY, 0.0) if egress else 0.0, charge)
-    for (kind, scope, key, start), (cost, quantity, charges) in folds.items():
+            moved = meter == EGRESS_METER
+            where = (str(record[RESOURCE]), minute)
+            sums = egress.get(where)
+            if sums is None:
+                sums = egress[where] = [0.0, 0.0, []]
+            sums[0] += cost if moved else 0.0
+            sums[1] += record.get(QUANTITY, 0.0) if moved else 0.0
+            sums[2].append(charge)
+    folds: dict[tuple[str, str, str, float], list[Any]] = {}
+    for (minute, *keys), (cost, charges) in spend.items():
+        for (scope, _), key in zip(SPEND_SCOPES, keys, strict=True):
+            if key:
+                sums = folds.get((scope, key, "spend_spike", minute))
+                if sums is None:
+                    folds[(scope, key, "spend_spike", minute)] = [cost, 0.0, list(charges)]
+                else:
+                    sums[0] += cost
+                    sums[2] += charges
+    for (bucket, minute), sums in egress.items():
+        folds[("bucket", bucket, "egress_spike", minute)] = sums
+    for (scope, key, kind, minute), (cost, quantity, charges) in folds.items():
         digest = blake2b("\x1f".join((kind, key, *charges)).encode(), digest_size=12).hexdigest()
         out.setdefault(f"{scope}:{key}", []).append(
-            [SERIES, f"{scope}|{digest}", kind, scope, key, start, cost, quantity]
+            [SERIES, f"{scope}|{digest}", kind, scope, key, minute, cost, quantity]
         )
-    for usage_id, usage in _usages(records):
+    for event_id, acc in usages.items():
+        usage = usage_of(acc)
         out.setdefault(f"app:{usage.app}", []).append([
-            USAGE, usage_id, usage.time, usage.app, usage.user, usage.session, usage.model,
+            USAGE, event_id, usage.time, usage.app, usage.user, usage.session, usage.model,
             usage.input_tokens, usage.output_tokens, usage.cost_usd, usage.prompt_hash, usage.team,
         ])
     return out
-
-
-def _usages(records: list[Mapping[str, Any]]) -> list[tuple[str, LlmUsage]]:
-    ids = list(dict.fromkeys(r["x_EventId"] for r in records if r.get("x_SourceType") == "llm.request"))
-    return list(zip(ids, llm_usages(records), strict=True))
 
 
 def tick(watermark: float) -> Item:
@@ -333,9 +352,9 @@ class PartitionDetectors:
         runner = self.runner
         for name, key in sorted(runner.changed):
             state = runner.states[name].get(key)
-            entries.append((f"{STATE}{name}|{key}", None if state is None else to_dict(state)))
+            entries.append((f"{STATE}{name}|{key}", None if state is None else stamped(state)))
         for app in sorted(runner.peers_changed):
-            entries.append((PEERS + app, to_dict(runner.peers[app])))
+            entries.append((PEERS + app, stamped(runner.peers[app])))
         runner.changed.clear()
         runner.peers_changed.clear()
         entries.append((f"{MARK}{self.partition}", [_finite(runner.watermark), _finite(runner.flushed_to)]))
@@ -355,11 +374,17 @@ class PartitionDetectors:
         for key, value in entries:
             if value is None:
                 continue
-            if key.startswith(STATE):
-                name, entity = key[len(STATE):].split("|", 1)
-                runner.restore(name, entity, from_dict(value))
-            elif key.startswith(PEERS):
-                runner.peers[key[len(PEERS):]] = from_dict(value)
+            if key.startswith(STATE) or key.startswith(PEERS):
+                try:
+                    state = from_dict(value)
+                except StateError as error:  # one unreadable state starts that entity afresh
+                    log.warning("dropped the saved detector state %s: %s", key, error)
+                    continue
+                if key.startswith(PEERS):
+                    runner.peers[key[len(PEERS):]] = state
+                else:
+                    name, entity = key[len(STATE):].split("|", 1)
+                    runner.restore(name, entity, state)
             elif key == f"{MARK}{partition}":
                 runner.watermark, runner.flushed_to = (v if v is not None else -math.inf for v in value)
             elif key.startswith(SEEN) and isinstance(value, list):

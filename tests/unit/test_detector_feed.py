@@ -246,3 +246,11 @@ def test_the_minute_and_the_hour_that_start_together_are_two_buckets() -> None:
         closed = {(b.entity["window"], b.start % 3600): b.cost_usd for b in bucketer.flush(parse_time(
             "2026-01-01T02:00:00Z"))}
         assert closed == {("1m", 0.0): 2.0, ("1m", 60.0): 1.0, ("1m", 1800.0): 1.0, ("1h", 0.0): 4.0}
+
+
+def test_an_unreadable_saved_state_is_dropped_on_restore_not_fatal() -> None:
+    entries = [("s|runaway|app=bot", {"_v": 99, "n": 1}), ("p|bot", {"m": float("nan")}),
+               ("s|runaway|app=cx", {"n": 3, "_v": 1})]
+    det = PartitionDetectors.restore(0, entries)
+    assert det.runner.states["runaway"] == {"app=cx": {"n": 3, "_v": 1}}
+    assert det.runner.peers == {}
