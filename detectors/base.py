@@ -59,8 +59,13 @@ def open_finding(
     evidence: dict[str, Any],
     labels: Mapping[str, str] | None = None,
 ) -> Finding:
-    """Record an open finding in ``state`` and return its ``open`` value."""
-    state.setdefault("open", {})[kind] = {
+    """Record an open finding in ``state`` and return its ``open`` value.
+
+    This and the other finding helpers change ``state`` itself, never the containers it shares with
+    the step's input state (a step copies its state shallowly): the open findings are copied on write.
+    """
+    opened = state["open"] = dict(state.get("open", {}))
+    opened[kind] = {
         "s": started,
         "d": detected,
         "u": detected,
@@ -76,7 +81,7 @@ def open_finding(
 
 def grow_finding(state: State, kind: str, *, usd: float, usd_per_hour: float) -> None:
     """Update the cost impact of the open ``kind`` finding (no output)."""
-    record = state["open"][kind]
+    record = _own_record(state, kind)
     record["usd"], record["uph"] = usd, usd_per_hour
 
 
@@ -84,9 +89,9 @@ def maybe_update(
     state: State, kind: str, now: float, every_s: float, evidence: dict[str, Any]
 ) -> list[Finding]:
     """Return an ``update`` finding at most every ``every_s`` seconds of event time while open."""
-    record = state["open"][kind]
-    if now - record["u"] < every_s:
+    if now - state["open"][kind]["u"] < every_s:
         return []
+    record = _own_record(state, kind)
     record["u"] = now
     return [_finding(record, kind, "update", evidence)]
 
@@ -95,13 +100,23 @@ def resolve_finding(
     state: State, kind: str, when: float, evidence: dict[str, Any] | None = None
 ) -> list[Finding]:
     """Close the open ``kind`` finding at event time ``when``; return its ``resolved`` value."""
-    record = state.get("open", {}).pop(kind, None)
-    if record is None:
+    if kind not in state.get("open", {}):
         return []
-    if not state["open"]:
+    opened = dict(state["open"])
+    record = opened.pop(kind)
+    if opened:
+        state["open"] = opened
+    else:
         del state["open"]
     found = _finding(record, kind, "resolved", evidence or {})
     return [found.resolve(at(max(when, record["s"])))]
+
+
+def _own_record(state: State, kind: str) -> dict[str, Any]:
+    """Return the open ``kind`` record, copied (with the open findings) so ``state`` owns it."""
+    opened = state["open"] = dict(state["open"])
+    record = opened[kind] = dict(opened[kind])
+    return record
 
 
 def begin_step(
@@ -116,7 +131,7 @@ def begin_step(
     ...          "usd": 0.0, "uph": 0.0, "e": {}, "l": {}}}, "run": 3}
     >>> class B: start, end, entity = 100.0, 102.0, {"session": "s"}
     >>> new, found = begin_step(state, "k", B, 60.0, forget=("run",))
-    >>> [f.state for f in found], new["last"], "run" in new, "open" in state
+    >>> [f.state for f in found], new["last"], "run" in new, "k" in state["open"]
     (['resolved'], 102.0, False, True)
     """
     state = dict(state)

@@ -109,12 +109,12 @@ class IdleGpuDetector:
         slots: list[list[float]] = [
             s for s in state.get("slots", []) if s[0] > bucket.end - cfg.underused_window_s - SLOT_S
         ]
-        if slots and slots[-1][0] == slot:
-            slots[-1][1] += bucket.util_pct
-            slots[-1][2] += 1
+        if slots and slots[-1][0] == slot:  # a new list: the input state's slots stay as they were
+            slots[-1] = [slot, slots[-1][1] + bucket.util_pct, slots[-1][2] + 1]
         else:
             slots.append([slot, bucket.util_pct, 1])
-        state["slots"] = [[s[0], round(s[1], 3), s[2]] for s in slots]
+        # only the last slot changed; the others were rounded when they were last written
+        state["slots"] = [*slots[:-1], [slot, round(slots[-1][1], 3), slots[-1][2]]]
         covered = bucket.end - slots[0][0]
         mean = sum(s[1] for s in slots) / sum(s[2] for s in slots)
         if is_open(state, GPU_UNDERUSED):

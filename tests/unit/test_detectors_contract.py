@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 from collections.abc import Callable, Iterator
@@ -199,6 +200,20 @@ def test_state_round_trips_through_json(case: Case) -> None:
     assert restarted == plain
     for state in states:
         assert decode(encode(state)) == {**json.loads(json.dumps(state)), "_v": 1}
+
+
+def test_a_step_leaves_its_input_state_as_it_was(case: Case) -> None:
+    """The steps are pure: each returns a new state and never writes into the one it was given."""
+    detector = case.make()
+    state, last = detector.new_state(), T0
+    for bucket in case.buckets(5):
+        before = copy.deepcopy(state)
+        new, _ = detector.update(state, bucket)
+        assert state == before
+        state, last = new, bucket.end
+    before = copy.deepcopy(state)
+    detector.tick(state, last + 7200.0)
+    assert state == before
 
 
 def test_state_size_is_bounded(case: Case) -> None:
