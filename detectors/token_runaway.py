@@ -5,7 +5,8 @@ The rate is the spend of the last ``window_s`` seconds, in USD per hour. It is f
 lift explains) and either ``z`` deviations above it or, against the entity's own baseline, its request
 count is improbable for the usual request rate (Poisson tail below ``p_value``): sparse sessions have
 spend too jumpy for a deviation test alone. Sessions are also judged over the shorter spans of
-``scan_fractions``, against the app's current level from ``app_activity`` (no lag behind a burst). The
+``scan_fractions``, against the app's current level from ``app_activity`` (no lag behind a burst), and
+sequentially (``excess_cusum``: evidence accumulated from the onset, not over one span). The
 baseline is the entity's own, learned online: time-weighted rates that learn a bucket once it has left
 the window (so a ramp never raises its own bar), an exponentially weighted variance, and per hour of
 day for apps (a busy afternoon is not an anomaly). An entity too new to have one is compared with its
