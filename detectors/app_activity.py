@@ -138,3 +138,39 @@ def lifts(
         lift_req = (req - own_req) / (base_req * span_s) if base_req > 0 else 1.0
         out.append((max(1.0, lift_usd), max(1.0, lift_req)))
     return out
+
+
+def lift_between(
+    peers: State | None,
+    start: float,
+    end: float,
+    own_requests: int,
+    own_rate: float,
+    window_s: float,
+    tau_s: float,
+) -> float | None:
+    """Return the request lift of the rest of the app over exactly ``(start, end]`` (>= 1).
+
+    The app's session requests in buckets that ended in that stretch, without the judged session's
+    ``own_requests``, against the app's baseline request rate without the session's ``own_rate``: how
+    much of the session's count over those seconds its app explains. Only the tracked window counts;
+    unknown (None) until the baseline has learned a whole ``window_s``, as for ``lifts``.
+
+    >>> peers = {"cw": [[98.0, 1.0, 10], [100.0, 4.0, 40]], "cu": 9.0, "cq": 90.0, "c0": 0.0, "ct": 90.0}
+    >>> round(lift_between(peers, 98.0, 100.0, 4, 0.0, 10.0, 1e9), 3)  # 36 others in 2 s, 1 a second
+    18.0
+    >>> round(lift_between(peers, 96.0, 98.0, 0, 0.0, 10.0, 1e9), 3)  # 10 in 2 s: 5 a second
+    5.0
+    >>> lift_between({}, 0.0, 1.0, 0, 0.0, 10.0, 1e9) is None
+    True
+    """
+    if not peers or "c0" not in peers or peers["ct"] - peers["c0"] < window_s:
+        return None
+    base = time_rate(peers["cq"], peers["c0"], peers["ct"], tau_s) - own_rate
+    if base <= 0 or end <= start:
+        return 1.0
+    req = 0
+    for entry_end, _usd, n in peers["cw"]:
+        if start < entry_end <= end:
+            req += n
+    return max(1.0, (req - own_requests) / (base * (end - start)))

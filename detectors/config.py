@@ -75,6 +75,16 @@ class RunawayConfig(_Frozen):
         description="between flagged buckets, one over the ratio bar and this improbable (or judged against "
         "peers) keeps the confirm count",
     )
+    cusum_excess: float = Field(
+        3.0,
+        description="sessions: a sequential (CUSUM) test of the request count from the onset, against the "
+        "own baseline x app lift, tuned to a runaway adding this many times the baseline on top",
+    )
+    cusum_h: float = Field(
+        11.0,
+        description="...over the ratio bar with its log-likelihood ratio above this is flagged like a "
+        "count below p_value",
+    )
     min_usd_per_hour: float = Field(5.0, description="ignore rates below this (noise on tiny spend)")
     min_requests: int = Field(8, description="a runaway is sustained: at least this many requests in window")
     user_min_requests: int = Field(20, description="the same for users (their traffic mixes many sessions)")

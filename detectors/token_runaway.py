@@ -5,7 +5,8 @@ The rate is the spend of the last ``window_s`` seconds, in USD per hour. It is f
 lift explains) and either ``z`` deviations above it or, against the entity's own baseline, its request
 count is improbable for the usual request rate (Poisson tail below ``p_value``): sparse sessions have
 spend too jumpy for a deviation test alone. Sessions are also judged over the shorter spans of
-``scan_fractions``, against the app's current level from ``app_activity`` (no lag behind a burst). The
+``scan_fractions``, against the app's current level from ``app_activity`` (no lag behind a burst), and
+sequentially (``excess_cusum``: evidence accumulated from the onset, not over one span). The
 baseline is the entity's own, learned online: time-weighted rates that learn a bucket once it has left
 the window (so a ramp never raises its own bar), an exponentially weighted variance, and per hour of
 day for apps (a busy afternoon is not an anomaly). An entity too new to have one is compared with its
@@ -18,7 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from detectors.app_activity import add_traffic, lifts
+from detectors.app_activity import add_traffic, lift_between, lifts
 from detectors.base import (
     Step,
     ew,
@@ -57,6 +58,32 @@ def poisson_sf(k: int, mean: float) -> float:
         i += 1
         term *= mean / i
     return min(1.0, total)
+
+
+def excess_cusum(score: float, requests: int, expected: float, lift: float, excess: float) -> float:
+    """Return the Poisson CUSUM ``score`` after ``requests`` more, ``expected`` the own baseline count.
+
+    A log-likelihood ratio accumulated from the onset (Page's CUSUM, reset at zero): the session's
+    requests against ``lift`` x its own baseline (what a busy app explains), versus that plus ``excess``
+    x its baseline on top (a runaway). Per request it gains ``ln(1 + excess / lift)``; per stretch it
+    loses ``excess`` x the baseline count ``expected`` of that stretch, whatever the lift, so a session
+    that only follows its app's burst drifts down.
+
+    >>> s = 0.0
+    >>> for _ in range(10):  # 4 requests a bucket where 1 is usual: 5x, no burst
+    ...     s = excess_cusum(s, 4, 1.0, 1.0, 3.0)
+    >>> round(s, 2)
+    25.45
+    >>> round(excess_cusum(s, 0, 30.0, 1.0, 3.0), 2)  # a quiet stretch brings it back to zero
+    0.0
+    >>> s = 0.0
+    >>> for _ in range(10):  # 3 where 1 is usual, all explained by a 3x burst
+    ...     s = excess_cusum(s, 3, 1.0, 3.0, 3.0)
+    >>> s
+    0.0
+    """
+    gain = requests * math.log1p(excess / lift) if requests else 0.0
+    return max(0.0, score + gain - excess * expected)
 
 
 class TokenRunawayDetector:
@@ -135,6 +162,8 @@ class TokenRunawayDetector:
             base = None
         else:
             base = self._baseline(state, slot, peers, bucket.end)
+        if base is None:
+            state.pop("cs", None)
         if base is not None:
             mean, sd, basis = base
             ratio = cfg.app_ratio if scope == "app" else cfg.ratio
@@ -151,6 +180,9 @@ class TokenRunawayDetector:
             per_s = self._rates(state)[1] if basis != "peer" and spans else None
             p_bar = cfg.p_value / max(1, len(spans))  # a scan over several spans: split the budget
             expected = lift_usd = 0.0
+            # the sequential test: [score, time it reaches], kept while the session is judged
+            seq = state.pop("cs", None)
+            score = self._sequential(state, seq, peers, per_s) if scope == "session" and not opened else 0.0
             for span, judged_rate, judged, lift_usd, lift_req in spans:
                 # a busy app explains lift x the usual spend; a runaway spends (ratio - 1) x usual on top
                 explained = mean * lift_usd
@@ -161,6 +193,10 @@ class TokenRunawayDetector:
                     or judged_rate < explained + (ratio - 1.0) * mean
                 ):
                     continue
+                # over the ratio bar, and the excess count accumulated since the onset is improbable
+                if score > cfg.cusum_h:
+                    flagged = True
+                    break
                 p_value = poisson_sf(judged, expected) if per_s is not None else 1.0
                 # over the ratio bar and either unlikely by count or (against peers) with no count test
                 warm = warm or p_value <= cfg.warm_p_value or per_s is None
@@ -208,6 +244,7 @@ class TokenRunawayDetector:
                             "basis": basis,
                             "requests_in_window": requests,
                             "expected_requests": round(expected, 2),
+                            "sequential_score": round(score, 2),
                             "app_lift": round(lift_usd, 3),
                             "input_tokens": bucket.input_tokens,
                             "output_tokens": bucket.output_tokens,
@@ -227,6 +264,38 @@ class TokenRunawayDetector:
             self._learn(state, slot, rate, bucket.end)
         state["rate"] = rate
         return state, found
+
+    def _sequential(
+        self, state: State, seq: list[float] | None, peers: State | None, per_s: float | None
+    ) -> float:
+        """Advance the session's sequential test (``excess_cusum``) by the bucket before this one.
+
+        Lagged one bucket: the app's level over a stretch is complete only once every session's bucket
+        ending in it has arrived, and those ending with this bucket may not have. The stretch since the
+        score's time is judged against the app's lift over exactly those seconds (``lift_between``), so
+        a session's share of a burst is explained however short the burst. Stored only while above zero.
+        """
+        window = state["w"]
+        if per_s is None or len(window) < 2:
+            return 0.0
+        cfg = self.config
+        prev_end, prev_req, prev_start = window[-2][0], window[-2][2], window[-2][3]
+        score, since = seq if seq else (0.0, prev_start)
+        lift = lift_between(
+            peers,
+            max(since, prev_end - cfg.window_s),
+            prev_end,
+            prev_req,
+            per_s,
+            cfg.window_s,
+            cfg.baseline_tau_s,
+        )
+        if lift is None:
+            return 0.0
+        score = excess_cusum(score, prev_req, per_s * max(0.0, prev_end - since), lift, cfg.cusum_excess)
+        if score > 0.0:
+            state["cs"] = [score, prev_end]
+        return score
 
     def _grow(self, state: State, bucket: LlmBucket, rate: float, requests: int) -> list[Finding]:
         record = state["open"][TOKEN_RUNAWAY]

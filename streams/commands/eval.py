@@ -61,6 +61,7 @@ class ScenarioRun:
     events: int = 0
     loop_requests_to_detect: list[int] = field(default_factory=list)
     long_lived_entity_days: float = 0.0
+    bystander_alarms: list[str] = field(default_factory=list)
 
 
 def _long_lived_days(runner: DetectorRunner, span_s: float) -> float:
@@ -333,7 +334,19 @@ def traces_run(
         )
     runner.finish()
     evaluation = evaluate(runner.findings, windows, _family_days(runner, span))
-    return ScenarioRun(f"traces {app} seed={seed}", evaluation, len(requests))
+    # the metrics take any runaway of the app during an injected window (plus grace) as explained; a
+    # session or user alarm naming neither an injected session nor its user is listed here as well
+    named = {w.entity for w in windows} | {_user(w.entity) for w in windows}
+    bystanders = [
+        f"{found.entity.get('session') or found.entity['user']} "
+        f"at {found.detected_at.timestamp() - t_first:.0f} s"
+        for found in runner.findings
+        if found.kind == TOKEN_RUNAWAY
+        and found.state == "open"
+        and ("session" in found.entity or "user" in found.entity)
+        and not named & set(found.entity.values())
+    ]
+    return ScenarioRun(f"traces {app} seed={seed}", evaluation, len(requests), bystander_alarms=bystanders)
 
 
 def _user(session: str) -> str:
@@ -418,6 +431,7 @@ def summarize(runs: Sequence[ScenarioRun]) -> dict[str, Any]:
         "kinds": {k: rep.to_dict() for k, rep in sorted(merged.items())},
         "incident_free": {k: rep.to_dict() for k, rep in sorted(clean_merged.items())},
         "agent_loop_requests_to_detect": {"max": max(loops) if loops else None, "all": loops},
+        "bystander_runaway_alarms": [f"{r.name}: {alarm}" for r in runs for alarm in r.bystander_alarms],
         "incident_free_false_alarms": clean_fa,
         "incident_free_long_lived_entity_days": round(long_lived_days, 1),
         "incident_free_false_alarms_per_1000_entity_days": (

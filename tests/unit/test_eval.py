@@ -159,5 +159,7 @@ def test_every_five_times_session_within_sixty_seconds() -> None:
     ]
     assert len(delays) == sum(len(run.evaluation.matches) for run in runs) == 6
     assert max(delays) <= 60
-    runaway = eval_command.summarize(runs)["kinds"]["token_runaway"]
-    assert runaway["false_alarms"] == 0
+    summary = eval_command.summarize(runs)
+    assert summary["kinds"]["token_runaway"]["false_alarms"] == 0
+    # stricter than the metrics, which take any runaway of the app during a window as explained
+    assert summary["bystander_runaway_alarms"] == []

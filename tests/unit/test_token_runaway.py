@@ -4,7 +4,8 @@ import json
 import random
 
 from detectors.buckets import LlmBucket
-from detectors.token_runaway import TokenRunawayDetector, poisson_sf
+from detectors.config import RunawayConfig
+from detectors.token_runaway import TokenRunawayDetector, excess_cusum, poisson_sf
 
 T0 = 1_772_409_600.0
 
@@ -70,12 +71,15 @@ def poisson(rng: random.Random, mean: float) -> int:
 
 
 def run_app(
-    seed: int, burst: tuple[float, float, float], hot: tuple[str, float] | None = None
+    seed: int,
+    burst: tuple[float, float, float],
+    hot: tuple[str, float] | None = None,
+    config: RunawayConfig | None = None,
 ) -> list[tuple[str, float]]:
     """Twenty sessions at 8 requests a minute in 2 s buckets; the app runs ``burst[2]`` x between its
     first two values (seconds); ``hot`` adds ``(session, extra x its rate)`` from the burst's start."""
     rng = random.Random(seed)
-    det, peers, states, opened = TokenRunawayDetector(), {}, {}, []
+    det, peers, states, opened = TokenRunawayDetector(config), {}, {}, []
     per_bucket = 8 / 60 * 2.0
     for i in range(1800):  # one hour
         t = T0 + 2.0 * i
@@ -106,6 +110,49 @@ def test_a_runaway_during_its_apps_burst_is_still_found_within_a_minute() -> Non
     opened = run_app(2, (2400.0, 2700.0, 2.0), hot=("s07", 4.0))
     assert [key for key, _ in opened] == ["s07"]
     assert opened[0][1] <= 60
+
+
+def test_the_sequential_score_accumulates_excess_requests_and_not_a_followed_burst() -> None:
+    excess, h = RunawayConfig().cusum_excess, RunawayConfig().cusum_h
+    score, crossed = 0.0, None
+    for i in range(30):  # 2 s buckets of a session at 8 a minute, now 5x: 4 excess per 0.27 expected
+        score = excess_cusum(score, 1 if i % 2 else 2, 8 / 60 * 2.0, 1.0, excess)
+        crossed = crossed if crossed is not None or score <= h else i
+    assert crossed is not None and crossed * 2.0 <= 30
+    following = 0.0
+    for i in range(300):  # the same count, all of it explained by the app running 5x: never accumulates
+        following = excess_cusum(following, 1 if i % 2 else 2, 8 / 60 * 2.0, 5.6, excess)
+    assert following < 2.0
+    assert excess_cusum(50.0, 0, 100.0, 1.0, excess) == 0.0  # a quiet stretch resets it
+
+
+def test_a_runaway_starting_with_its_apps_burst_is_found_sooner_by_the_sequential_test() -> None:
+    """Adding 4x while the app bursts 3x: the count over any one span stays under its bar for a
+    minute, while the sequential score, accumulated from the onset, crosses its bar within it."""
+    without = run_app(1, (2400.0, 2700.0, 3.0), hot=("s07", 4.0), config=RunawayConfig(cusum_h=1e9))
+    opened = run_app(1, (2400.0, 2700.0, 3.0), hot=("s07", 4.0))
+    assert [key for key, _ in opened] == [key for key, _ in without] == ["s07"]
+    assert opened[0][1] <= 60 < without[0][1]
+
+
+def test_the_sequential_score_is_a_small_json_value_in_the_session_state() -> None:
+    rng = random.Random(8)
+    det, peers, states = TokenRunawayDetector(), {}, {}
+    scores = []
+    for i in range(1200):
+        for key in ("o0", "o1", "o2", "o3", "s1"):  # s1 runs 5x over its last 200 s
+            n = poisson(rng, 8 / 60 * 2.0 * (5 if key == "s1" and i >= 1100 else 1))
+            if n:
+                t = T0 + 2.0 * i
+                b = LlmBucket("session", key, "bot", t, t + 2.0, requests=n, cost_usd=0.01 * n)
+                states[key], _ = det.update(states.get(key, {}), b, peers=peers)
+                peers = det.learn_peer(peers, states[key])
+                if key == "s1" and "cs" in states[key]:
+                    scores.append(states[key]["cs"])
+    assert scores and all(len(s) == 2 and s[0] > 0 for s in scores)
+    assert max(s[0] for s in scores) > 5.0  # it accumulates over the runaway's first buckets
+    state = states["s1"]
+    assert json.loads(json.dumps(state)) == state and len(json.dumps(state)) <= 2048
 
 
 def test_learning_a_peer_leaves_the_old_peer_state_untouched() -> None:
