@@ -4,7 +4,8 @@ Pure: findings and labeled windows in, one ``KindReport`` per finding kind out. 
 ``open`` finding. It is *true* when a window of the same kind names one of its entity values and it
 was detected inside the window (or within ``grace_s`` after, for a resolve-and-reopen at the edge);
 it is also true, without counting toward recall, when a window *explains* its kind (an agent loop
-also raises the team's spend). Every other alarm is a false alarm, counted per 1,000 entity-days.
+also raises the team's spend; a runaway session its user's and app's runaway, never another
+session's). Every other alarm is a false alarm, counted per 1,000 entity-days.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Window:
     end: float
     explains: tuple[str, ...] = ()
     related: frozenset[str] = frozenset()
+    exclusive: tuple[str, ...] = ()  # entity keys an explained finding may only name this incident's own
     grace_s: float = 600.0
     label: str = ""
 
@@ -42,11 +44,28 @@ class Window:
         return self.entity in finding.entity.values()
 
     def explains_finding(self, finding: Finding) -> bool:
-        """Return True if this incident can cause ``finding`` as a side effect."""
+        """Return True if this incident can cause ``finding`` as a side effect.
+
+        A finding on another session of the same app is not explained by a runaway session: with
+        ``exclusive=("session", "user")`` such a finding names a session or user this incident does not.
+
+        >>> from datetime import UTC, datetime
+        >>> t = datetime.fromtimestamp(50.0, tz=UTC)
+        >>> def runaway(**entity):
+        ...     return Finding("token_runaway", entity, "open", "error", "", t, t)
+        >>> w = Window("token_runaway", "s1", 0.0, 100.0, explains=("token_runaway",),
+        ...            related=frozenset({"bot", "u1"}), exclusive=("session", "user"))
+        >>> [w.explains_finding(runaway(**e)) for e in ({"app": "bot"}, {"app": "bot", "user": "u1"},
+        ...                                              {"app": "bot", "session": "s2"})]
+        [True, True, False]
+        """
         if finding.kind not in self.explains or not self.covers(finding):
             return False
         values = set(finding.entity.values())
-        return self.entity in values or bool(self.related & values)
+        if not (self.entity in values or self.related & values):
+            return False
+        own = self.related | {self.entity}
+        return all(finding.entity[key] in own for key in self.exclusive if key in finding.entity)
 
 
 @dataclass(slots=True)

@@ -185,6 +185,7 @@ def simulator_run(
                         end,
                         explains=(*kinds, SPEND_SPIKE),
                         related=related,
+                        exclusive=("session", "user"),
                         label=f"loop x{intensity}",
                     )
                 )
@@ -307,6 +308,7 @@ def traces_run(
                 end,
                 explains=(TOKEN_RUNAWAY, SPEND_SPIKE),
                 related=frozenset({app, _user(target), "gpt-4o", "traces"}),
+                exclusive=("session", "user"),
                 label=f"{factor:g}x own",
             )
         )
@@ -334,8 +336,8 @@ def traces_run(
         )
     runner.finish()
     evaluation = evaluate(runner.findings, windows, _family_days(runner, span))
-    # the metrics take any runaway of the app during an injected window (plus grace) as explained; a
-    # session or user alarm naming neither an injected session nor its user is listed here as well
+    # a session or user alarm naming neither an injected session nor its user: a false alarm in the
+    # metrics (no window explains it), listed by name here
     named = {w.entity for w in windows} | {_user(w.entity) for w in windows}
     bystanders = [
         f"{found.entity.get('session') or found.entity['user']} "
