@@ -59,10 +59,18 @@ class RunawayConfig(_Frozen):
     window_s: float = Field(60.0, description="rate window; short so a 5x session is seen within 60 s")
     ratio: float = Field(2.5, description="flag when the rate is at least this many times the baseline")
     app_ratio: float = Field(3.0, description="the same for whole apps (real app traffic bursts 2.5x)")
+    user_ratio: float = Field(
+        3.0, description="the same for users (their traffic mixes their sessions: two at once can run 2.5x)"
+    )
     confirm: int = Field(
         3, description="buckets over the bar before a finding opens (a normal bucket between them resets)"
     )
     z: float = Field(5.0, description="...and at least this many baseline deviations above it")
+    z_p_value: float = Field(
+        1e-4,
+        description="...with, for a session against its own baseline, its request count at least this "
+        "improbable too (spend alone is too jumpy)",
+    )
     p_value: float = Field(
         3e-5, description="...or its request count this improbable (Poisson, own baseline x app lift)"
     )

@@ -4,14 +4,16 @@ The rate is the spend of the last ``window_s`` seconds, in USD per hour. It is f
 ``ratio`` times the baseline (with a busy app, ``ratio - 1`` times the baseline above what the app's
 lift explains) and either ``z`` deviations above it or, against the entity's own baseline, its request
 count is improbable for the usual request rate (Poisson tail below ``p_value``): sparse sessions have
-spend too jumpy for a deviation test alone. Sessions are also judged over the shorter spans of
-``scan_fractions``, against the app's current level from ``app_activity`` (no lag behind a burst), and
-sequentially (``excess_cusum``: evidence accumulated from the onset, not over one span). The
-baseline is the entity's own, learned online: time-weighted rates that learn a bucket once it has left
-the window (so a ramp never raises its own bar), an exponentially weighted variance, and per hour of
-day for apps (a busy afternoon is not an anomaly). An entity too new to have one is compared with its
-peers: a new session with the distribution of its app's sessions (in log space because session spend
-is heavy-tailed). A flagged bucket is never learned into either baseline.
+spend too jumpy for a deviation test alone (their deviation counts only with a count improbable at
+``z_p_value`` too), and users, which mix their sessions, have their own ``user_ratio``. Sessions are
+also judged over the shorter spans of ``scan_fractions``, against the app's current level from
+``app_activity`` (no lag behind a burst), and sequentially (``excess_cusum``: evidence accumulated
+from the onset, not over one span). The baseline is the entity's own, learned online: time-weighted
+rates that learn a bucket once it has left the window (so a ramp never raises its own bar), an
+exponentially weighted variance, and per hour of day for apps (a busy afternoon is not an anomaly). An
+entity too new to have one is compared with its peers: a new session with the distribution of its app's
+sessions (in log space because session spend is heavy-tailed). A flagged bucket is never learned into
+either baseline.
 """
 
 from __future__ import annotations
@@ -166,7 +168,7 @@ class TokenRunawayDetector:
             state.pop("cs", None)
         if base is not None:
             mean, sd, basis = base
-            ratio = cfg.app_ratio if scope == "app" else cfg.ratio
+            ratio = cfg.app_ratio if scope == "app" else cfg.user_ratio if scope == "user" else cfg.ratio
             # no span holds more than the window, nor spends faster than it over the shortest span, and
             # every bar is at least ratio x the baseline: most buckets need no judging at all
             top_rate = rate / self._min_fraction
@@ -200,10 +202,13 @@ class TokenRunawayDetector:
                 p_value = poisson_sf(judged, expected) if per_s is not None else 1.0
                 # over the ratio bar and either unlikely by count or (against peers) with no count test
                 warm = warm or p_value <= cfg.warm_p_value or per_s is None
-                # spend alone (not the count) is too jumpy to judge over less than the window
-                if (span == cfg.window_s and judged_rate >= explained + cfg.z * sd * lift_usd) or (
-                    p_value <= p_bar
-                ):
+                # spend alone (not the count) is too jumpy to judge over less than the window, and a
+                # session's spend deviation counts only with an unusual count too (more spend per request
+                # at the usual pace is context bloat's to call)
+                spend_z = span == cfg.window_s and judged_rate >= explained + cfg.z * sd * lift_usd
+                if spend_z and scope == "session" and per_s is not None:
+                    spend_z = p_value <= cfg.z_p_value
+                if spend_z or p_value <= p_bar:
                     flagged = True
                     break
             if opened:

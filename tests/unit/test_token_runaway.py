@@ -187,3 +187,43 @@ def test_learning_a_peer_in_place_gives_the_same_peer_state() -> None:
         same = det.learn_peer(owned, state, owned=True)
         assert same is owned  # updated in place, no copy
     assert json.dumps(owned, sort_keys=True) == json.dumps(copied, sort_keys=True)
+
+
+def _opened(config: RunawayConfig, scope: str, requests_x: int, usd_x: float) -> int:
+    """Findings opened over 500 usual buckets then 100 at ``requests_x`` x the requests, ``usd_x`` x each."""
+    rng = random.Random(8)
+    det, state, opened = TokenRunawayDetector(config), {}, 0
+    for i in range(600):
+        n = rng.randint(0, 3) * (requests_x if i >= 500 else 1)
+        if n:
+            b = session(i, n, rng)
+            usd = b.cost_usd * (usd_x if i >= 500 else 1.0)
+            b = LlmBucket(scope, "k1", "bot", b.start, b.end, requests=n, cost_usd=usd)
+            state, new = det.update(state, b)
+            opened += sum(f.state == "open" for f in new)
+    return opened
+
+
+def test_a_sessions_pricier_requests_at_its_usual_pace_are_not_a_runaway() -> None:
+    # spend six times the usual at the usual count: the spend deviation (z) alone no longer opens a
+    # session's runaway (context bloat calls requests that grow); the count must be unusual too
+    assert _opened(RunawayConfig(), "session", 1, 6.0) == 0
+    assert _opened(RunawayConfig(z_p_value=1.0), "session", 1, 6.0) == 1
+
+
+def _user_opened(config: RunawayConfig, factor: float) -> int:
+    """Findings opened for a user at 2 requests per 10 s, then ``factor`` x its spend (2x the count)."""
+    det, state, opened = TokenRunawayDetector(config), {}, 0
+    for i in range(600):
+        n, usd = (4, 0.01 * factor) if i >= 500 else (2, 0.01)
+        b = LlmBucket("user", "u1", "bot", T0 + 10.0 * i, T0 + 10.0 * (i + 1), requests=n, cost_usd=usd)
+        state, new = det.update(state, b)
+        opened += sum(f.state == "open" for f in new)
+    return opened
+
+
+def test_a_user_needs_three_times_its_baseline() -> None:
+    # a user's traffic mixes its sessions (two of them at once can run 2.5x): its bar is user_ratio
+    assert _user_opened(RunawayConfig(), 2.75) == 0
+    assert _user_opened(RunawayConfig(user_ratio=2.5), 2.75) == 1
+    assert _user_opened(RunawayConfig(), 5.0) == 1
