@@ -30,6 +30,7 @@ from streams.core.budget_state import (
 )
 from streams.core.budgets import Budget, BudgetsConfig
 from streams.core.costs import CostRecord
+from streams.core.repeats import seen_before
 from streams.cost_agents import CostStage
 from streams.metrics import WorkerMetrics
 from streams.names import BUDGET_CHARGES
@@ -98,18 +99,16 @@ def register_budget_agents(
                 log.warning("charges for unknown budget %r skipped (budgets file changed?)", budget_id)
                 continue
             keys = [ledger_key(budget_id, item[0]) for item in items]
-            known = ledger.contains_many(keys, batch.partition)
+            known = seen_before(keys, ledger.contains_many(keys, batch.partition))  # repeats count once
             # Every item is logged again, new or not: the changelog stays complete even when a crash
             # left the local store ahead of it.
             entries += [(key, list(item)) for key, item in zip(keys, items, strict=True)]
             state = live.states.get(budget_id)
             seen = live.events_seen.setdefault(budget_id, set())
             fresh = 0
-            counted: set[str] = set()  # a charge repeated within this batch counts once
-            for item, seen_before in zip(items, known, strict=True):
-                if seen_before or item[0] in counted:
+            for item, repeated in zip(items, known, strict=True):
+                if repeated:
                     continue
-                counted.add(item[0])
                 fresh += 1
                 state, late = count_charge(state, budget, item, seen)
                 if late is not None:

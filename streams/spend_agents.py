@@ -22,6 +22,7 @@ from pydantic_core import to_json
 from streams.batching import PartitionBatch
 from streams.core.allocation import Allocator
 from streams.core.costs import CostRecord
+from streams.core.repeats import seen_before
 from streams.core.spend import SpendTracker, window_key, window_record
 from streams.cost_agents import CostStage
 from streams.metrics import WorkerMetrics
@@ -69,12 +70,7 @@ def register_spend_agents(
 
     async def track_spend(batch: PartitionBatch, records: list[CostRecord]) -> None:
         marks = [MARK + record["x_ChargeId"] for record in records]
-        known = table.contains_many(marks, batch.partition)
-        earlier: set[str] = set()
-        for index, mark in enumerate(marks):  # a charge repeated within the batch counts once
-            if mark in earlier:
-                known[index] = True
-            earlier.add(mark)
+        known = seen_before(marks, table.contains_many(marks, batch.partition))  # repeats count once
         fresh = [record for record, seen in zip(records, known, strict=True) if not seen]
         tracker = state.tracker(batch.partition)
         before = (tracker.allocated_usd, tracker.unallocated_usd, tracker.late_usd)

@@ -68,6 +68,7 @@ from detectors.config import DetectorConfig
 from detectors.findings import Finding
 from detectors.runner import TICK_S, DetectorRunner
 from detectors.state import StateError, from_dict, stamped
+from streams.core.repeats import seen_before
 
 GPU, USAGE, SERIES, TICK = "g", "u", "s", "t"
 FOLD_S = 60.0  # series inputs of one batch are summed per minute before they are sent
@@ -322,19 +323,17 @@ class PartitionDetectors:
         """
         runner, done = self.runner, Applied()
         keys = [SEEN + item[1] for item in items if item[0] != TICK]
-        old = iter(known(keys) if keys else ())
-        batch: set[str] = set()
+        repeats = iter(zip(keys, seen_before(keys, known(keys) if keys else []), strict=True))
         for item in items:
             tag = item[0]
             if tag == TICK:
                 if item[1] > runner.watermark:
                     runner.advance(item[1])
                 continue
-            seen = SEEN + item[1]
-            if next(old) or seen in batch:
+            seen, repeated = next(repeats)
+            if repeated:
                 done.repeated += 1
                 continue
-            batch.add(seen)
             if tag == GPU:
                 runner.add_gpu(_gpu(item))
                 done.entries.append((seen, item[3]))
