@@ -50,7 +50,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_f
 from bench.baseline import MAX_FETCH_BYTES, LoopStats, price_in_process, run_loop
 from bench.workload import Mix, Workload, build_workload, event_indices, summarize_latencies
 from streams.admin import ensure_topics
-from streams.commands.lag import read_lags
+from streams.commands.lag import wait_until_read
 from streams.names import COSTS_PRICED
 from streams.settings import Settings
 
@@ -419,16 +419,15 @@ def run_phase(
 def wait_drained(settings: Settings, timeout_s: float, processor: WorkerProcess | BaselineProcess) -> float:
     """Wait until the worker has committed the end of every input topic; return the seconds it took."""
     began = time.monotonic()
-    settled = 0
-    while time.monotonic() - began < timeout_s:
+
+    def still_running() -> None:
         if not processor.alive():
             raise PhaseFailed("the worker died before it read all of its input")
-        lags = read_lags(settings, "worker")
-        settled = settled + 1 if lags and all(row.lag == 0 for row in lags) else 0
-        if settled == 2:  # two checks in a row: a commit between them could have been the last
-            return round(time.monotonic() - began, 1)
-        time.sleep(0.5)
-    raise PhaseFailed(f"the worker's input was not all read within {timeout_s:g}s after pricing")
+
+    _, read = wait_until_read(settings, "worker", timeout_s, check=still_running, poll_s=0.5)
+    if not read:
+        raise PhaseFailed(f"the worker's input was not all read within {timeout_s:g}s after pricing")
+    return round(time.monotonic() - began, 1)
 
 
 # --- reporting ---------------------------------------------------------------------------------------

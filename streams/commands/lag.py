@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated
@@ -96,6 +96,33 @@ def read_lags(settings: Settings, which: str = "all") -> list[TopicLag]:
     return rows
 
 
+def wait_until_read(
+    settings: Settings,
+    which: str = "all",
+    timeout_s: float = 300.0,
+    *,
+    check: Callable[[], None] | None = None,
+    poll_s: float = 1.0,
+) -> tuple[list[TopicLag], bool]:
+    """Poll ``read_lags`` until every input is read (lag 0 on two checks in a row) or ``timeout_s``.
+
+    Returns the last rows and whether they were all read; while no input topic exists yet, nothing
+    counts as read. ``check`` runs before each poll (a caller can raise from it, e.g. when the process
+    it waits on has died).
+    """
+    deadline, clear = time.monotonic() + timeout_s, 0
+    while True:
+        if check is not None:
+            check()
+        rows = read_lags(settings, which)
+        clear = clear + 1 if rows and sum(r.lag for r in rows) == 0 else 0
+        if clear >= 2:  # two in a row: a commit between them could have been the last
+            return rows, True
+        if time.monotonic() >= deadline:
+            return rows, False
+        time.sleep(poll_s)
+
+
 def render(rows: list[TopicLag]) -> Table:
     """Return a table of the lags, one row per group and topic."""
     table = Table(title=f"consumer lag: {sum(r.lag for r in rows):,} messages", title_justify="left")
@@ -124,18 +151,10 @@ def register(app: typer.Typer) -> None:
         if group not in GROUPS:
             raise fail(f"--group {group!r}: expected one of {', '.join(GROUPS)}", code=2)
         settings = load_settings(config)
-        rows = read_lags(settings, group)
-        if wait:
-            deadline, clear = time.monotonic() + timeout, 0
-            while True:
-                clear = clear + 1 if rows and sum(r.lag for r in rows) == 0 else 0  # no topics: not yet
-                if clear >= 2 or time.monotonic() >= deadline:
-                    break
-                time.sleep(1.0)
-                rows = read_lags(settings, group)
+        rows, read = wait_until_read(settings, group, timeout) if wait else (read_lags(settings, group), True)
         if as_json:
             typer.echo(json.dumps([asdict(r) for r in rows], indent=2))
         else:
             console.print(render(rows))
-        if wait and (not rows or sum(r.lag for r in rows)):
+        if not read:
             raise fail(f"still {sum(r.lag for r in rows):,} messages behind after {timeout:g} s")
