@@ -310,10 +310,14 @@ class BaselineProcess:
 
 
 def phase_settings(bootstrap: str, partitions: int, name: str) -> Settings:
-    """Return settings with a fresh topic prefix and app id, so no phase sees another's data."""
+    """Return settings with a fresh topic prefix and app id, so no phase sees another's data.
+
+    The stages match the worker's (``WORKER_ENV``), so the lag the detectors phase waits on counts
+    only the topics that worker reads.
+    """
     tag = f"{name}-{uuid.uuid4().hex[:8]}"
     return Settings(kafka_bootstrap_servers=bootstrap, topic_prefix=f"bench-{tag}.", app_id=f"bench-{tag}",
-                    topic_partitions=partitions)
+                    topic_partitions=partitions, spend_tables=False, detectors_enabled=name == "detectors")
 
 
 def delete_topics(settings: Settings) -> None:

@@ -1,4 +1,9 @@
-"""The pricing agent: validate a batch, drop repeats, price, send costs and dead letters."""
+"""The pricing agent: validate a batch, drop repeats, price, send costs and dead letters.
+
+Stages that need the priced records as they are made (the detectors' routing) run in this agent, on
+the records in memory, rather than on ``costs.priced``: they skip reading and decoding the costs
+again. A batch's ids are stored only after every stage's sends were acknowledged too.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from streams.core.costs import CostRecord
 from streams.core.dead_letter import dead_letter_record, encode_dead_letter
 from streams.core.price_batch import PricedBatch, cost_messages, price_payload
 from streams.core.pricing import Pricer
+from streams.cost_agents import CostStage
 from streams.metrics import WorkerMetrics
 from streams.names import USAGE_GPU, USAGE_LLM, USAGE_STORAGE
 from streams.settings import Settings
@@ -34,8 +40,14 @@ def register_price_agent(
     event_ids: BatchLoggedTable,
     pricer: Pricer,
     metrics: WorkerMetrics,
+    priced_stages: list[CostStage] | None = None,
 ) -> Any:
-    """Add the ``price_usage`` agent to ``app`` and return it."""
+    """Add the ``price_usage`` agent to ``app`` and return it.
+
+    ``priced_stages`` run over each batch's priced records, in order, after its costs are sent; the
+    list is read when a batch is priced, so stages may be added after this call.
+    """
+    stages = priced_stages if priced_stages is not None else []
     source_of = {settings.topic(name): source for name, source in SOURCES.items()}
 
     async def send_dead_letters(batch: PricedBatch, message: Any, source: str) -> list[Awaitable[Any]]:
@@ -107,9 +119,13 @@ def register_price_agent(
                 acks += await send_dead_letters(priced, message, source)
             acks += await send_costs(priced.records)
             done.append((message, priced))
-        # An id is remembered only once Kafka has acknowledged its charges: the local store then
-        # never runs ahead of the output, so a crash can repeat a batch (same x_ChargeId) but
-        # never lose one.
+        if stages:
+            records = [record for _, priced in done for record in priced.records]
+            for stage in stages:  # each awaits its own sends while the costs' are in flight
+                await stage(batch, records)
+        # An id is remembered only once Kafka has acknowledged its charges (the stages awaited their
+        # sends above): the local store then never runs ahead of the output, so a crash can repeat a
+        # batch (same x_ChargeId) but never lose one.
         await asyncio.gather(*acks)
         event_ids.put_batch(
             [(event.event_id, int(event.time.timestamp())) for _, priced in done for event in priced.events],

@@ -1,7 +1,8 @@
-"""The detector stage: costs.priced -> detector.inputs (by entity group) -> detectors -> anomalies, alerts.
+"""The detector stage: priced records -> detector.inputs (by entity group) -> detectors -> anomalies, alerts.
 
-The ``route_detector_inputs`` stage (run by ``process_costs``, ``cost_agents.py``) turns each
-``costs.priced`` message into detector inputs and sends them keyed by entity group
+The ``route_detector_inputs`` stage (run by ``price_usage``, ``agents.py``, on the records it has just
+priced: they are not read back from ``costs.priced``) turns each batch's cost records into detector
+inputs and sends them keyed by entity group
 (``core/detector_feed.py`` ``route``), so all the state one group's detectors read lives in one
 partition; it also sends every partition an event-time tick whenever its ``Watermark`` (the slowest
 source still reporting) moves on by 5 s, so buckets close, silent GPUs and quiet sessions are noticed
@@ -29,7 +30,6 @@ from detectors.config import DetectorConfig
 from streams.batching import PartitionBatch, handle_batches
 from streams.core.costs import CostRecord
 from streams.core.detector_feed import (
-    SEEN,
     PartitionDetectors,
     Watermark,
     finding_alert,
@@ -64,10 +64,10 @@ def register_detector_agents(
     topics: Topics,
     table: BatchLoggedTable,
     metrics: WorkerMetrics,
-    cost_stages: list[CostStage],
+    priced_stages: list[CostStage],
     config: DetectorConfig | None = None,
 ) -> LiveDetectors:
-    """Add the ``route_detector_inputs`` stage to ``cost_stages``, and ``detect_anomalies`` to ``app``."""
+    """Add the ``route_detector_inputs`` stage to ``priced_stages``, and ``detect_anomalies`` to ``app``."""
     config = config or DetectorConfig()
     live = LiveDetectors(watermark=Watermark(idle_wall_s=settings.detectors_idle_lane_s))
     inputs_name = settings.topic(DETECTOR_INPUTS)
@@ -92,7 +92,7 @@ def register_detector_agents(
         """Move event time when no costs arrive: lanes gone quiet stop holding it back, after start too."""
         await asyncio.gather(*await tick_sends(live.watermark.observe((), time.monotonic())))
 
-    cost_stages.append(route_detector_inputs)
+    priced_stages.append(route_detector_inputs)
 
     @app.agent(topics.detector_inputs_topic, name="detect_anomalies")
     async def detect_anomalies(stream: faust.StreamT[bytes]) -> None:
@@ -121,7 +121,7 @@ def register_detector_agents(
         # Sent before the state is saved: a crash in between repeats a finding rather than losing it.
         await asyncio.gather(*acks)
         table.put_batch(done.entries, batch_key=batch.batch_key, partition=partition)
-        metrics.detector_inputs.inc(sum(1 for key, _ in done.entries if key.startswith(SEEN)))
+        metrics.detector_inputs.inc(done.applied)
         metrics.detector_inputs_repeated.inc(done.repeated)
 
     @table.on_recover

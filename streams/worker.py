@@ -60,7 +60,8 @@ def build_worker(settings: Settings) -> Worker:
     app = create_app(settings)
     topics = define_topics(app, settings)
     event_ids = define_event_id_table(app, settings)
-    register_price_agent(app, settings, topics, event_ids, pricer, metrics)
+    priced_stages: list[CostStage] = []  # run by price_usage on the records it priced, in order
+    register_price_agent(app, settings, topics, event_ids, pricer, metrics, priced_stages)
     worker = Worker(app, topics, event_ids, pricer, metrics)
     cost_stages: list[CostStage] = []  # the stages of the one costs.priced agent, in order
     if budgets_config is not None and budgets_config.budgets:
@@ -70,7 +71,7 @@ def build_worker(settings: Settings) -> Worker:
         )
     if settings.detectors_enabled:
         worker.detectors = register_detector_agents(
-            app, settings, topics, define_detector_table(app, settings), metrics, cost_stages,
+            app, settings, topics, define_detector_table(app, settings), metrics, priced_stages,
             detector_config,
         )
     if settings.spend_tables:

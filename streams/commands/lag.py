@@ -53,8 +53,14 @@ def group_inputs(settings: Settings, which: str = "all") -> dict[str, list[str]]
     >>> from streams.settings import Settings
     >>> sorted(group_inputs(Settings(app_id="bw", topic_prefix="p."), "notifier").items())
     [('bw-notifier', ['p.alerts', 'p.alerts.by_team'])]
+    >>> group_inputs(Settings(app_id="bw", topic_prefix="", spend_tables=False), "worker")["bw"][-2:]
+    ['usage.storage', 'detector.inputs']
     """
-    worker = [*USAGE_TOPICS, COSTS_PRICED, BUDGET_CHARGES]
+    worker = [*USAGE_TOPICS]
+    if settings.spend_tables or settings.budgets_path is not None:  # process_costs reads costs.priced
+        worker.append(COSTS_PRICED)
+    if settings.budgets_path is not None:
+        worker.append(BUDGET_CHARGES)
     if settings.detectors_enabled:
         worker.append(DETECTOR_INPUTS)
     groups = {

@@ -284,15 +284,16 @@ class Applied:
 
     findings: list[Finding] = field(default_factory=list)
     entries: list[tuple[str, Any]] = field(default_factory=list)
+    applied: int = 0
     repeated: int = 0
 
 
 class PartitionDetectors:
     """The detectors of one partition, their state saved as ``(key, JSON value)`` table entries.
 
-    Entries: ``i|<input id>`` (seen inputs: the dedup memory, and the open buckets' contents for a
-    restart), ``s|<detector>|<entity id>`` (an entity's state; ``None`` once expired), ``p|<app>`` (an
-    app's session peers), ``w|<partition>`` (event time reached and buckets closed up to).
+    Entries: ``i|<input id>`` (seen LLM and series inputs: the dedup memory, and the open buckets'
+    contents for a restart), ``s|<detector>|<entity id>`` (an entity's state; ``None`` once expired),
+    ``p|<app>`` (an app's session peers), ``w|<partition>`` (event time reached and buckets closed up to).
 
     Examples
     --------
@@ -320,24 +321,35 @@ class PartitionDetectors:
 
         ``known(keys)`` says which ``i|<input id>`` keys the table holds (one lookup per batch). Items
         apply in order: a tick closes buckets over the inputs before it, not those after it.
+
+        A GPU sample is a repeat when it ends no later than the GPU's last applied sample (its state's
+        ``last``, saved with the state): a GPU's samples arrive in time order, so GPU inputs need no
+        ``i|`` entry of their own (they were half of all inputs).
         """
         runner, done = self.runner, Applied()
-        keys = [SEEN + item[1] for item in items if item[0] != TICK]
+        keys = [SEEN + item[1] for item in items if item[0] != TICK and item[0] != GPU]
         repeats = iter(zip(keys, seen_before(keys, known(keys) if keys else []), strict=True))
+        gpus = runner.states["idle_gpu"]
         for item in items:
             tag = item[0]
             if tag == TICK:
                 if item[1] > runner.watermark:
                     runner.advance(item[1])
                 continue
+            if tag == GPU:
+                state = gpus.get("gpu=" + item[9])  # entity_id of a GpuBucket without a node
+                if state is not None and item[3] <= state.get("last", -math.inf):
+                    done.repeated += 1
+                else:
+                    runner.add_gpu(_gpu(item))
+                    done.applied += 1
+                continue
             seen, repeated = next(repeats)
             if repeated:
                 done.repeated += 1
                 continue
-            if tag == GPU:
-                runner.add_gpu(_gpu(item))
-                done.entries.append((seen, item[3]))
-            elif tag == USAGE:
+            done.applied += 1
+            if tag == USAGE:
                 runner.add_usage(_usage(item))
                 done.entries.append((seen, item))
             else:

@@ -148,8 +148,11 @@ class Stack:
         return Producer({"bootstrap.servers": self.settings.kafka_bootstrap_servers,
                          "enable.idempotence": True, "message.max.bytes": 10_000_000})
 
-    def consume(self, name: str, *, until: Any, timeout: float = 60) -> list[Any]:
-        """Read records (envelopes split) from the start of topic ``name`` until ``until(records)``."""
+    def consume(self, name: str, *, until: Any, timeout: float = 60, raw: bool = False) -> list[Any]:
+        """Read records (envelopes split) from the start of topic ``name`` until ``until(records)``.
+
+        ``raw``: the messages as they are, ``(partition, key, value)``, instead of their records.
+        """
         consumer = Consumer({
             "bootstrap.servers": self.settings.kafka_bootstrap_servers,
             "group.id": f"test-{uuid.uuid4().hex[:8]}",
@@ -164,6 +167,9 @@ class Stack:
             while time.monotonic() < deadline and not until(records):
                 message = consumer.poll(0.5)
                 if message is None or message.error():
+                    continue
+                if raw:
+                    records.append((message.partition(), message.key(), message.value()))
                     continue
                 doc = json.loads(message.value())
                 records.extend(doc if isinstance(doc, list) else [doc])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -10,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from streams.core.simulation import IncidentSpec, Simulation, SimulationConfig
-from streams.names import ALERTS, ANOMALIES, COSTS_PRICED
+from streams.names import ALERTS, ANOMALIES, DETECTOR_INPUTS
 from streams.producer import EventProducer
 from tests.integration.conftest import Stack
 
@@ -82,13 +81,12 @@ def test_idle_gpu_and_agent_loop_alert_once_despite_repeats(stack_factory: Any, 
     findings = stack.consume(ANOMALIES, until=lambda fs: {"open", "resolved"} <= idle_states(fs), timeout=10)
     assert {"open", "resolved"} <= idle_states(findings)
 
-    # A pricing worker that crashed after sending re-sends exact copies of its batches: nothing fires again.
-    priced = stack.consume(COSTS_PRICED, until=lambda rs: False, timeout=8)
+    # A pricing worker that crashed after sending re-sends exact copies of its batches' detector inputs
+    # (and ticks): nothing fires again.
+    sent = stack.consume(DETECTOR_INPUTS, until=lambda rs: False, timeout=8, raw=True)
     producer = stack.producer()
-    for offset in range(0, len(priced), 500):
-        batch = priced[offset:offset + 500]
-        producer.produce(stack.topic(COSTS_PRICED), key=(batch[0]["x_Team"] or "unallocated").encode(),
-                         value=json.dumps(batch).encode())
+    for partition, key, value in sent:
+        producer.produce(stack.topic(DETECTOR_INPUTS), key=key, value=value, partition=partition)
     producer.flush(30)
     time.sleep(6)
     again = wait_alerts(stack, lambda rs: False, timeout=8)

@@ -17,6 +17,7 @@ from detectors.runner import DetectorRunner
 from streams.cli import app as cli
 from streams.core.catalog import load_catalog
 from streams.core.detector_feed import (
+    SEEN,
     PartitionDetectors,
     SeriesContributions,
     Watermark,
@@ -131,6 +132,20 @@ def test_repeated_batches_change_nothing_and_are_counted() -> None:
             repeated += done.repeated
     assert outline(found) == outline(once)
     assert repeated == sum(len(group) for r in events for group in route(r).values())
+
+
+def test_gpu_samples_need_no_seen_entry_and_stay_repeats_after_a_restart() -> None:
+    """A GPU sample is a repeat when it ends by the GPU's saved ``last``: no ``i|`` entry per sample."""
+    det, table = PartitionDetectors(0), Table()
+    samples = [["g", f"e{i}:gpu0", 15.0 * i, 15.0 * (i + 1), 0.0, True, 0.01, None, "ml", "G1"]
+               for i in range(80)]
+    done = det.apply(samples, table.known)
+    table.put(done.entries)
+    assert done.applied == 80 and not [key for key in table.data if key.startswith(SEEN)]
+    restored = PartitionDetectors.restore(0, table.data.items())
+    later = ["g", "e80:gpu0", 1200.0, 1215.0, 0.0, True, 0.01, None, "ml", "G1"]
+    again = restored.apply([*samples[-5:], later], table.known)
+    assert (again.repeated, again.applied) == (5, 1)
 
 
 def at(source: str, second: int) -> dict[str, Any]:
