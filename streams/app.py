@@ -56,7 +56,7 @@ def create_app(settings: Settings) -> faust.App:
         web_port=settings.web_port,
         web_enabled=True,
         producer_max_request_size=MAX_MESSAGE_BYTES_ON_WIRE,
-        producer_compression_type="lz4",
+        producer_compression_type=None if (codec := settings.kafka_compression) == "none" else codec,
         producer_acks=-1,
         consumer_max_fetch_size=MAX_MESSAGE_BYTES_ON_WIRE,
         broker_commit_interval=1.0,

@@ -236,3 +236,13 @@ def test_misspelled_secret_key_value_is_masked(monkeypatch: pytest.MonkeyPatch, 
         get_settings()
     assert "kafka_sasl_passwd" in str(info.value)
     assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize(("setting", "expected"), [("zstd", "zstd"), ("lz4", "lz4"), ("none", None)])
+def test_the_faust_producer_compresses_as_configured(
+    setting: str, expected: str | None, tmp_path: Path
+) -> None:
+    from streams.app import create_app
+
+    app = create_app(Settings(kafka_compression=setting, data_dir=tmp_path))
+    assert app.conf.producer_compression_type == expected
