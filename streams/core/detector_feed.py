@@ -207,13 +207,17 @@ class Watermark:
 
     def observe(self, records: Iterable[Mapping[str, Any]], now: float | None = None) -> float | None:
         """Take a batch of cost records (read at wall-clock ``now``, if any); return a tick time or None."""
-        latest = self.latest
+        latest, arrived = self.latest, self.arrived
+        times: dict[str, float] = {}  # a batch's records share few distinct start times
         for record in records:
             source = record["x_SourceType"]
             lane = source + "|" + str(record.get("x_App") if source == "llm.request" else record[RESOURCE])
-            t = parse_time(record[START])
+            text = record[START]
+            t = times.get(text)
+            if t is None:
+                t = times[text] = parse_time(text)
             if now is not None:
-                self.arrived[lane] = now
+                arrived[lane] = now
             if t > latest.get(lane, -math.inf):
                 latest[lane] = t
         if now is not None:
