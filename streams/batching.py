@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from faust.streams import _current_event
+from faust.types import TP
 
 
 @dataclass
@@ -49,6 +50,23 @@ class PartitionBatch:
         """The changelog key of the batch's state writes: topic, partition and offset range."""
         first, last = self.events[0].message.offset, self.events[-1].message.offset
         return f"{self.topic}:{self.partition}:{first}" + (f"-{last}" if last != first else "")
+
+
+def unread_after(app: Any, batch: PartitionBatch) -> int:
+    """How many messages of the batch's partition are not read yet: its last known end offset, less the next.
+
+    0 when faust does not know the end (no fetch answered yet) or no longer owns the partition.
+
+    >>> from types import SimpleNamespace as M
+    >>> batch = PartitionBatch("usage.gpu", 0, [M(message=M(offset=41))])
+    >>> unread_after(M(consumer=M(highwater=lambda tp: 100)), batch)
+    58
+    """
+    try:
+        end = app.consumer.highwater(TP(batch.topic, batch.partition))
+    except AssertionError:  # aiokafka asserts the partition is assigned: revoked since the batch was read
+        return 0
+    return max(0, end - batch.events[-1].message.offset - 1) if end is not None else 0
 
 
 def partition_batches(events: Iterable[Any], generation_id: int) -> Iterator[PartitionBatch]:

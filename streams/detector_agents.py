@@ -2,11 +2,11 @@
 
 The ``route_detector_inputs`` stage (run by ``price_usage``, ``agents.py``, on the records it has just
 priced: they are not read back from ``costs.priced``) turns each batch's cost records into detector
-inputs and sends them keyed by entity group
-(``core/detector_feed.py`` ``route``), so all the state one group's detectors read lives in one
-partition; it also sends every partition an event-time tick whenever its ``Watermark`` (the slowest
-source still reporting) moves on by 5 s, so buckets close, silent GPUs and quiet sessions are noticed
-while others still report; a 1 s timer makes the same check when no costs arrive, so event time also
+inputs and sends them keyed by entity group (``core/detector_feed.py`` ``route``), so all the state one
+group's detectors read lives in one partition. It also sends every partition an event-time tick
+whenever its ``Watermark`` (the slowest source still reporting; none is let go while a usage partition
+has a backlog unread) moves on by 5 s, so buckets close, and silent GPUs and quiet sessions are noticed
+while others still report. A 1 s timer makes the same check when no costs arrive, so event time also
 moves on once every source has gone quiet. ``detect_anomalies`` steps one ``PartitionDetectors`` per
 partition, drops inputs already applied, applies a batch's inputs and ticks in order, sends findings to
 ``anomalies`` and their alerts to ``alerts``, then saves the changed state, the seen inputs and the
@@ -27,9 +27,10 @@ import faust
 from pydantic_core import from_json, to_json
 
 from detectors.config import DetectorConfig
-from streams.batching import PartitionBatch, handle_batches
+from streams.batching import PartitionBatch, handle_batches, unread_after
 from streams.core.costs import CostRecord
 from streams.core.detector_feed import (
+    Backlog,
     PartitionDetectors,
     Watermark,
     finding_alert,
@@ -56,6 +57,7 @@ class LiveDetectors:
 
     partitions: dict[int, PartitionDetectors] = field(default_factory=dict)
     watermark: Watermark = field(default_factory=Watermark)
+    backlog: Backlog = field(default_factory=lambda: Backlog(limit=100, keep_s=60.0))
 
 
 def register_detector_agents(
@@ -69,7 +71,11 @@ def register_detector_agents(
 ) -> LiveDetectors:
     """Add the ``route_detector_inputs`` stage to ``priced_stages``, and ``detect_anomalies`` to ``app``."""
     config = config or DetectorConfig()
-    live = LiveDetectors(watermark=Watermark(idle_wall_s=settings.detectors_idle_lane_s))
+    live = LiveDetectors(
+        watermark=Watermark(idle_wall_s=settings.detectors_idle_lane_s),
+        # more than a batch unread on some usage partition: the router is catching up, no lane is let go
+        backlog=Backlog(limit=settings.batch_max_messages, keep_s=2 * settings.detectors_idle_lane_s),
+    )
     inputs_name = settings.topic(DETECTOR_INPUTS)
 
     async def tick_sends(event_time: float | None) -> list[Awaitable[Any]]:
@@ -84,13 +90,16 @@ def register_detector_agents(
         for key, items in route(records).items():
             acks.append(await topics.detector_inputs_topic.send(key=key.encode(), value=to_json(items)))
         # observed after the inputs are sent: a tick never overtakes the inputs it closes buckets over
-        acks += await tick_sends(live.watermark.observe(records, time.monotonic()))
+        now = time.monotonic()
+        live.backlog.record((batch.topic, batch.partition), unread_after(app, batch), now)
+        acks += await tick_sends(live.watermark.observe(records, now, live.backlog.behind(now)))
         await asyncio.gather(*acks)
 
     @app.timer(TICK_EVERY_S, on_leader=False)
     async def tick_quiet_router() -> None:
         """Move event time when no costs arrive: lanes gone quiet stop holding it back, after start too."""
-        await asyncio.gather(*await tick_sends(live.watermark.observe((), time.monotonic())))
+        now = time.monotonic()
+        await asyncio.gather(*await tick_sends(live.watermark.observe((), now, live.backlog.behind(now))))
 
     priced_stages.append(route_detector_inputs)
 

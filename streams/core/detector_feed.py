@@ -181,8 +181,10 @@ class Watermark:
     time order), is more than ``idle_source_s`` behind the fastest in event time no longer holds time
     back: it stopped, and its silence is what the detectors should notice. With a clock, nothing is
     returned for the first ``idle_wall_s`` after start, so every live lane has reported before time
-    moves (a restarted router would otherwise run ahead on the first lanes it reads). ``observe``
-    returns a new tick time once event time has moved at least ``tick_s``, else None.
+    moves (a restarted router would otherwise run ahead on the first lanes it reads). While the router
+    reads a backlog (``backlog=True``, see ``Backlog``) no lane is let go: a lane whose partition waits
+    behind others is starved, not silent. ``observe`` returns a new tick time once event time has moved
+    at least ``tick_s``, else None.
 
     >>> llm = {"x_SourceType": "llm.request", "x_App": "bot"}
     >>> gpu = {"x_SourceType": "gpu.sample", "ResourceId": "GPU-1"}
@@ -205,7 +207,9 @@ class Watermark:
         self.ticked = -math.inf
         self.started: float | None = None
 
-    def observe(self, records: Iterable[Mapping[str, Any]], now: float | None = None) -> float | None:
+    def observe(
+        self, records: Iterable[Mapping[str, Any]], now: float | None = None, backlog: bool = False
+    ) -> float | None:
         """Take a batch of cost records (read at wall-clock ``now``, if any); return a tick time or None."""
         latest, arrived = self.latest, self.arrived
         times: dict[str, float] = {}  # a batch's records share few distinct start times
@@ -230,6 +234,8 @@ class Watermark:
         if now is None:
             top = max(latest.values())
             live = [t for t in latest.values() if t >= top - self.idle_source_s]
+        elif backlog:
+            live = list(latest.values())
         else:
             live = [t for s, t in latest.items() if self.arrived.get(s, now) >= now - self.idle_wall_s]
         event_time = min(live or latest.values())
@@ -237,6 +243,36 @@ class Watermark:
             return None
         self.ticked = event_time
         return event_time
+
+
+class Backlog:
+    """Whether the router reads a backlog: some input partition had more than ``limit`` messages unread.
+
+    ``record`` takes, after each batch, how many messages its partition still had unread (the
+    partition's end offset less the batch's next one). A partition's figure counts for ``keep_s``
+    seconds of wall-clock time after its last batch, so a partition the worker no longer reads (after a
+    rebalance) stops counting; one starved that long behind the others lets its lanes go.
+
+    >>> backlog = Backlog(limit=100, keep_s=60.0)
+    >>> backlog.record(("usage.gpu", 0), 5_000, now=0.0)
+    >>> backlog.behind(now=1.0), backlog.behind(now=61.0)
+    (True, False)
+    >>> backlog.record(("usage.gpu", 0), 40, now=2.0)
+    >>> backlog.behind(now=3.0)
+    False
+    """
+
+    def __init__(self, limit: int, keep_s: float) -> None:
+        self.limit, self.keep_s = limit, keep_s
+        self.unread: dict[Any, tuple[int, float]] = {}
+
+    def record(self, partition: Any, unread: int, now: float) -> None:
+        """Note that ``partition`` had ``unread`` messages left after a batch read at ``now``."""
+        self.unread[partition] = (unread, now)
+
+    def behind(self, now: float) -> bool:
+        """Whether a partition read in the last ``keep_s`` seconds had more than ``limit`` unread."""
+        return any(unread > self.limit and now - at <= self.keep_s for unread, at in self.unread.values())
 
 
 class SeriesContributions:

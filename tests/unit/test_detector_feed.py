@@ -18,6 +18,7 @@ from streams.cli import app as cli
 from streams.core.catalog import load_catalog
 from streams.core.detector_feed import (
     SEEN,
+    Backlog,
     PartitionDetectors,
     SeriesContributions,
     Watermark,
@@ -179,6 +180,18 @@ def test_with_a_clock_a_source_is_waited_for_until_it_stops_arriving() -> None:
     assert wm.observe([at("gpu.sample", 10)], now=30.0) == base + 10
     assert wm.observe([at("llm.request", 3000)], now=59.0) is None  # a GPU backlog is still being read
     assert wm.observe([at("llm.request", 3100)], now=61.0) == base + 3100  # no GPU sample for 31 s
+
+
+def test_while_the_router_reads_a_backlog_a_starved_lane_is_not_let_go() -> None:
+    """Catching up, a GPU whose usage partition waits behind the LLM backlog is not a telemetry gap."""
+    base = parse_time("2026-01-01T00:00:00Z")
+    wm, backlog = Watermark(tick_s=5.0, idle_wall_s=30.0), Backlog(limit=100, keep_s=60.0)
+    assert wm.observe([at("gpu.sample", 10), at("llm.request", 20)], now=0.0) is None
+    backlog.record(("usage.llm", 0), 20_000, now=31.0)
+    assert wm.observe([at("llm.request", 3000)], now=31.0, backlog=backlog.behind(31.0)) == base + 10
+    assert wm.observe([at("llm.request", 3100)], now=50.0, backlog=backlog.behind(50.0)) is None
+    backlog.record(("usage.llm", 0), 0, now=55.0)  # caught up: the GPU has been silent for 55 s
+    assert wm.observe([at("llm.request", 3200)], now=55.0, backlog=backlog.behind(55.0)) == base + 3200
 
 
 def test_a_quiet_watermark_still_ticks_once_every_lane_has_stopped() -> None:
