@@ -237,13 +237,14 @@ class DetectorRunner:
 
     def _note(self, name: str, key: str, state: State, found: list[Finding]) -> None:
         """Mark a stepped entity as changed, keep its findings, and track whether it has one open."""
-        self.changed.add((name, key))
+        entry = (name, key)
+        self.changed.add(entry)
         if found:
             self.findings.extend(found)
         if "open" in state:
-            self._open.add((name, key))
+            self._open.add(entry)
         elif self._open:
-            self._open.discard((name, key))
+            self._open.discard(entry)
 
     def _load(self, name: str, key: str) -> State:
         state = self.states[name].get(key)
