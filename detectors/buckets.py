@@ -307,7 +307,7 @@ class LlmBucketer:
             start,
             start + width,
             usage.team,
-            0,
+            0,  # requests, input and output tokens, cost: counted by add
             0,
             0,
             0.0,
