@@ -59,7 +59,8 @@ class AgentLoopDetector:
         edge = bucket.end - cfg.window_s
         # an entry is never changed in place, only replaced: the new state shares the unchanged ones
         # with the input state (which stays as it was); a new entry's USD is rounded once, here
-        seen: dict[str, list[float]] = {p: e for p, e in state.get("p", {}).items() if e[1] > edge}
+        tracked = state.get("p")
+        seen: dict[str, list[float]] = {p: e for p, e in tracked.items() if e[1] > edge} if tracked else {}
         for prompt, count in bucket.prompts.items():
             entry = seen.get(prompt)
             if entry is None:

@@ -19,7 +19,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from operator import attrgetter
+from typing import Any, TypeVar
 
 from detectors.state import at
 
@@ -41,6 +42,7 @@ LLM_SOURCE = "llm.request"
 UNALLOCATED = "unallocated"
 MAX_INPUTS = 64
 MAX_PROMPTS = 16
+Key = TypeVar("Key")
 
 
 @lru_cache(maxsize=8192)
@@ -256,11 +258,14 @@ class LlmBucketer:
             "user": float(config.scope_s),
             "app": float(config.app_s),
         }
-        # per scope: entity key -> its open buckets by start (nearly always one); the earliest end of
-        # any open bucket, so a flush with nothing to close costs one comparison
-        self._scopes: list[tuple[str, float, dict[str, dict[float, LlmBucket]]]] = [
+        # per scope: entity key -> its open bucket with the latest start (nearly always its only one), so
+        # a request finds its bucket with one lookup and a new session costs no container of its own
+        self._scopes: tuple[tuple[str, float, dict[str, LlmBucket]], ...] = tuple(
             (scope, self.widths[scope], {}) for scope in ("session", "user", "app")
-        ]
+        )
+        # the other open buckets (one left open when a later one began, or a late request's), rare
+        self._older: dict[tuple[str, str, float], LlmBucket] = {}
+        # the earliest end of any open bucket, so a flush with nothing to close costs one comparison
         self._first_end = math.inf
 
     def add(self, usage: LlmUsage) -> None:
@@ -272,49 +277,78 @@ class LlmBucketer:
             if not key:
                 continue
             start = math.floor(time / width) * width
-            by_start = table.get(key)
-            if by_start is None:
-                by_start = table[key] = {}
-            bucket = by_start.get(start)
-            if bucket is None:
-                # a bucket keeps only the containers its scope fills (see LlmBucket.add): the others are
-                # shared empty ones, never written, so closing a bucket frees fewer objects
-                bucket = LlmBucket(
-                    scope,
-                    key,
-                    usage.app,
-                    start,
-                    start + width,
-                    team=usage.team,
-                    inputs=[] if scope == "session" else _NO_INPUTS,
-                    prompts={} if scope == "session" else _NO_PROMPTS,
-                    models={} if scope == "app" else _NO_MODELS,
-                )
-                by_start[start] = bucket
-                if bucket.end < self._first_end:
-                    self._first_end = bucket.end
+            bucket = table.get(key)
+            if bucket is None or bucket.start != start:
+                bucket = self._open(scope, width, table, key, start, usage)
             bucket.add(usage)
+
+    def _open(
+        self, scope: str, width: float, table: dict[str, LlmBucket], key: str, start: float, usage: LlmUsage
+    ) -> LlmBucket:
+        """Return the bucket of ``key`` from ``start`` when it is not the latest open one: new, or older."""
+        latest = table.get(key)
+        if latest is not None and start < latest.start:
+            older = self._older.get((scope, key, start))
+            if older is None:
+                older = self._older[(scope, key, start)] = self._new(scope, width, key, start, usage)
+            return older
+        if latest is not None:
+            self._older[(scope, key, latest.start)] = latest
+        bucket = table[key] = self._new(scope, width, key, start, usage)
+        return bucket
+
+    def _new(self, scope: str, width: float, key: str, start: float, usage: LlmUsage) -> LlmBucket:
+        # a bucket keeps only the containers its scope fills (see LlmBucket.add): the others are shared
+        # empty ones, never written, so closing a bucket frees fewer objects
+        bucket = LlmBucket(
+            scope,
+            key,
+            usage.app,
+            start,
+            start + width,
+            usage.team,
+            0,  # requests, input and output tokens, cost: counted by add
+            0,
+            0,
+            0.0,
+            [] if scope == "session" else _NO_INPUTS,
+            {} if scope == "session" else _NO_PROMPTS,
+            {} if scope == "app" else _NO_MODELS,
+        )
+        if bucket.end < self._first_end:
+            self._first_end = bucket.end
+        return bucket
 
     def flush(self, watermark: float) -> list[LlmBucket]:
         """Close and return every bucket that ended at or before ``watermark``, by end time."""
         if watermark < self._first_end:
             return []
         closed: list[LlmBucket] = []
-        first = math.inf
+        first = _close(self._older, watermark, closed)
         for _, _, table in self._scopes:
-            for key in list(table):
-                by_start = table[key]
-                for start in list(by_start):
-                    end = by_start[start].end
-                    if end <= watermark:
-                        closed.append(by_start.pop(start))
-                    elif end < first:
-                        first = end
-                if not by_start:
-                    del table[key]
+            first = min(first, _close(table, watermark, closed))
         self._first_end = first
-        closed.sort(key=lambda b: (b.end, b.scope, b.key))
+        closed.sort(key=_CLOSING_ORDER)
         return closed
+
+
+def _close(table: dict[Key, LlmBucket], watermark: float, closed: list[LlmBucket]) -> float:
+    """Move the buckets of ``table`` ended by ``watermark`` to ``closed``; return the earliest end left."""
+    done = []
+    first = math.inf
+    for key, bucket in table.items():
+        end = bucket.end
+        if end <= watermark:
+            done.append(key)
+            closed.append(bucket)
+        elif end < first:
+            first = end
+    for key in done:
+        del table[key]
+    return first
+
+
+_CLOSING_ORDER = attrgetter("end", "scope", "key")
 
 
 @dataclass(slots=True)

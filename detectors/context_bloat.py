@@ -98,7 +98,8 @@ class ContextBloatDetector:
                     )
             else:
                 run = 0
-                found += resolve_finding(state, CONTEXT_BLOAT, bucket.start, {"tokens": size})
+                if is_open(state, CONTEXT_BLOAT):
+                    found += resolve_finding(state, CONTEXT_BLOAT, bucket.start, {"tokens": size})
             prev = size
         state["prev"], state["run"] = prev, run
         return state, found

@@ -38,6 +38,7 @@ from detectors.token_runaway import TokenRunawayDetector
 
 TICK_S = 5.0
 EXPIRE_EVERY_S = 600.0
+SESSION_STEPS = ("runaway", "agent_loop", "context_bloat")  # what _session steps, in order
 
 
 def entity_id(entity: Mapping[str, str]) -> str:
@@ -80,6 +81,7 @@ class DetectorRunner:
         self.bloat = ContextBloatDetector(config.context_bloat)
         self.switch = ModelSwitchDetector(config.model_switch)
         self.spikes = SpikeDetector(config.spikes)
+        self._after_runaway = (("agent_loop", self.loop), ("context_bloat", self.bloat))  # session steps
         # each detector narrows the bucket type of Detector.update, so the table of them is loosely typed
         self.detectors: dict[str, Any] = {
             "idle_gpu": self.idle,
@@ -96,6 +98,7 @@ class DetectorRunner:
         self.findings: list[Finding] = []
         self.roundtrip_state = roundtrip_state
         self.entities: dict[str, set[str]] = {}
+        self._session_entities: list[set[str]] | None = None  # the sets of SESSION_STEPS, once made
         self.track_entities = track_entities  # eval counts entity-days; the stream must not grow a set
         self.changed: set[tuple[str, str]] = set()  # (detector, entity id) saved or dropped since cleared
         self.peers_changed: set[str] = set()
@@ -211,10 +214,9 @@ class DetectorRunner:
         """
         app, states, roundtrip = bucket.app, self.states, self.roundtrip_state
         if self.track_entities:
-            for name in ("runaway", "agent_loop", "context_bloat"):
-                seen = self.entities.get(name)
-                if seen is None:
-                    seen = self.entities[name] = set()
+            if self._session_entities is None:
+                self._session_entities = [self._seen(name) for name in SESSION_STEPS]
+            for seen in self._session_entities:
                 seen.add(key)
         runaway = states["runaway"]
         peers = self.peers.get(app)
@@ -227,7 +229,7 @@ class DetectorRunner:
         self.peers_changed.add(app)
         # the runner holds the only reference to its peer states (a roundtrip run hands out copies)
         self.peers[app] = self.runaway.learn_peer(peers or {}, state, owned=not roundtrip)
-        for name, detector in (("agent_loop", self.loop), ("context_bloat", self.bloat)):
+        for name, detector in self._after_runaway:
             table = states[name]
             state = table.get(key)
             state = {} if state is None else decode(encode(state)) if roundtrip else state
@@ -237,13 +239,14 @@ class DetectorRunner:
 
     def _note(self, name: str, key: str, state: State, found: list[Finding]) -> None:
         """Mark a stepped entity as changed, keep its findings, and track whether it has one open."""
-        self.changed.add((name, key))
+        entry = (name, key)
+        self.changed.add(entry)
         if found:
             self.findings.extend(found)
         if "open" in state:
-            self._open.add((name, key))
+            self._open.add(entry)
         elif self._open:
-            self._open.discard((name, key))
+            self._open.discard(entry)
 
     def _load(self, name: str, key: str) -> State:
         state = self.states[name].get(key)
@@ -257,12 +260,16 @@ class DetectorRunner:
         self._step_key(name, key, bucket, **extra)
         return key
 
+    def _seen(self, name: str) -> set[str]:
+        """Return the set of entity ids ``name`` has stepped (made on first use)."""
+        seen = self.entities.get(name)
+        if seen is None:
+            seen = self.entities[name] = set()
+        return seen
+
     def _step_key(self, name: str, key: str, bucket: Any, **extra: Any) -> None:
         if self.track_entities:
-            seen = self.entities.get(name)
-            if seen is None:
-                seen = self.entities[name] = set()
-            seen.add(key)
+            self._seen(name).add(key)
         state, found = self.detectors[name].update(self._load(name, key), bucket, **extra)
         self.states[name][key] = state
         self._note(name, key, state, found)

@@ -257,11 +257,10 @@ class TokenRunawayDetector:
                         labels={"team": bucket.team} if bucket.team else {},
                     )
                 )
-        open_long = (
-            is_open(state, TOKEN_RUNAWAY)
-            and bucket.end - state["open"][TOKEN_RUNAWAY]["s"] > cfg.relearn_after_s
-        )
-        learn = not (flagged or is_open(state, TOKEN_RUNAWAY)) or open_long
+        # unchanged since ``opened`` unless the bucket was judged (it may have opened or resolved)
+        now_open = opened if base is None else is_open(state, TOKEN_RUNAWAY)
+        open_long = now_open and bucket.end - state["open"][TOKEN_RUNAWAY]["s"] > cfg.relearn_after_s
+        learn = not (flagged or now_open) or open_long
         if not learn:
             window[-1].append(0)  # held: never learned, even after it leaves the window
         self._count(state, bucket, dropped, learn)
@@ -425,7 +424,9 @@ class TokenRunawayDetector:
                 state["uc"] = state.get("m", 0.0) / HOUR_S * tau * -math.expm1(-1.0)
         for entry in dropped:
             self._advance(state, entry[0], entry[1], entry[2], learn and (len(entry) < 5 or bool(entry[4])))
-        self._advance(state, bucket.end - self.config.window_s, 0.0, 0.0, learn)
+        upto = bucket.end - self.config.window_s
+        if upto > state["ql"]:  # a session younger than the window has nothing to move on
+            self._advance(state, upto, 0.0, 0.0, learn)
 
     def _advance(self, state: State, to: float, usd: float, requests: float, learn: bool) -> None:
         last = state["ql"]
@@ -476,10 +477,10 @@ class TokenRunawayDetector:
             peers = dict(peers)
         window = session_state.get("w")
         if window:  # every session's traffic counts toward how busy the app is now, flagged or not
-            end, usd, requests, start = window[-1][:4]
+            latest = window[-1]
             add_traffic(
                 peers,
-                (start, end, usd, requests),
+                (latest[3], latest[0], latest[1], latest[2]),
                 self.config.window_s,
                 self.config.baseline_tau_s,
                 owned=owned,

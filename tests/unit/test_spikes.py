@@ -90,3 +90,24 @@ def test_llm_buckets_keep_only_what_their_detectors_read() -> None:
     assert by_scope["app"].models == {"gpt-4o": [2.0, 220.0, 0.02]}
     assert all(b.requests == 2 and abs(b.cost_usd - 0.02) < 1e-12 for b in by_scope.values())
     assert by_scope["user"].inputs == [] and by_scope["user"].prompts == {} and by_scope["user"].models == {}
+
+
+def test_llm_buckets_of_late_requests_close_in_order() -> None:
+    bk = LlmBucketer(BucketConfig(session_s=2, app_s=10, scope_s=10))
+    for t in (0.5, 2.5, 1.0, 12.0, 4.5, 0.8):  # late requests to buckets still open, and one closed
+        bk.add(LlmUsage(t, "bot", "u1", "s1", "m", 100, 10, 0.01))
+        if t == 4.5:
+            assert [(b.scope, b.start, b.requests) for b in bk.flush(4.0)] == [
+                ("session", 0.0, 2),
+                ("session", 2.0, 1),
+            ]
+    closed = [(b.scope, b.start, b.requests) for b in bk.flush(20.0)]
+    assert closed == [
+        ("session", 0.0, 1),
+        ("session", 4.0, 1),
+        ("app", 0.0, 5),
+        ("user", 0.0, 5),
+        ("session", 12.0, 1),
+        ("app", 10.0, 1),
+        ("user", 10.0, 1),
+    ]
