@@ -1,8 +1,8 @@
 """The pricing agent: validate a batch, drop repeats, price, send costs and dead letters.
 
 Stages that need the priced records as they are made (the detectors' routing) run in this agent, on
-the records in memory, rather than on ``costs.priced``: they skip reading and decoding the costs
-again. A batch's ids are stored only after every stage's sends were acknowledged too.
+each message's records in memory, rather than on ``costs.priced``: they skip reading and decoding the
+costs again. A message's ids are stored only once every stage's sends for it were acknowledged too.
 """
 
 from __future__ import annotations
@@ -10,18 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
 
-from streams.batching import PartitionBatch, handle_batches
+from streams.batching import InFlight, PartitionBatch, handle_batches
 from streams.core.costs import CostRecord
 from streams.core.dead_letter import dead_letter_record, encode_dead_letter
 from streams.core.price_batch import PricedBatch, cost_messages, price_payload
 from streams.core.pricing import Pricer
-from streams.cost_agents import CostStage
 from streams.metrics import WorkerMetrics
 from streams.names import USAGE_GPU, USAGE_LLM, USAGE_STORAGE
 from streams.settings import Settings
@@ -32,6 +31,10 @@ log = logging.getLogger("burnwatch.pricing")
 
 SOURCES = {USAGE_GPU: "gpu", USAGE_LLM: "llm", USAGE_STORAGE: "storage"}
 
+PricedStage = Callable[[PartitionBatch, list[CostRecord]], Awaitable[list["asyncio.Future[Any]"]]]
+"""A stage on one usage message's priced records: ``acks = await stage(batch, records)`` sends what it
+makes and returns its sends' futures (not awaited: the message's ids are stored once they resolve)."""
+
 
 def register_price_agent(
     app: faust.App,
@@ -40,17 +43,17 @@ def register_price_agent(
     event_ids: BatchLoggedTable,
     pricer: Pricer,
     metrics: WorkerMetrics,
-    priced_stages: list[CostStage] | None = None,
+    priced_stages: list[PricedStage] | None = None,
 ) -> Any:
     """Add the ``price_usage`` agent to ``app`` and return it.
 
-    ``priced_stages`` run over each batch's priced records, in order, after its costs are sent; the
+    ``priced_stages`` run over each message's priced records, in order, after its costs are sent; the
     list is read when a batch is priced, so stages may be added after this call.
     """
     stages = priced_stages if priced_stages is not None else []
     source_of = {settings.topic(name): source for name, source in SOURCES.items()}
 
-    async def send_dead_letters(batch: PricedBatch, message: Any, source: str) -> list[Awaitable[Any]]:
+    async def send_dead_letters(batch: PricedBatch, message: Any, source: str) -> list[asyncio.Future[Any]]:
         now = datetime.now(UTC)
         acks = []
         for rejection in batch.rejections:
@@ -67,7 +70,7 @@ def register_price_agent(
             )
         return acks
 
-    async def send_costs(records: list[CostRecord]) -> list[Awaitable[Any]]:
+    async def send_costs(records: list[CostRecord]) -> list[asyncio.Future[Any]]:
         return [await topics.costs_priced_topic.send(key=key, value=value)
                 for key, value in cost_messages(records)]
 
@@ -100,41 +103,45 @@ def register_price_agent(
     async def price(batch: PartitionBatch) -> None:
         source = source_of.get(batch.topic, "unknown")
         partition = batch.partition
-        # ids priced earlier in this batch count as known: they are stored only after the whole batch
+        # ids priced earlier in this batch count as known: they may not be stored yet
         priced_here: set[str] = set()
 
         def is_known(event_id: str) -> bool:
             return event_id in priced_here or event_ids.contains(event_id, partition)
 
-        acks: list[Awaitable[Any]] = []
-        done: list[tuple[Any, PricedBatch]] = []
-        for message in batch.messages:
+        def remember(run: list[tuple[Any, PricedBatch]]) -> None:
+            """Store the ids of a run of acknowledged messages (one changelog message), then count them."""
+            if not run:
+                return
+            ids = [(e.event_id, int(e.time.timestamp())) for _, priced in run for e in priced.events]
+            acknowledged = PartitionBatch(batch.topic, partition, [stream_event for stream_event, _ in run])
+            event_ids.put_batch(ids, batch_key=acknowledged.batch_key, partition=partition)
+            now = time.time()
+            for message, (_, priced) in zip(acknowledged.messages, run, strict=True):
+                count(priced, source)
+                if message.timestamp:
+                    metrics.processing_lag.labels(source).observe(max(0.0, now - message.timestamp))
+
+        # An id is remembered only once Kafka has acknowledged its charges: the local store then
+        # never runs ahead of the output, so a crash can repeat a message (same x_ChargeId) but
+        # never lose one. The ids of each message are stored as soon as its sends and those of
+        # the messages before it are acknowledged, so a crash repeats the messages in flight only.
+        in_flight: InFlight[tuple[Any, PricedBatch]] = InFlight()
+        for stream_event in batch.events:
+            message = stream_event.message
             metrics.messages_in.labels(source).inc()
             payload = message.value if isinstance(message.value, bytes) else bytes(message.value or b"")
             priced = price_payload(payload, pricer, is_known, max_bytes=settings.max_message_bytes)
             priced_here.update(event.event_id for event in priced.events)
             metrics.events_in.labels(source).inc(
                 len(priced.events) + priced.duplicates + len(priced.rejections))
-            if priced.rejections:
-                acks += await send_dead_letters(priced, message, source)
+            acks = await send_dead_letters(priced, message, source) if priced.rejections else []
             acks += await send_costs(priced.records)
-            done.append((message, priced))
-        if stages:
-            records = [record for _, priced in done for record in priced.records]
-            for stage in stages:  # each awaits its own sends while the costs' are in flight
-                await stage(batch, records)
-        # An id is remembered only once Kafka has acknowledged its charges (the stages awaited their
-        # sends above): the local store then never runs ahead of the output, so a crash can repeat a
-        # batch (same x_ChargeId) but never lose one.
-        await asyncio.gather(*acks)
-        event_ids.put_batch(
-            [(event.event_id, int(event.time.timestamp())) for _, priced in done for event in priced.events],
-            batch_key=batch.batch_key, partition=partition,
-        )
-        now = time.time()
-        for message, priced in done:
-            count(priced, source)
-            if message.timestamp:
-                metrics.processing_lag.labels(source).observe(max(0.0, now - message.timestamp))
+            for stage in stages:  # routed per message: its ids wait for these sends too
+                acks += await stage(batch, priced.records)
+            in_flight.add(acks, (stream_event, priced))
+            remember(in_flight.acknowledged())
+        while in_flight:
+            remember(await in_flight.wait())
 
     return price_usage

@@ -9,18 +9,28 @@ of sends, one changelog message) and faust acknowledges the whole batch after it
 A message fetched before the last rebalance (an older consumer generation) is left out: its partition
 may belong to another worker now, and it is read again after the rebalance's seek (its acknowledgement
 is refused, ``faust_fixes.guarded_ack``).
+
+An agent that remembers what it has sent (the pricing agent's event ids) may remember a message only
+once the broker has acknowledged its sends, and should remember it as soon as it has: a catch-up batch
+holds thousands of events, and its first messages' sends are acknowledged while the agent still
+handles the later ones. ``InFlight`` hands back the acknowledged messages as they come, so a crash
+repeats only the messages whose sends were in flight, not the whole batch.
 """
 
 from __future__ import annotations
 
+import asyncio
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from faust.streams import _current_event
 from faust.types import TP
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -110,3 +120,61 @@ async def handle_batches(
         for batch in partition_batches(events, app.consumer_generation_id):
             with batch.current():
                 await handle(batch)
+
+
+class InFlight(Generic[T]):
+    """Items (one message's outcome each) with the futures of their sends, in the order they were sent.
+
+    faust's ``send`` returns a ``FutureMessage``, an ``asyncio.Future`` the broker's acknowledgement
+    resolves.
+
+    >>> async def demo():
+    ...     loop = asyncio.get_running_loop()
+    ...     a, b, c = loop.create_future(), loop.create_future(), loop.create_future()
+    ...     sent = InFlight()
+    ...     sent.add([a], "m1"); sent.add([], "m2"); sent.add([b], "m3"); sent.add([c], "m4")
+    ...     a.set_result(0); c.set_result(2)  # b is still in flight: m4 waits for it
+    ...     first = sent.acknowledged()
+    ...     loop.call_later(0.01, b.set_result, 1)
+    ...     return first, await sent.wait(), bool(sent)
+    >>> asyncio.run(demo())
+    (['m1', 'm2'], ['m3', 'm4'], False)
+    >>> async def failed():
+    ...     loop = asyncio.get_running_loop()
+    ...     lost = loop.create_future()
+    ...     lost.set_exception(OSError("not acknowledged"))
+    ...     sent = InFlight()
+    ...     sent.add([lost], "m1")
+    ...     assert sent.acknowledged() == []
+    ...     await sent.wait()
+    >>> asyncio.run(failed())
+    Traceback (most recent call last):
+    OSError: not acknowledged
+    """
+
+    def __init__(self) -> None:
+        self._items: deque[tuple[Sequence[asyncio.Future[Any]], T]] = deque()
+
+    def __bool__(self) -> bool:
+        """Whether an item is still waiting for acknowledgements."""
+        return bool(self._items)
+
+    def add(self, acks: Sequence[asyncio.Future[Any]], item: T) -> None:
+        """Append ``item``, whose sends are ``acks``."""
+        self._items.append((acks, item))
+
+    def acknowledged(self) -> list[T]:
+        """Remove and return, without waiting, the leading items whose sends have all succeeded."""
+        done: list[T] = []
+        while self._items and all(map(_succeeded, self._items[0][0])):
+            done.append(self._items.popleft()[1])
+        return done
+
+    async def wait(self) -> list[T]:
+        """Wait for the first item's sends (raising if one failed), then return ``acknowledged()``."""
+        await asyncio.gather(*self._items[0][0])
+        return self.acknowledged()
+
+
+def _succeeded(ack: asyncio.Future[Any]) -> bool:
+    return ack.done() and not ack.cancelled() and ack.exception() is None

@@ -1,9 +1,9 @@
 """The detector stage: priced records -> detector.inputs (by entity group) -> detectors -> anomalies, alerts.
 
 The ``route_detector_inputs`` stage (run by ``price_usage``, ``agents.py``, on the records it has just
-priced: they are not read back from ``costs.priced``) turns each batch's cost records into detector
-inputs and sends them keyed by entity group (``core/detector_feed.py`` ``route``), so all the state one
-group's detectors read lives in one partition. It also sends every partition an event-time tick
+priced: they are not read back from ``costs.priced``) turns each usage message's cost records into
+detector inputs and sends them keyed by entity group (``core/detector_feed.py`` ``route``), so all the
+state one group's detectors read lives in one partition. It also sends every partition an event-time tick
 whenever its ``Watermark`` (the slowest source still reporting; none is let go while a usage partition
 has a backlog unread) moves on by 5 s, so buckets close, and silent GPUs and quiet sessions are noticed
 while others still report. A 1 s timer makes the same check when no costs arrive, so event time also
@@ -27,6 +27,7 @@ import faust
 from pydantic_core import from_json, to_json
 
 from detectors.config import DetectorConfig
+from streams.agents import PricedStage
 from streams.batching import PartitionBatch, handle_batches, unread_after
 from streams.core.costs import CostRecord
 from streams.core.detector_feed import (
@@ -38,7 +39,6 @@ from streams.core.detector_feed import (
     route,
     tick,
 )
-from streams.cost_agents import CostStage
 from streams.metrics import WorkerMetrics
 from streams.names import DETECTOR_INPUTS
 from streams.settings import Settings
@@ -66,7 +66,7 @@ def register_detector_agents(
     topics: Topics,
     table: BatchLoggedTable,
     metrics: WorkerMetrics,
-    priced_stages: list[CostStage],
+    priced_stages: list[PricedStage],
     config: DetectorConfig | None = None,
 ) -> LiveDetectors:
     """Add the ``route_detector_inputs`` stage to ``priced_stages``, and ``detect_anomalies`` to ``app``."""
@@ -85,15 +85,14 @@ def register_detector_agents(
         return [await topics.detector_inputs_topic.send(key=TICK_KEY, value=payload, partition=partition)
                 for partition in range(settings.topic_partitions)]
 
-    async def route_detector_inputs(batch: PartitionBatch, records: list[CostRecord]) -> None:
-        acks: list[Awaitable[Any]] = []
+    async def route_detector_inputs(batch: PartitionBatch, records: list[CostRecord]) -> list[Any]:
+        acks: list[Any] = []
         for key, items in route(records).items():
             acks.append(await topics.detector_inputs_topic.send(key=key.encode(), value=to_json(items)))
         # observed after the inputs are sent: a tick never overtakes the inputs it closes buckets over
         now = time.monotonic()
         live.backlog.record((batch.topic, batch.partition), unread_after(app, batch), now)
-        acks += await tick_sends(live.watermark.observe(records, now, live.backlog.behind(now)))
-        await asyncio.gather(*acks)
+        return acks + await tick_sends(live.watermark.observe(records, now, live.backlog.behind(now)))
 
     @app.timer(TICK_EVERY_S, on_leader=False)
     async def tick_quiet_router() -> None:

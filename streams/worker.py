@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import faust
 
-from streams.agents import register_price_agent
+from streams.agents import PricedStage, register_price_agent
 from streams.app import create_app
 from streams.budget_agents import LiveBudgets, register_budget_agents
 from streams.core.allocation import Allocator, load_allocation
@@ -60,7 +60,7 @@ def build_worker(settings: Settings) -> Worker:
     app = create_app(settings)
     topics = define_topics(app, settings)
     event_ids = define_event_id_table(app, settings)
-    priced_stages: list[CostStage] = []  # run by price_usage on the records it priced, in order
+    priced_stages: list[PricedStage] = []  # run by price_usage on each message's priced records
     register_price_agent(app, settings, topics, event_ids, pricer, metrics, priced_stages)
     worker = Worker(app, topics, event_ids, pricer, metrics)
     cost_stages: list[CostStage] = []  # the stages of the one costs.priced agent, in order
