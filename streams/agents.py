@@ -1,8 +1,9 @@
 """The pricing agent: validate a batch, drop repeats, price, send costs and dead letters.
 
 Stages that need the priced records as they are made (the detectors' routing) run in this agent, on
-each message's records in memory, rather than on ``costs.priced``: they skip reading and decoding the
-costs again. A message's ids are stored only once every stage's sends for it were acknowledged too.
+the records in memory (of runs of about ``ROUTE_RECORDS`` records), rather than on ``costs.priced``:
+they skip reading and decoding the costs again. A message's ids are stored only once the stage sends
+of its run were acknowledged too.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ log = logging.getLogger("burnwatch.pricing")
 
 SOURCES = {USAGE_GPU: "gpu", USAGE_LLM: "llm", USAGE_STORAGE: "storage"}
 
+ROUTE_RECORDS = 1_000  # the priced-record stages run once this many records (or the batch's end)
+
 PricedStage = Callable[[PartitionBatch, list[CostRecord]], Awaitable[list["asyncio.Future[Any]"]]]
-"""A stage on one usage message's priced records: ``acks = await stage(batch, records)`` sends what it
-makes and returns its sends' futures (not awaited: the message's ids are stored once they resolve)."""
+"""A stage on a run of usage messages' priced records: ``acks = await stage(batch, records)`` sends what
+it makes and returns its sends' futures (not awaited: the messages' ids are stored once they resolve)."""
 
 
 def register_price_agent(
@@ -47,8 +50,9 @@ def register_price_agent(
 ) -> Any:
     """Add the ``price_usage`` agent to ``app`` and return it.
 
-    ``priced_stages`` run over each message's priced records, in order, after its costs are sent; the
-    list is read when a batch is priced, so stages may be added after this call.
+    ``priced_stages`` run over the priced records of runs of messages (about ``ROUTE_RECORDS`` records,
+    or the rest of the batch), in order, after their costs are sent; the list is read when a batch is
+    priced, so stages may be added after this call.
     """
     stages = priced_stages if priced_stages is not None else []
     source_of = {settings.topic(name): source for name, source in SOURCES.items()}
@@ -127,6 +131,20 @@ def register_price_agent(
         # never lose one. The ids of each message are stored as soon as its sends and those of
         # the messages before it are acknowledged, so a crash repeats the messages in flight only.
         in_flight: InFlight[tuple[Any, PricedBatch]] = InFlight()
+        # The stages run on runs of messages of about ROUTE_RECORDS records: once per tiny message
+        # they multiplied the detector inputs' messages (the demo's gateway sends one or two events a
+        # message). A message joins in_flight once its run's stage sends are made, and waits for them.
+        unrouted: list[tuple[Any, PricedBatch, list[Any]]] = []
+
+        async def run_stages() -> None:
+            records = [record for _, priced, _ in unrouted for record in priced.records]
+            stage_acks: list[Any] = []
+            for stage in stages:
+                stage_acks += await stage(batch, records)
+            for stream_event, priced, acks in unrouted:
+                in_flight.add(acks + stage_acks, (stream_event, priced))
+            unrouted.clear()
+
         for stream_event in batch.events:
             message = stream_event.message
             metrics.messages_in.labels(source).inc()
@@ -137,10 +155,12 @@ def register_price_agent(
                 len(priced.events) + priced.duplicates + len(priced.rejections))
             acks = await send_dead_letters(priced, message, source) if priced.rejections else []
             acks += await send_costs(priced.records)
-            for stage in stages:  # routed per message: its ids wait for these sends too
-                acks += await stage(batch, priced.records)
-            in_flight.add(acks, (stream_event, priced))
+            unrouted.append((stream_event, priced, acks))
+            if not stages or sum(len(p.records) for _, p, _ in unrouted) >= ROUTE_RECORDS:
+                await run_stages()
             remember(in_flight.acknowledged())
+        if unrouted:
+            await run_stages()
         while in_flight:
             remember(await in_flight.wait())
 
