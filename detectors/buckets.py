@@ -279,14 +279,20 @@ class LlmBucketer:
             start = math.floor(time / width) * width
             bucket = table.get(key)
             if bucket is None or bucket.start != start:
-                bucket = self._open(scope, width, table, key, start, usage)
+                bucket = self._open(scope, width, table, key, start, usage, bucket)
             bucket.add(usage)
 
     def _open(
-        self, scope: str, width: float, table: dict[str, LlmBucket], key: str, start: float, usage: LlmUsage
+        self,
+        scope: str,
+        width: float,
+        table: dict[str, LlmBucket],
+        key: str,
+        start: float,
+        usage: LlmUsage,
+        latest: LlmBucket | None,
     ) -> LlmBucket:
-        """Return the bucket of ``key`` from ``start`` when it is not the latest open one: new, or older."""
-        latest = table.get(key)
+        """Return the bucket of ``key`` from ``start`` when it is not ``latest``, the latest open one."""
         if latest is not None and start < latest.start:
             older = self._older.get((scope, key, start))
             if older is None:

@@ -53,11 +53,14 @@ TICK_EVERY_S = 1.0  # wall seconds between the router's checks for event time mo
 
 @dataclass
 class LiveDetectors:
-    """The detectors of the ``detector.inputs`` partitions this worker owns, and the router's watermark."""
+    """The detectors of the ``detector.inputs`` partitions this worker owns.
 
+    With the router's ``Watermark`` and its ``Backlog`` (what holds event time back while catching up).
+    """
+
+    watermark: Watermark
+    backlog: Backlog
     partitions: dict[int, PartitionDetectors] = field(default_factory=dict)
-    watermark: Watermark = field(default_factory=Watermark)
-    backlog: Backlog = field(default_factory=lambda: Backlog(limit=100, keep_s=60.0))
 
 
 def register_detector_agents(

@@ -212,14 +212,10 @@ class Watermark:
     ) -> float | None:
         """Take a batch of cost records (read at wall-clock ``now``, if any); return a tick time or None."""
         latest, arrived = self.latest, self.arrived
-        times: dict[str, float] = {}  # a batch's records share few distinct start times
         for record in records:
             source = record["x_SourceType"]
             lane = source + "|" + str(record.get("x_App") if source == "llm.request" else record[RESOURCE])
-            text = record[START]
-            t = times.get(text)
-            if t is None:
-                t = times[text] = parse_time(text)
+            t = parse_time(record[START])  # cached: route has just parsed the same times
             if now is not None:
                 arrived[lane] = now
             if t > latest.get(lane, -math.inf):
