@@ -67,7 +67,8 @@ from detectors.buckets import (
 from detectors.config import DetectorConfig
 from detectors.findings import Finding
 from detectors.runner import TICK_S, DetectorRunner
-from detectors.state import StateError, from_dict, stamped
+from detectors.state import State, StateError, from_dict, stamped
+from streams.core.entity_states import LLM_DETECTORS, fuse, split
 from streams.core.repeats import seen_before
 
 GPU, USAGE, SERIES, TICK = "g", "u", "s", "t"
@@ -75,6 +76,7 @@ FOLD_S = 60.0  # series inputs of one batch are summed per minute before they ar
 IDLE_SOURCE_S = 300.0
 IDLE_WALL_S = 30.0
 SEEN, STATE, PEERS, MARK = "i|", "s|", "p|", "w|"
+LLM_STATES = "s|llm|"  # an LLM entity's detector states, one entry (``entity_states``)
 log = logging.getLogger("burnwatch.detectors")
 Item = list[Any]
 
@@ -328,8 +330,10 @@ class PartitionDetectors:
     """The detectors of one partition, their state saved as ``(key, JSON value)`` table entries.
 
     Entries: ``i|<input id>`` (seen LLM and series inputs: the dedup memory, and the open buckets'
-    contents for a restart), ``s|<detector>|<entity id>`` (an entity's state; ``None`` once expired),
-    ``p|<app>`` (an app's session peers), ``w|<partition>`` (event time reached and buckets closed up to).
+    contents for a restart), ``s|llm|<entity id>`` (an app's, user's or session's states, one document
+    for all its LLM detectors: ``entity_states.fuse``), ``s|<detector>|<entity id>`` (a GPU's or a
+    series' state; both ``None`` once expired), ``p|<app>`` (an app's session peers), ``w|<partition>``
+    (event time reached and buckets closed up to).
 
     Examples
     --------
@@ -350,6 +354,7 @@ class PartitionDetectors:
     def __init__(self, partition: int, config: DetectorConfig | None = None) -> None:
         self.partition = partition
         self.runner = DetectorRunner(config, track_entities=False)
+        self.legacy: set[str] = set()  # LLM entities restored from one entry per detector (before s|llm|)
         self.runner.series = SeriesContributions(self.runner.config.buckets.series_s)
 
     def apply(self, items: Sequence[Item], known: Callable[[Sequence[str]], list[bool]]) -> Applied:
@@ -396,10 +401,20 @@ class PartitionDetectors:
         return done
 
     def _save(self, entries: list[tuple[str, Any]]) -> None:
-        runner = self.runner
+        runner, states = self.runner, self.runner.states
+        fused: dict[str, None] = {}  # LLM entities, in order
         for name, key in sorted(runner.changed):
-            state = runner.states[name].get(key)
-            entries.append((f"{STATE}{name}|{key}", None if state is None else stamped(state)))
+            if name in LLM_DETECTORS:
+                fused[key] = None
+            else:
+                state = states[name].get(key)
+                entries.append((f"{STATE}{name}|{key}", None if state is None else stamped(state)))
+        tables = [(name, states[name]) for name in LLM_DETECTORS]
+        for key in fused:
+            entries.append((LLM_STATES + key, fuse(tables, key)))
+            if self.legacy and key in self.legacy:  # its states were last saved one entry each
+                self.legacy.discard(key)
+                entries += [(f"{STATE}{name}|{key}", None) for name in LLM_DETECTORS]
         for app in sorted(runner.peers_changed):
             entries.append((PEERS + app, stamped(runner.peers[app])))
         runner.changed.clear()
@@ -418,10 +433,20 @@ class PartitionDetectors:
         self = cls(partition, config)
         runner = self.runner
         pending: list[Item] = []
+        states: dict[tuple[str, str], State] = {}
+        merged: dict[str, dict[str, State]] = {}  # s|llm| entries by entity
         for key, value in entries:
             if value is None:
                 continue
-            if key.startswith(STATE) or key.startswith(PEERS):
+            if key.startswith(LLM_STATES):
+                entity = key[len(LLM_STATES):]
+                try:
+                    fused = split(value)
+                except StateError as error:
+                    log.warning("dropped the saved detector states %s: %s", key, error)
+                    continue
+                merged[entity] = fused
+            elif key.startswith(STATE) or key.startswith(PEERS):
                 try:
                     state = from_dict(value)
                 except StateError as error:  # one unreadable state starts that entity afresh
@@ -429,13 +454,21 @@ class PartitionDetectors:
                     continue
                 if key.startswith(PEERS):
                     runner.peers[key[len(PEERS):]] = state
-                else:
-                    name, entity = key[len(STATE):].split("|", 1)
-                    runner.restore(name, entity, state)
+                    continue
+                name, entity = key[len(STATE):].split("|", 1)
+                states[(name, entity)] = state
+                if name in LLM_DETECTORS:  # saved one entry each, before ``s|llm|``: dropped at its next save
+                    self.legacy.add(entity)
             elif key == f"{MARK}{partition}":
                 runner.watermark, runner.flushed_to = (v if v is not None else -math.inf for v in value)
             elif key.startswith(SEEN) and isinstance(value, list):
                 pending.append(value)
+        for entity, fused in merged.items():  # newer than any one-entry state of the same entity
+            for name in LLM_DETECTORS:
+                states.pop((name, entity), None)
+            states.update(((name, entity), state) for name, state in fused.items())
+        for (name, entity), state in states.items():
+            runner.restore(name, entity, state)
         horizon = runner.flushed_to - max((*runner.config.buckets.series_s, runner.config.buckets.app_s,
                                            runner.config.buckets.scope_s, runner.config.buckets.session_s))
         for item in sorted(pending, key=lambda i: i[5] if i[0] == SERIES else i[2]):

@@ -14,9 +14,11 @@ from typer.testing import CliRunner
 from detectors.buckets import SeriesBucketer, parse_time
 from detectors.findings import Finding
 from detectors.runner import DetectorRunner
+from detectors.state import MAX_STATE_BYTES, size_bytes, stamped
 from streams.cli import app as cli
 from streams.core.catalog import load_catalog
 from streams.core.detector_feed import (
+    LLM_STATES,
     SEEN,
     Backlog,
     PartitionDetectors,
@@ -26,6 +28,7 @@ from streams.core.detector_feed import (
     route,
     tick,
 )
+from streams.core.entity_states import LLM_DETECTORS, split
 from streams.core.events import EVENT_ADAPTER
 from streams.core.pricing import Pricer
 from streams.core.simulation import IncidentSpec, Simulation, SimulationConfig
@@ -116,6 +119,50 @@ def test_a_restart_from_the_saved_entries_changes_nothing() -> None:
         restored = PartitionDetectors.restore(0, table.data.items())
         second = run_feed(iter(events[cut:]), restored, table)
         assert outline(first + second) == outline(whole)
+
+
+def plain(states: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Detector states as JSON would give them back, without version stamps."""
+    return {name: {key: {k: v for k, v in json.loads(json.dumps(state)).items() if k != "_v"}
+                   for key, state in table.items()} for name, table in states.items()}
+
+
+def test_an_llm_entity_is_saved_as_one_entry_and_restored_exactly() -> None:
+    events = priced_events()
+    det, table = PartitionDetectors(0), Table()
+    run_feed(iter(events[: len(events) // 2]), det, table)
+    saved = [key for key, value in table.data.items() if key.startswith("s|") and value is not None]
+    sessions = [key for key in saved if ",session=" in key]
+    assert sessions and all(key.startswith(LLM_STATES) for key in sessions)
+    assert not [key for key in saved if key.split("|")[1] in LLM_DETECTORS]
+    # a session's detector states together stay within the 2 KB an entity may keep
+    assert max(size_bytes(table.data[key]) for key in sessions) <= MAX_STATE_BYTES
+    restored = PartitionDetectors.restore(0, table.data.items())
+    assert plain(restored.runner.states) == plain(det.runner.states)
+
+
+def test_states_saved_one_entry_each_by_an_older_version_are_read_then_replaced() -> None:
+    events = priced_events()
+    whole = run_feed(iter(events), PartitionDetectors(0), Table())
+    cut = len(events) // 2
+    det, table = PartitionDetectors(0), Table()
+    first = run_feed(iter(events[:cut]), det, table)
+    old = Table()  # the same entries as a version before s|llm| saved them
+    for key, value in table.data.items():
+        if key.startswith(LLM_STATES) and value is not None:
+            old.data.update((f"s|{name}|{key[len(LLM_STATES):]}", stamped(state))
+                            for name, state in split(value).items())
+        else:
+            old.data[key] = value
+    restored = PartitionDetectors.restore(0, old.data.items())
+    assert plain(restored.runner.states) == plain(det.runner.states)
+    second = run_feed(iter(events[cut:]), restored, old)
+    assert outline(first + second) == outline(whole)
+    # each entity saved again dropped its one-entry states; the others keep them until they change
+    for key, value in old.data.items():
+        name, entity = key.split("|", 2)[1:] if key.startswith("s|") else ("", "")
+        if name in LLM_DETECTORS and old.data.get(LLM_STATES + entity) is not None:
+            assert value is None, key
 
 
 def test_repeated_batches_change_nothing_and_are_counted() -> None:
@@ -278,7 +325,9 @@ def test_the_minute_and_the_hour_that_start_together_are_two_buckets() -> None:
 
 def test_an_unreadable_saved_state_is_dropped_on_restore_not_fatal() -> None:
     entries = [("s|runaway|app=bot", {"_v": 99, "n": 1}), ("p|bot", {"m": float("nan")}),
-               ("s|runaway|app=cx", {"n": 3, "_v": 1})]
+               ("s|runaway|app=cx", {"n": 3, "_v": 1}), ("s|llm|app=dx", {"_v": 1, "spikes": {"n": 1}}),
+               ("s|llm|app=ex", {"_v": 1, "runaway": {"e": {"app": "ex"}, "n": 4}})]
     det = PartitionDetectors.restore(0, entries)
-    assert det.runner.states["runaway"] == {"app=cx": {"n": 3, "_v": 1}}
+    assert det.runner.states["runaway"] == {"app=cx": {"n": 3, "_v": 1},
+                                            "app=ex": {"e": {"app": "ex"}, "n": 4}}
     assert det.runner.peers == {}
