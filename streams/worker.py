@@ -9,7 +9,6 @@ import faust
 from streams.agents import PricedStage, register_price_agent
 from streams.app import create_app
 from streams.budget_agents import LiveBudgets, register_budget_agents
-from streams.collector import tune_collector
 from streams.core.allocation import Allocator, load_allocation
 from streams.core.budgets import load_budgets
 from streams.core.catalog import load_catalog
@@ -81,10 +80,4 @@ def build_worker(settings: Settings) -> Worker:
     if cost_stages:
         register_cost_agent(app, settings, topics, cost_stages)
     register_pages(app, metrics, catalog.version)
-
-    @app.task
-    async def tune_garbage_collector() -> None:
-        """Once started: start-up's objects frozen, fewer young collections (``streams/collector.py``)."""
-        tune_collector()
-
     return worker
