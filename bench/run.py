@@ -309,7 +309,7 @@ class BaselineProcess:
 # --- one phase ---------------------------------------------------------------------------------------
 
 
-def phase_settings(bootstrap: str, partitions: int, name: str) -> Settings:
+def phase_settings(bootstrap: str, partitions: int, name: str, spend_tables: bool = False) -> Settings:
     """Return settings with a fresh topic prefix and app id, so no phase sees another's data.
 
     The stages match the worker's (``WORKER_ENV``), so the lag the detectors phase waits on counts
@@ -317,7 +317,8 @@ def phase_settings(bootstrap: str, partitions: int, name: str) -> Settings:
     """
     tag = f"{name}-{uuid.uuid4().hex[:8]}"
     return Settings(kafka_bootstrap_servers=bootstrap, topic_prefix=f"bench-{tag}.", app_id=f"bench-{tag}",
-                    topic_partitions=partitions, spend_tables=False, detectors_enabled=name == "detectors")
+                    topic_partitions=partitions, spend_tables=spend_tables,
+                    detectors_enabled=name == "detectors")
 
 
 def delete_topics(settings: Settings) -> None:
@@ -336,7 +337,11 @@ def run_phase(
     name: str, workload: Workload, settings: Settings, timeout_s: float, rate: float,
     worker_profile: Path | None = None,
 ) -> PhaseResult:
-    """Start the processor and the watcher, produce the workload, and measure until all is priced."""
+    """Start the processor and the watcher, produce the workload, and measure until all is priced.
+
+    A worker phase whose worker reads more than the usage topics (the detectors, or the spend tables of
+    ``--spend-tables``) is measured until it has read all of that too.
+    """
     ensure_topics(settings)
     events = workload.events
     ready = spawn.Event()
@@ -353,7 +358,8 @@ def run_phase(
     if name in WORKER_ENV:
         # ``worker``: the pricing stage alone, as the baseline loop does; ``detectors``: with the detector
         # stage too. The spend tables and budgets have their own measurement (bench.budget_alert).
-        processor = WorkerProcess(settings, workdir, worker_profile, extra_env=WORKER_ENV[name])
+        env = WORKER_ENV[name] | ({"BURNWATCH_SPEND_TABLES": "true"} if settings.spend_tables else {})
+        processor = WorkerProcess(settings, workdir, worker_profile, extra_env=env)
     else:
         processor = BaselineProcess(settings)
     cpu_used: float | None = None
@@ -384,8 +390,8 @@ def run_phase(
                 if message[0] == "done":
                     received.frombytes(message[2])
                     break
-            if name == "detectors":
-                progress.update(task, description="detecting")
+            if name == "detectors" or (name in WORKER_ENV and settings.spend_tables):
+                progress.update(task, description="detecting" if name == "detectors" else "spend tables")
                 detail["drained_after_priced_s"] = wait_drained(settings, timeout_s, processor)
         cpu_used = cpu_seconds(processor.pid) - cpu_before
         if isinstance(processor, WorkerProcess):
@@ -532,6 +538,8 @@ def main(
     events_per_s: Annotated[float, typer.Option(
         min=0.001, help="event-time pace of the workload (events per second of event time)")] = 1000.0,
     output: Annotated[Path, typer.Option(help="directory for the JSON result file")] = RESULTS_DIR,
+    spend_tables: Annotated[bool, typer.Option(
+        help="worker phases with the spend tables on, as `burnwatch worker` runs by default")] = False,
 ) -> None:
     """Measure priced events per second and produce-to-priced latency: worker, baseline, in-process."""
     began = time.monotonic()
@@ -558,7 +566,7 @@ def main(
     results: dict[str, PhaseResult] = {}
     failures: dict[str, str] = {}
     for name in phases:
-        settings = phase_settings(bootstrap, partitions, name)
+        settings = phase_settings(bootstrap, partitions, name, spend_tables=spend_tables)
         try:
             results[name] = run_phase(name, workload, settings, timeout, rate, worker_profile)
             console.print(f"{name}: {results[name].events_per_s:,.0f} events/s", highlight=False)
@@ -576,6 +584,7 @@ def main(
         "bootstrap": bootstrap,
         "events": events, "envelope_size": envelope_size, "envelopes": len(workload.envelopes),
         "partitions": partitions, "rate": rate or None, "seed": seed, "events_per_s": events_per_s,
+        "spend_tables": spend_tables,
         "mix": workload.counts, "mix_shares": Mix().weights(), "payload_bytes": workload.payload_bytes,
         "workload_build_s": round(build_s, 3),
         "machine": machine_info() | {"load_average_at_start": load_at_start},
