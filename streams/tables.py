@@ -169,7 +169,10 @@ def define_detector_table(app: faust.App, settings: Settings) -> BatchLoggedTabl
 def define_budget_alert_table(app: faust.App, settings: Settings) -> faust.Table:
     """Declare budget id -> the alert bookkeeping of its state (thresholds fired, last record sent).
 
-    Written from a timer, so keys are placed by the producer's partitioner, like ``budget.charges``.
+    Written only by ``track_budgets``, in the partition of the ``budget.charges`` batch it is counting
+    (the budget's own partition). It was placed by the producer's partitioner once, and that path asks
+    aiokafka for the changelog topic's partitions without waiting for metadata: when the producer's
+    metadata covered only the topics it had sent to, the write raised ``TypeError`` and crashed the agent.
     """
     return app.Table(
         BUDGET_ALERTS_TABLE,
@@ -177,7 +180,6 @@ def define_budget_alert_table(app: faust.App, settings: Settings) -> faust.Table
         key_type=str,
         value_type=None,
         partitions=settings.topic_partitions,
-        use_partitioner=True,
     )
 
 
