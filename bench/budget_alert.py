@@ -81,7 +81,9 @@ def main(
 ) -> None:
     """Measure how long after the crossing event a budget's 80 % alert reaches the alerts topic."""
     bootstrap = os.environ.get("BURNWATCH_KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
-    settings: Settings = phase_settings(bootstrap, partitions, "alert")
+    # the worker as deployed: every stage on, as `burnwatch worker` runs by default
+    settings: Settings = phase_settings(bootstrap, partitions, "alert", spend_tables=True).model_copy(
+        update={"detectors_enabled": True})
     per_event = event_cost(llm_event("x", datetime.now(UTC)))
     # pre-traffic at ~65 %, the burst's middle event crosses 80 %
     amount = (PRE_EVENTS + BURST_EVENTS / 2) * per_event / (TARGET_PCT / 100)

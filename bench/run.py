@@ -55,9 +55,7 @@ from streams.names import COSTS_PRICED
 from streams.settings import Settings
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-PRICING_ONLY = {"BURNWATCH_DETECTORS_ENABLED": "false", "BURNWATCH_SPEND_TABLES": "false"}
-WITH_DETECTORS = {"BURNWATCH_DETECTORS_ENABLED": "true", "BURNWATCH_SPEND_TABLES": "false"}
-WORKER_ENV = {"worker": PRICING_ONLY, "detectors": WITH_DETECTORS}
+WORKER_PHASES = ("worker", "detectors")  # phases that run ``burnwatch worker``; the rest, the baseline loop
 REPO = Path(__file__).resolve().parents[1]
 PROGRESS_EVERY_S = 1.0
 HEALTH_TIMEOUT_S = 120.0
@@ -212,6 +210,9 @@ class WorkerProcess:
             "BURNWATCH_WEB_PORT": str(self.port),
             "BURNWATCH_WEB_HOST": "127.0.0.1",
             "BURNWATCH_LOG_LEVEL": "INFO",
+            # the stages the phase's settings name, whatever the worker's defaults
+            "BURNWATCH_DETECTORS_ENABLED": str(settings.detectors_enabled).lower(),
+            "BURNWATCH_SPEND_TABLES": str(settings.spend_tables).lower(),
         } | (extra_env or {})
         # cProfile writes its file when the worker exits on SIGTERM (SystemExit).
         profiler = ["-m", "cProfile", "-o", str(profile.resolve())] if profile else []
@@ -312,8 +313,9 @@ class BaselineProcess:
 def phase_settings(bootstrap: str, partitions: int, name: str, spend_tables: bool = False) -> Settings:
     """Return settings with a fresh topic prefix and app id, so no phase sees another's data.
 
-    The stages match the worker's (``WORKER_ENV``), so the lag the detectors phase waits on counts
-    only the topics that worker reads.
+    The worker runs the stages these settings name (``WorkerProcess``): ``worker`` pricing alone, as the
+    baseline loop does, ``detectors`` with the detector stage too, and both with the spend tables when
+    ``spend_tables`` (``--spend-tables``). The lag a phase waits on counts only the topics its worker reads.
     """
     tag = f"{name}-{uuid.uuid4().hex[:8]}"
     return Settings(kafka_bootstrap_servers=bootstrap, topic_prefix=f"bench-{tag}.", app_id=f"bench-{tag}",
@@ -355,11 +357,8 @@ def run_phase(
     processor: WorkerProcess | BaselineProcess
     detail: dict[str, Any] = {"topic_prefix": settings.topic_prefix, "workdir": str(workdir)}
     watcher.start()
-    if name in WORKER_ENV:
-        # ``worker``: the pricing stage alone, as the baseline loop does; ``detectors``: with the detector
-        # stage too. The spend tables and budgets have their own measurement (bench.budget_alert).
-        env = WORKER_ENV[name] | ({"BURNWATCH_SPEND_TABLES": "true"} if settings.spend_tables else {})
-        processor = WorkerProcess(settings, workdir, worker_profile, extra_env=env)
+    if name in WORKER_PHASES:
+        processor = WorkerProcess(settings, workdir, worker_profile)
     else:
         processor = BaselineProcess(settings)
     cpu_used: float | None = None
@@ -390,8 +389,9 @@ def run_phase(
                 if message[0] == "done":
                     received.frombytes(message[2])
                     break
-            if name == "detectors" or (name in WORKER_ENV and settings.spend_tables):
-                progress.update(task, description="detecting" if name == "detectors" else "spend tables")
+            if isinstance(processor, WorkerProcess) and (settings.detectors_enabled or settings.spend_tables):
+                stage = "detecting" if settings.detectors_enabled else "spend tables"
+                progress.update(task, description=stage)
                 detail["drained_after_priced_s"] = wait_drained(settings, timeout_s, processor)
         cpu_used = cpu_seconds(processor.pid) - cpu_before
         if isinstance(processor, WorkerProcess):
