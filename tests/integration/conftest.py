@@ -88,12 +88,21 @@ class Stack:
         )
 
     def start_worker(self, name: str = "w1") -> int:
+        return self.start_process(name, "worker", port_env="BURNWATCH_WEB_PORT")
+
+    def start_notifier(self, name: str = "n1") -> int:
+        return self.start_process(name, "notifier", port_env="BURNWATCH_NOTIFIER_WEB_PORT")
+
+    def start_process(self, name: str, command: str, port_env: str) -> int:
+        """Run ``burnwatch <command>`` as ``name`` (its health port in ``port_env``); wait until healthy.
+
+        ``kill_worker``, ``wait_healthy`` and ``log`` take the same name, whatever the command.
+        """
         port = free_port()
-        env = {**self.env, "BURNWATCH_WEB_PORT": str(port),
-               "BURNWATCH_DATA_DIR": str(self.tmp / f"data-{name}")}
+        env = {**self.env, port_env: str(port), "BURNWATCH_DATA_DIR": str(self.tmp / f"data-{name}")}
         log = open(self.tmp / f"worker-{name}.log", "ab")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"],
+            [sys.executable, "-m", "streams.cli", command],
             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp, start_new_session=True,
         )
         self.workers[name] = (proc, port)

@@ -15,7 +15,7 @@ from typing import Any
 from pytest_httpserver import HTTPServer
 
 from tests.integration.conftest import Stack
-from tests.integration.test_notifier_stream import health, server, start_notifier, wait_for
+from tests.integration.test_notifier_stream import health, server, wait_for
 from tests.integration.test_receivers_http import ROUTING_KEY, TOKEN, Recorder, pagerduty_api, slack_api
 
 __all__ = ["server"]  # the fixture, shared with the notifier tests
@@ -64,7 +64,7 @@ alerting:
     stack = stack_factory(alerting_path=config, detectors_idle_lane_s=5, kafka_session_timeout_s=6)
     stack.env |= {"BW_TEST_SLACK_TOKEN": TOKEN, "BW_TEST_PD_KEY": ROUTING_KEY}
     stack.start_worker("w1")
-    start_notifier(stack)
+    stack.start_notifier()
 
     def posts(threaded: bool) -> list[dict[str, Any]]:
         return [b for b in slack.bodies("chat.postMessage") if ("thread_ts" in b) == threaded]
@@ -79,7 +79,7 @@ alerting:
     assert pd_events("resolve") == [] and slack.bodies("chat.update") == []
 
     stack.kill_worker("n1")
-    start_notifier(stack)
+    stack.start_notifier()
     simulate(stack, 600, speed=120)
     wait_for(lambda: len(pd_events("resolve")) == 1 and len(slack.bodies("chat.update")) == 1, "the resolve",
              stack)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -23,7 +21,7 @@ from werkzeug import Response
 
 from alerting.model import Alert
 from streams.names import ALERTS
-from tests.integration.conftest import Stack, free_port
+from tests.integration.conftest import Stack
 from tests.integration.test_receivers_http import ROUTING_KEY, TOKEN, Recorder, pagerduty_api, slack_api
 
 FAST_POLICY = """
@@ -44,20 +42,6 @@ def server() -> Any:
     srv.clear()
     if srv.is_running():
         srv.stop()
-
-
-def start_notifier(stack: Stack, name: str = "n1") -> None:
-    """Run ``burnwatch notifier`` like the stack runs workers (so ``kill_worker`` and ``log`` work)."""
-    port = free_port()
-    env = {**stack.env, "BURNWATCH_NOTIFIER_WEB_PORT": str(port),
-           "BURNWATCH_DATA_DIR": str(stack.tmp / f"data-{name}")}
-    log = open(stack.tmp / f"worker-{name}.log", "ab")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "notifier"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=stack.tmp, start_new_session=True,
-    )
-    stack.workers[name] = (proc, port)
-    stack.wait_healthy(name)
 
 
 def health(stack: Stack, name: str) -> dict[str, Any]:
@@ -117,7 +101,7 @@ alerting:
 """ + FAST_POLICY.format(receivers="slack, pd"))
     stack = stack_factory(alerting_path=config, kafka_session_timeout_s=6)
     stack.env |= {"BW_TEST_SLACK_TOKEN": TOKEN, "BW_TEST_PD_KEY": ROUTING_KEY}
-    start_notifier(stack)
+    stack.start_notifier()
 
     def posts(threaded: bool) -> list[dict[str, Any]]:
         return [b for b in slack.bodies("chat.postMessage") if ("thread_ts" in b) == threaded]
@@ -134,7 +118,7 @@ alerting:
     time.sleep(1.5)
     stack.kill_worker("n1")
     slack_down["now"] = False
-    start_notifier(stack)
+    stack.start_notifier()
     wait_for(lambda: len(posts(False)) == 1, "the Slack message from the outbox", stack)
     # The session keeps burning: an update, in the Slack thread only (PagerDuty was paged once).
     produce(stack, runaway(60.0, started + timedelta(minutes=2), started))
@@ -145,7 +129,7 @@ alerting:
     time.sleep(1.5)
 
     stack.kill_worker("n1")
-    start_notifier(stack)
+    stack.start_notifier()
     ended = started + timedelta(minutes=4)
     produce(stack, runaway(60.0, ended, started).resolve(ended))
     wait_for(lambda: len(pd_events("resolve")) == 1 and len(slack.bodies("chat.update")) == 1, "the resolve",
@@ -176,7 +160,7 @@ alerting:
     file: {{type: jsonl, path: "{out}"}}
 """ + FAST_POLICY.format(receivers="file"))
     stack = stack_factory(alerting_path=config)
-    start_notifier(stack)
+    stack.start_notifier()
 
     def sent(team: str) -> list[dict[str, Any]]:
         lines = out.read_text().splitlines() if out.exists() else []
@@ -252,7 +236,7 @@ alerting:
 """)
     stack = stack_factory(alerting_path=config)
     stack.env |= {"BW_TEST_SLACK_TOKEN": TOKEN, "BW_TEST_PD_KEY": ROUTING_KEY}
-    start_notifier(stack)
+    stack.start_notifier()
 
     started = datetime.now(UTC) - timedelta(seconds=60)
     alerts = [burst_alert(i, started) for i in range(1000)]
