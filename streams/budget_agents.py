@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -54,6 +54,20 @@ class LiveBudgets:
     events_seen: dict[str, set[str]] = field(default_factory=dict)
     # budgets the timer asked track_budgets to look at (an empty budget.charges message in flight)
     ticks_pending: set[str] = field(default_factory=set)
+
+
+async def publish_live(live: LiveBudgets, publish: Callable[[str, BudgetState], Awaitable[None]]) -> None:
+    """``await publish(budget_id, state)`` for each budget ``live`` holds, its state read when its turn comes.
+
+    A rebalance rebuilds ``live`` from the ledger while a send is awaited. A loop over states read
+    before it would publish a budget the rebuild handed to another worker, from a state that stops
+    there: written back into ``live``, that budget would stay on this worker with frozen totals, and
+    its burn record could land after the new owner's last one (a total short on ``budget.burn``).
+    """
+    for budget_id in list(live.states):
+        state = live.states.get(budget_id)
+        if state is not None:  # gone: handed to another worker since the loop began
+            await publish(budget_id, state)
 
 
 def register_budget_agents(
@@ -131,10 +145,12 @@ def register_budget_agents(
         """
         state, record, alerts, emit = burn_step(
             budget, state, now, burn_interval_s=config.burn_interval_s, with_alerts=with_alerts)
+        live.states[budget.id] = state  # before any await: a rebuild during it must not be overwritten
         if not with_alerts and budget.id not in live.ticks_pending and alerts_due(budget, state, record):
             live.ticks_pending.add(budget.id)
             await topics.budget_charges_topic.send(key=budget.id.encode(), value=b"[]")
-        live.states[budget.id] = state
+            if live.states.get(budget.id) is not state:
+                return  # rebuilt by a rebalance meanwhile (maybe handed to another worker): nothing to say
         if not emit:
             return
         acks = [await topics.budget_burn_topic.send(key=budget.id.encode(), value=to_json(record))]
@@ -178,7 +194,7 @@ def register_budget_agents(
     @app.timer(TICK_S, on_leader=False)
     async def publish_burn() -> None:
         now = datetime.now(UTC)
-        for budget_id, state in list(live.states.items()):
-            await publish(budgets[budget_id], state, now, with_alerts=False)
+        await publish_live(live, lambda budget_id, state: publish(budgets[budget_id], state, now,
+                                                                  with_alerts=False))
 
     return live
