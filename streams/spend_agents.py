@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,6 +53,30 @@ class SpendState:
             tracker = self.trackers[partition] = SpendTracker(
                 self.allocator, self.allocator.config.shared_costs, lateness_s=self.lateness_s)
         return tracker
+
+
+async def publish_dirty(state: SpendState, send: Callable[[int, str, SpendTracker], Awaitable[None]]) -> None:
+    """``await send(partition, key, tracker)`` for each changed window of the partitions this worker owns.
+
+    A rebalance rebuilds the trackers while a send is awaited. A partition whose tracker was replaced
+    is left at once: the rebuild marked every window it holds to publish, and a window sent from the old
+    tracker (of a partition maybe handed to another worker) could land after its new owner's.
+    """
+    for partition in list(state.dirty):
+        tracker, keys = state.trackers.get(partition), state.dirty.get(partition)
+        if keys is None:  # rebuilt meanwhile, and no longer this worker's
+            continue
+        if tracker is None:
+            del state.dirty[partition]
+            continue
+        state.dirty[partition] = set()
+        for key in keys:
+            if state.trackers.get(partition) is not tracker:
+                break
+            if key in tracker.windows:
+                await send(partition, key, tracker)
+        else:
+            tracker.forget_old()
 
 
 def register_spend_agents(
@@ -110,18 +134,13 @@ def register_spend_agents(
     async def publish_spend() -> None:
         now = datetime.now(UTC)
         acks: list[Awaitable[Any]] = []
-        for partition, keys in list(state.dirty.items()):
-            tracker = state.trackers.get(partition)
-            state.dirty[partition] = set()
-            if tracker is None:
-                continue
-            for key in keys:
-                if key not in tracker.windows:
-                    continue
-                record = window_record(key, tracker.value(key), partition=partition, as_of=now)
-                acks.append(await topics.spend_windows_topic.send(
-                    key=f"{key}#{partition}".encode(), value=to_json(record)))
-            tracker.forget_old()
+
+        async def send(partition: int, key: str, tracker: SpendTracker) -> None:
+            record = window_record(key, tracker.value(key), partition=partition, as_of=now)
+            acks.append(await topics.spend_windows_topic.send(
+                key=f"{key}#{partition}".encode(), value=to_json(record)))
+
+        await publish_dirty(state, send)
         await asyncio.gather(*acks)
         _set_compliance(metrics, state, now)
 
