@@ -30,6 +30,8 @@ from typing import Any, Generic, TypeVar
 from faust.streams import _current_event
 from faust.types import TP
 
+from streams.faust_fixes import refuse_acks
+
 T = TypeVar("T")
 
 
@@ -115,11 +117,18 @@ async def handle_batches(
     """Run an agent's loop: ``await handle(batch)`` for each partition's batch of what ``stream`` buffered.
 
     While ``handle`` runs, the batch's last event is faust's current event (``PartitionBatch.current``).
+    If it raises, that batch and the ones after it are not acknowledged (``faust_fixes.refuse_acks``;
+    faust would acknowledge the whole take) but read again, and the agent crashes as faust's would.
     """
     async for events in stream.take_events(max_messages, within=within_s):
-        for batch in partition_batches(events, app.consumer_generation_id):
+        batches = list(partition_batches(events, app.consumer_generation_id))
+        for index, batch in enumerate(batches):
             with batch.current():
-                await handle(batch)
+                try:
+                    await handle(batch)
+                except BaseException:
+                    refuse_acks(message for unhandled in batches[index:] for message in unhandled.messages)
+                    raise
 
 
 class InFlight(Generic[T]):

@@ -28,12 +28,20 @@ or rebalance lost them (eight consecutive ``costs.priced`` messages in one 20k r
 refuses those acknowledgements: a message counts as processed only if it was fetched under the
 current generation and the flow is running. A refused message is read again after the seek to the
 committed offsets, and repeats are dropped downstream.
+
+A third: faust's ``Stream.take_events`` acknowledges every event of a take when the loop over it ends,
+also when the agent's handler raised and left them unhandled (a crashed batch was committed and lost).
+``refuse_acks`` marks such messages: their acknowledgement is refused, and the repair timer reads their
+partition again from the first of them after ``GAP_REPAIR_AFTER_S`` (a bug that fails every time is
+retried at that pace, loudly, rather than dropped).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import weakref
+from collections.abc import Iterable
 from typing import Any
 
 import faust
@@ -42,6 +50,8 @@ from faust.utils.functional import consecutive_numbers
 
 log = logging.getLogger("burnwatch.faust_fixes")
 GAP_REPAIR_AFTER_S = 10.0
+UNHANDLED: weakref.WeakSet[Any] = weakref.WeakSet()  # messages a handler failed on (``refuse_acks``)
+STALLED: dict[Any, tuple[int, float]] = {}  # partition -> (first offset a handler failed on, when)
 
 
 def new_offset(self: Any, tp: Any) -> int | None:
@@ -89,10 +99,42 @@ def ack_counts(message_generation: int | None, current_generation: int, flow_act
 def guarded_ack(self: Any, message: Any) -> bool:
     """Acknowledge like faust's ``Consumer.ack``, but refuse what would mark an unprocessed message done."""
     app = self.app
-    if not ack_counts(message.generation_id, app.consumer_generation_id, app.flow_control.is_active()):
+    if message in UNHANDLED or not ack_counts(
+        message.generation_id, app.consumer_generation_id, app.flow_control.is_active()
+    ):
         self._unacked_messages.discard(message)  # it is read again after the seek; do not keep it
         return False
     return bool(_faust_ack(self, message))
+
+
+def refuse_acks(messages: Iterable[Any], now: float | None = None) -> None:
+    """Mark ``messages`` as not handled (the handler raised): never acknowledged, read again later."""
+    now = time.monotonic() if now is None else now
+    for message in messages:
+        UNHANDLED.add(message)
+        first = STALLED.get(message.tp)
+        if first is None or message.offset < first[0]:
+            STALLED[message.tp] = (message.offset, first[1] if first else now)
+
+
+def stalled_due(now: float, after_s: float = GAP_REPAIR_AFTER_S) -> dict[Any, int]:
+    """Remove and return ``{partition: offset}`` of the refused messages waiting ``after_s`` or more.
+
+    >>> class M:  # a fetched message: its partition and offset
+    ...     def __init__(self, tp, offset):
+    ...         self.tp, self.offset = tp, offset
+    >>> refuse_acks([M("t-0", 8), M("t-0", 7), M("t-1", 3)], now=100.0)
+    >>> stalled_due(now=105.0, after_s=10.0)
+    {}
+    >>> stalled_due(now=110.0, after_s=10.0)
+    {'t-0': 7, 't-1': 3}
+    >>> stalled_due(now=200.0, after_s=10.0)
+    {}
+    """
+    due = {tp: offset for tp, (offset, since) in STALLED.items() if now - since >= after_s}
+    for tp in due:
+        del STALLED[tp]
+    return due
 
 
 def apply() -> None:
@@ -144,9 +186,14 @@ def install_gap_repair(app: faust.App, after_s: float = GAP_REPAIR_AFTER_S) -> N
         consumer = app.consumer
         if app.rebalancing or not consumer.flow_active:
             return  # the rebalance's own seek reads them again
-        assigned = consumer.assignment()
-        for tp, offset in repair.due(consumer._acked, consumer._committed_offset, time.monotonic()).items():
+        assigned, now = consumer.assignment(), time.monotonic()
+        for tp, offset in repair.due(consumer._acked, consumer._committed_offset, now).items():
             if tp in assigned:
                 log.warning("re-reading %s from offset %d: a stream dropped the message there without "
                             "acknowledging it (repeats are dropped downstream)", tp, offset)
+                await consumer.seek(tp, offset)
+        for tp, offset in stalled_due(now, after_s).items():
+            if tp in assigned:  # otherwise its new owner reads it from the committed offset
+                log.warning("re-reading %s from offset %d: an agent failed on the messages from there "
+                            "(repeats are dropped downstream)", tp, offset)
                 await consumer.seek(tp, offset)
