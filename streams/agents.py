@@ -102,7 +102,8 @@ def register_price_agent(
     @app.agent(topics.usage_topic, name="price_usage")
     async def price_usage(stream: faust.StreamT[bytes]) -> None:
         await handle_batches(app, stream, price, max_messages=settings.batch_max_messages,
-                             within_s=settings.batch_within_s)
+                             within_s=settings.batch_within_s,
+                             failed=metrics.batches_failed.labels("price_usage").inc)
 
     async def price(batch: PartitionBatch) -> None:
         source = source_of.get(batch.topic, "unknown")

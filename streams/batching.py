@@ -113,12 +113,14 @@ async def handle_batches(
     *,
     max_messages: int,
     within_s: float,
+    failed: Callable[[], None] | None = None,
 ) -> None:
     """Run an agent's loop: ``await handle(batch)`` for each partition's batch of what ``stream`` buffered.
 
     While ``handle`` runs, the batch's last event is faust's current event (``PartitionBatch.current``).
     If it raises, that batch and the ones after it are not acknowledged (``faust_fixes.refuse_acks``;
-    faust would acknowledge the whole take) but read again, and the agent crashes as faust's would.
+    faust would acknowledge the whole take) but read again, ``failed()`` is called (not for a
+    cancellation: the worker stopping), and the agent crashes as faust's would.
     """
     async for events in stream.take_events(max_messages, within=within_s):
         batches = list(partition_batches(events, app.consumer_generation_id))
@@ -126,8 +128,10 @@ async def handle_batches(
             with batch.current():
                 try:
                     await handle(batch)
-                except BaseException:
+                except BaseException as error:
                     refuse_acks(message for unhandled in batches[index:] for message in unhandled.messages)
+                    if failed is not None and not isinstance(error, asyncio.CancelledError):
+                        failed()
                     raise
 
 

@@ -98,7 +98,8 @@ def register_budget_agents(
     @app.agent(topics.budget_charges_topic, name="track_budgets")
     async def track_budgets(stream: faust.StreamT[bytes]) -> None:
         await handle_batches(app, stream, count_batch, max_messages=settings.batch_max_messages,
-                             within_s=settings.batch_within_s)
+                             within_s=settings.batch_within_s,
+                             failed=metrics.batches_failed.labels("track_budgets").inc)
 
     async def count_batch(batch: PartitionBatch) -> None:
         by_budget: dict[str, list[Contribution]] = {}

@@ -18,6 +18,7 @@ from pydantic_core import from_json
 
 from streams.batching import PartitionBatch, handle_batches
 from streams.core.costs import CostRecord
+from streams.metrics import WorkerMetrics
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -25,13 +26,16 @@ CostStage = Callable[[PartitionBatch, list[CostRecord]], Awaitable[None]]
 """A stage: ``await stage(batch, records)`` for each partition's batch of ``costs.priced`` messages."""
 
 
-def register_cost_agent(app: faust.App, settings: Settings, topics: Topics, stages: list[CostStage]) -> None:
+def register_cost_agent(
+    app: faust.App, settings: Settings, topics: Topics, stages: list[CostStage], metrics: WorkerMetrics
+) -> None:
     """Add ``process_costs``, which runs ``stages`` over every batch of ``costs.priced`` messages."""
 
     @app.agent(topics.costs_priced_topic, name="process_costs")
     async def process_costs(stream: faust.StreamT[bytes]) -> None:
         await handle_batches(app, stream, run_stages, max_messages=settings.batch_max_messages,
-                             within_s=settings.batch_within_s)
+                             within_s=settings.batch_within_s,
+                             failed=metrics.batches_failed.labels("process_costs").inc)
 
     async def run_stages(batch: PartitionBatch) -> None:
         records: list[CostRecord] = []

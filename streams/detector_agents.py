@@ -108,7 +108,8 @@ def register_detector_agents(
     @app.agent(topics.detector_inputs_topic, name="detect_anomalies")
     async def detect_anomalies(stream: faust.StreamT[bytes]) -> None:
         await handle_batches(app, stream, detect, max_messages=settings.batch_max_messages,
-                             within_s=settings.batch_within_s)
+                             within_s=settings.batch_within_s,
+                             failed=metrics.batches_failed.labels("detect_anomalies").inc)
 
     async def detect(batch: PartitionBatch) -> None:
         partition = batch.partition

@@ -108,6 +108,11 @@ class WorkerMetrics:
             "burnwatch_detector_inputs_repeated",
             "Detector inputs dropped because their charge was already applied (a redelivery).", registry=r,
         )
+        self.batches_failed = Counter(
+            "burnwatch_batches_failed",
+            "Batches an agent's handler raised on: not acknowledged, read again after 10 s (see the log).",
+            ["agent"], registry=r,
+        )
         self.findings_sent = Counter(
             "burnwatch_findings_sent", "Findings sent to the anomalies topic.", ["kind", "state"], registry=r,
         )

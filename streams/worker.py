@@ -78,6 +78,6 @@ def build_worker(settings: Settings) -> Worker:
         worker.spend = register_spend_agents(
             app, settings, topics, define_spend_table(app, settings), allocator, metrics, cost_stages)
     if cost_stages:
-        register_cost_agent(app, settings, topics, cost_stages)
+        register_cost_agent(app, settings, topics, cost_stages, metrics)
     register_pages(app, metrics, catalog.version)
     return worker

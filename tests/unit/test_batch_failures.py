@@ -61,21 +61,28 @@ def event(partition: int, offset: int) -> Event:
                                  generation_id=GENERATION))
 
 
-def run(failing_partition: int | None) -> tuple[Any, list[int], BaseException | None]:
+FAILURES: list[str] = []
+
+
+def run(
+    failing_partition: int | None, error: BaseException | None = None
+) -> tuple[Any, list[int], BaseException | None]:
     c = consumer()
     handled: list[int] = []
 
     async def handle(batch: PartitionBatch) -> None:
         if batch.partition == failing_partition:
-            raise RuntimeError("a stage failed")
+            raise error or RuntimeError("a stage failed")
         handled.append(batch.partition)
 
     stream = TakingStream(c, [event(0, 85), event(1, 40), event(0, 86)])
     app = SimpleNamespace(consumer_generation_id=GENERATION)
+    FAILURES.clear()
     try:
-        asyncio.run(handle_batches(app, stream, handle, max_messages=100, within_s=0.1))
-    except RuntimeError as error:
-        return c, handled, error
+        asyncio.run(handle_batches(app, stream, handle, max_messages=100, within_s=0.1,
+                                   failed=lambda: FAILURES.append("price_usage")))
+    except (RuntimeError, asyncio.CancelledError) as raised:
+        return c, handled, raised
     return c, handled, None
 
 
@@ -87,6 +94,7 @@ def test_every_handled_batch_is_acknowledged() -> None:
     c, handled, error = run(failing_partition=None)
     assert (handled, error) == ([0, 1], None)
     assert acknowledged(c) == {0: [85, 86], 1: [40]}
+    assert FAILURES == []
     assert stalled_due(now=float("inf")) == {}
 
 
@@ -94,6 +102,7 @@ def test_the_failed_batch_is_not_acknowledged_and_is_read_again() -> None:
     c, handled, error = run(failing_partition=1)
     assert handled == [0] and error is not None  # the agent still crashes, as faust's would
     assert acknowledged(c) == {0: [85, 86]}
+    assert FAILURES == ["price_usage"]  # counted (burnwatch_batches_failed_total)
     assert stalled_due(now=float("inf")) == {("costs.priced", 1): 40}
 
 
@@ -102,3 +111,11 @@ def test_the_batches_after_a_failed_one_are_not_acknowledged_either() -> None:
     assert handled == [] and error is not None
     assert acknowledged(c) == {}
     assert stalled_due(now=float("inf")) == {("costs.priced", 0): 85, ("costs.priced", 1): 40}
+
+
+def test_a_batch_cancelled_by_a_stopping_worker_is_read_again_but_not_counted_as_failed() -> None:
+    c, handled, error = run(failing_partition=1, error=asyncio.CancelledError())
+    assert isinstance(error, asyncio.CancelledError)
+    assert acknowledged(c) == {0: [85, 86]}
+    assert stalled_due(now=float("inf")) == {("costs.priced", 1): 40}
+    assert FAILURES == []
