@@ -34,7 +34,11 @@ SOURCES = {USAGE_GPU: "gpu", USAGE_LLM: "llm", USAGE_STORAGE: "storage"}
 
 ROUTE_RECORDS = 1_000  # the priced-record stages run once this many records (or the batch's end)
 
-PricedStage = Callable[[PartitionBatch, list[CostRecord]], Awaitable[list["asyncio.Future[Any]"]]]
+PricedStage = Callable[
+    [PartitionBatch, list[CostRecord], list[tuple[int, int]]], Awaitable[list["asyncio.Future[Any]"]]
+]
+"""``await stage(batch, records, messages)``: a run's priced records; ``messages`` the offset and record
+count of each usage message they come from, in order."""
 """A stage on a run of usage messages' priced records: ``acks = await stage(batch, records)`` sends what
 it makes and returns its sends' futures (not awaited: the messages' ids are stored once they resolve)."""
 
@@ -139,9 +143,10 @@ def register_price_agent(
 
         async def run_stages() -> None:
             records = [record for _, priced, _ in unrouted for record in priced.records]
+            messages = [(event.message.offset, len(priced.records)) for event, priced, _ in unrouted]
             stage_acks: list[Any] = []
             for stage in stages:
-                stage_acks += await stage(batch, records)
+                stage_acks += await stage(batch, records, messages)
             for stream_event, priced, acks in unrouted:
                 in_flight.add(acks + stage_acks, (stream_event, priced))
             unrouted.clear()

@@ -88,9 +88,12 @@ def register_detector_agents(
         return [await topics.detector_inputs_topic.send(key=TICK_KEY, value=payload, partition=partition)
                 for partition in range(settings.topic_partitions)]
 
-    async def route_detector_inputs(batch: PartitionBatch, records: list[CostRecord]) -> list[Any]:
+    async def route_detector_inputs(
+        batch: PartitionBatch, records: list[CostRecord], messages: list[tuple[int, int]]
+    ) -> list[Any]:
         acks: list[Any] = []
-        for key, items in route(records).items():
+        source = f"{batch.topic}:{batch.partition}"
+        for key, items in route(records, source=source, messages=messages).items():
             acks.append(await topics.detector_inputs_topic.send(key=key.encode(), value=to_json(items)))
         # observed after the inputs are sent: a tick never overtakes the inputs it closes buckets over
         now = time.monotonic()

@@ -75,19 +75,33 @@ GPU, USAGE, SERIES, TICK = "g", "u", "s", "t"
 FOLD_S = 60.0  # series inputs of one batch are summed per minute before they are sent
 IDLE_SOURCE_S = 300.0
 IDLE_WALL_S = 30.0
-SEEN, STATE, PEERS, MARK = "i|", "s|", "p|", "w|"
+SEEN, STATE, PEERS, MARK, RANGES = "i|", "s|", "p|", "w|", "r|"
+SERIES_FIELDS = 8  # a series input's fields before the usage source, run range and per-message sums
+MAX_RANGES = 16  # offset ranges kept per series group and usage partition; older gaps count as applied
 LLM_STATES = "s|llm|"  # an LLM entity's detector states, one entry (``entity_states``)
 log = logging.getLogger("burnwatch.detectors")
 Item = list[Any]
 
 
-def route(records: Iterable[Mapping[str, Any]], fold_s: float = FOLD_S) -> dict[str, list[Item]]:
+def route(
+    records: Iterable[Mapping[str, Any]],
+    fold_s: float = FOLD_S,
+    *,
+    source: str | None = None,
+    messages: Sequence[tuple[int, int]] = (),
+) -> dict[str, list[Item]]:
     """Return the detector inputs of ``records`` by group key, in record order within a group.
 
     Series inputs are folded: the records of one batch that fall in the same ``fold_s`` bucket of one
     series become one input at the bucket's start, its id a digest of the charges it holds (the same
     batch read again gives the same ids, so the detectors drop the repeat). ``fold_s`` must divide
     every series bucket width (the narrowest width does).
+
+    With ``source`` (the usage partition the records were priced from) and ``messages`` (the offset and
+    record count of each usage message, in order), a series input also carries the run's offset range
+    and its sums per message: ``[..., source, [first, last], [[offset, usd, quantity], ...]]``. A
+    message priced again after a crash is routed in a run that starts elsewhere, with new ids; the
+    detectors count only the messages outside the ranges they have applied (``PartitionDetectors``).
 
     >>> rec = {"SkuMeter": "gpu_hours", "ResourceId": "GPU-1", "ChargePeriodStart": "2026-01-01T00:00:30Z",
     ...        "ChargePeriodEnd": "2026-01-01T00:00:45Z", "x_GpuUtilPct": 1.0, "x_GpuAllocated": True,
@@ -104,11 +118,18 @@ def route(records: Iterable[Mapping[str, Any]], fold_s: float = FOLD_S) -> dict[
     out: dict[str, list[Item]] = {}
     # one pass: a record's charge goes to its (minute, team, project, model) group, its LLM meters to its
     # request's sums; the groups fold into the three spend scopes after it
+    # spend: [usd, charges, {message offset: usd} or None]
+    # egress: [usd, quantity, charges, {message offset: [usd, quantity]}]
     spend: dict[tuple[float, str, str | None, str | None], list[Any]] = {}
     egress: dict[tuple[str, float], list[Any]] = {}
     usages: dict[str, list[Any]] = {}
     times: dict[str, tuple[float, float]] = {}
+    sizes = iter(messages if source is not None else ())
+    offset, left = next(sizes, (0, math.inf))  # the current message's offset, and its records left
     for record in records:
+        while left <= 0:  # the next message (messages with no records are skipped)
+            offset, left = next(sizes, (offset, math.inf))
+        left -= 1
         charge = record["x_ChargeId"]
         text = record[START]
         known = times.get(text)
@@ -129,37 +150,51 @@ def route(records: Iterable[Mapping[str, Any]], fold_s: float = FOLD_S) -> dict[
         group = (minute, record.get(TEAM) or UNALLOCATED, record.get(PROJECT), record.get(MODEL))
         sums = spend.get(group)
         if sums is None:
-            spend[group] = [cost, [charge]]
+            spend[group] = [cost, [charge], {offset: cost} if source is not None else None]
         else:
             sums[0] += cost
             sums[1].append(charge)
+            parts = sums[2]
+            if parts is not None:
+                parts[offset] = parts.get(offset, 0.0) + cost
         if meter == EGRESS_METER or meter == STORAGE_METER:
             # a storage report opens the bucket's egress series at 0: quiet minutes count (as SeriesBucketer)
             moved = meter == EGRESS_METER
             where = (str(record[RESOURCE]), minute)
             sums = egress.get(where)
             if sums is None:
-                sums = egress[where] = [0.0, 0.0, []]
-            sums[0] += cost if moved else 0.0
-            sums[1] += record.get(QUANTITY, 0.0) if moved else 0.0
+                sums = egress[where] = [0.0, 0.0, [], {}]
+            usd, quantity = (cost, record.get(QUANTITY, 0.0)) if moved else (0.0, 0.0)
+            sums[0] += usd
+            sums[1] += quantity
             sums[2].append(charge)
+            part = sums[3].get(offset)
+            if part is None:
+                sums[3][offset] = [usd, quantity]
+            else:
+                part[0] += usd
+                part[1] += quantity
+    # per series and minute: [usd, quantity, charges, per-message sums]
     folds: dict[tuple[str, str, str, float], list[Any]] = {}
-    for (minute, *keys), (cost, charges) in spend.items():
+    for (minute, *keys), (cost, charges, parts) in spend.items():
         for (scope, _), key in zip(SPEND_SCOPES, keys, strict=True):
             if key:
                 sums = folds.get((scope, key, "spend_spike", minute))
                 if sums is None:
-                    folds[(scope, key, "spend_spike", minute)] = [cost, 0.0, list(charges)]
+                    folds[(scope, key, "spend_spike", minute)] = [cost, 0.0, list(charges), [parts]]
                 else:
                     sums[0] += cost
                     sums[2] += charges
-    for (bucket, minute), sums in egress.items():
-        folds[("bucket", bucket, "egress_spike", minute)] = sums
-    for (scope, key, kind, minute), (cost, quantity, charges) in folds.items():
+                    sums[3].append(parts)
+    for (bucket, minute), (cost, quantity, charges, parts) in egress.items():
+        folds[("bucket", bucket, "egress_spike", minute)] = [cost, quantity, charges, parts]
+    span = [messages[0][0], messages[-1][0]] if source is not None and messages else None
+    for (scope, key, kind, minute), (cost, quantity, charges, parts) in folds.items():
         digest = blake2b("\x1f".join((kind, key, *charges)).encode(), digest_size=12).hexdigest()
-        out.setdefault(f"{scope}:{key}", []).append(
-            [SERIES, f"{scope}|{digest}", kind, scope, key, minute, cost, quantity]
-        )
+        item = [SERIES, f"{scope}|{digest}", kind, scope, key, minute, cost, quantity]
+        if span is not None:
+            item += [source, span, _per_message(parts)]
+        out.setdefault(f"{scope}:{key}", []).append(item)
     for event_id, acc in usages.items():
         usage = usage_of(acc)
         out.setdefault(f"app:{usage.app}", []).append([
@@ -167,6 +202,23 @@ def route(records: Iterable[Mapping[str, Any]], fold_s: float = FOLD_S) -> dict[
             usage.input_tokens, usage.output_tokens, usage.cost_usd, usage.prompt_hash, usage.team,
         ])
     return out
+
+
+def _per_message(parts: Any) -> list[list[Any]]:
+    """Return a fold's sums per message, ``[[offset, usd, quantity], ...]`` by offset.
+
+    ``parts`` is an egress fold's ``{offset: [usd, quantity]}`` or a spend fold's list of ``{offset: usd}``
+    (one per group it folds).
+    """
+    if isinstance(parts, dict):
+        return [[offset, usd, quantity] for offset, (usd, quantity) in sorted(parts.items())]
+    if len(parts) == 1:
+        return [[offset, usd, 0.0] for offset, usd in parts[0].items()]  # in record order: by offset
+    merged: dict[int, float] = {}
+    for group in parts:
+        for offset, usd in group.items():
+            merged[offset] = merged.get(offset, 0.0) + usd
+    return [[offset, merged[offset], 0.0] for offset in sorted(merged)]
 
 
 def tick(watermark: float) -> Item:
@@ -289,7 +341,7 @@ class SeriesContributions:
 
     def add(self, item: Item) -> None:
         """Fold one series input into its bucket of every width."""
-        _, _, kind, scope, key, t, cost, quantity = item
+        kind, scope, key, t, cost, quantity = item[2:SERIES_FIELDS]
         for width in self.widths:
             start = math.floor(t / width) * width
             bucket = self.open.get((scope, key, kind, start, width))
@@ -330,10 +382,11 @@ class PartitionDetectors:
     """The detectors of one partition, their state saved as ``(key, JSON value)`` table entries.
 
     Entries: ``i|<input id>`` (seen LLM and series inputs: the dedup memory, and the open buckets'
-    contents for a restart), ``s|llm|<entity id>`` (an app's, user's or session's states, one document
-    for all its LLM detectors: ``entity_states.fuse``), ``s|<detector>|<entity id>`` (a GPU's or a
-    series' state; both ``None`` once expired), ``p|<app>`` (an app's session peers), ``w|<partition>``
-    (event time reached and buckets closed up to).
+    contents for a restart), ``r|<scope>|<key>|<usage partition>`` (the usage offset ranges a series
+    group has applied: ``applied_part``), ``s|llm|<entity id>`` (an app's, user's or session's
+    states, one document for all its LLM detectors: ``entity_states.fuse``), ``s|<detector>|<entity
+    id>`` (a GPU's or a series' state; both ``None`` once expired), ``p|<app>`` (an app's session
+    peers), ``w|<partition>`` (event time reached and buckets closed up to).
 
     Examples
     --------
@@ -356,6 +409,9 @@ class PartitionDetectors:
         self.runner = DetectorRunner(config, track_entities=False)
         self.legacy: set[str] = set()  # LLM entities restored from one entry per detector (before s|llm|)
         self.runner.series = SeriesContributions(self.runner.config.buckets.series_s)
+        # series group and usage partition -> [applied offset ranges, the current run's range]
+        self.ranges: dict[str, list[Any]] = {}
+        self.ranges_changed: set[str] = set()
 
     def apply(self, items: Sequence[Item], known: Callable[[Sequence[str]], list[bool]]) -> Applied:
         """Step the detectors with ``items``, skipping inputs already applied.
@@ -389,16 +445,63 @@ class PartitionDetectors:
             if repeated:
                 done.repeated += 1
                 continue
-            done.applied += 1
             if tag == USAGE:
                 runner.add_usage(_usage(item))
-                done.entries.append((seen, item))
             else:
+                if len(item) > SERIES_FIELDS:
+                    part = self.applied_part(item)
+                    if part is None:  # every message of it was applied in an earlier run
+                        done.repeated += 1
+                        continue
+                    item = part
                 runner.series.add(item)
-                done.entries.append((seen, item))
+            done.applied += 1
+            done.entries.append((seen, item))
         done.findings, runner.findings = runner.findings, []
         self._save(done.entries)
         return done
+
+    def applied_part(self, item: Item) -> Item | None:
+        """Return the part of a series input from messages its group has not applied yet (None: none).
+
+        The input names its usage partition, its run's offset range and its sums per message. A run
+        that overlaps no range the group (scope and key) has applied from that partition counts whole;
+        one that does (its messages priced again after a crash, or read again out of order) counts only
+        the messages outside those ranges. A run's range joins them at the group's next run: the
+        inputs of one run (one per minute) are all judged against the ranges before it.
+
+        >>> det = PartitionDetectors(0)
+        >>> run = ["s", "team|a", "spend_spike", "team", "ml", 0.0, 3.0, 0.0, "usage.llm:0", [10, 12],
+        ...        [[10, 1.0, 0.0], [11, 1.0, 0.0], [12, 1.0, 0.0]]]
+        >>> det.applied_part(run)[6]
+        3.0
+        >>> again = [*run[:6], 5.0, 0.0, "usage.llm:0", [11, 13],
+        ...          [[11, 1.0, 0.0], [12, 1.0, 0.0], [13, 2.0, 0.0]]]
+        >>> det.applied_part(again)[6]  # 11 and 12 were applied with the first run: only 13 counts
+        2.0
+        >>> det.applied_part([*run[:6], 1.0, 0.0, "usage.llm:0", [10, 10], [[10, 1.0, 0.0]]]) is None
+        True
+        """
+        scope, key, source, span, parts = item[3], item[4], item[8], item[9], item[10]
+        name = f"{scope}|{key}|{source}"
+        ranges = self.ranges.get(name)
+        if ranges is None:
+            ranges = self.ranges[name] = [[], span]
+        elif ranges[1] != span:
+            ranges[0], ranges[1] = _merged(ranges[0], ranges[1]), span
+        self.ranges_changed.add(name)
+        applied = ranges[0]
+        first, last = span
+        if all(end < first or start > last for start, end in applied):
+            return item
+        usd = quantity = 0.0
+        fresh = False
+        for offset, part_usd, part_quantity in parts:
+            if not any(start <= offset <= end for start, end in applied):
+                usd += part_usd
+                quantity += part_quantity
+                fresh = True
+        return [*item[:6], usd, quantity, *item[SERIES_FIELDS:]] if fresh else None
 
     def _save(self, entries: list[tuple[str, Any]]) -> None:
         runner, states = self.runner, self.runner.states
@@ -417,6 +520,8 @@ class PartitionDetectors:
                 entries += [(f"{STATE}{name}|{key}", None) for name in LLM_DETECTORS]
         for app in sorted(runner.peers_changed):
             entries.append((PEERS + app, stamped(runner.peers[app])))
+        entries += [(RANGES + name, self.ranges[name]) for name in sorted(self.ranges_changed)]
+        self.ranges_changed.clear()
         runner.changed.clear()
         runner.peers_changed.clear()
         entries.append((f"{MARK}{self.partition}", [_finite(runner.watermark), _finite(runner.flushed_to)]))
@@ -459,6 +564,11 @@ class PartitionDetectors:
                 states[(name, entity)] = state
                 if name in LLM_DETECTORS:  # saved one entry each, before ``s|llm|``: dropped at its next save
                     self.legacy.add(entity)
+            elif key.startswith(RANGES):
+                if _ranges_ok(value):
+                    self.ranges[key[len(RANGES):]] = value
+                else:  # its group counts every later run whole, as before ranges were kept
+                    log.warning("dropped the saved offset ranges %s: %r", key, value)
             elif key == f"{MARK}{partition}":
                 runner.watermark, runner.flushed_to = (v if v is not None else -math.inf for v in value)
             elif key.startswith(SEEN) and isinstance(value, list):
@@ -479,6 +589,35 @@ class PartitionDetectors:
         runner.llm.flush(runner.flushed_to)  # already closed and stepped before the restart
         runner.series.flush(runner.flushed_to)
         return self
+
+
+def _merged(ranges: list[list[int]], span: list[int]) -> list[list[int]]:
+    """Return ``ranges`` with ``span`` added: sorted, overlapping or adjacent ranges joined.
+
+    At most ``MAX_RANGES`` are kept, the oldest gaps closed first: a re-read comes back seconds later.
+
+    >>> _merged([[0, 9], [20, 29]], [10, 15])
+    [[0, 15], [20, 29]]
+    >>> _merged([[2 * i, 2 * i] for i in range(16)], [40, 41])[:2]
+    [[0, 2], [4, 4]]
+    """
+    out: list[list[int]] = []
+    for start, end in sorted([*ranges, span]):
+        if out and start <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], end)
+        else:
+            out.append([start, end])
+    while len(out) > MAX_RANGES:
+        out[0:2] = [[out[0][0], out[1][1]]]
+    return out
+
+
+def _ranges_ok(value: Any) -> bool:
+    """Whether a saved ``r|`` entry is ``[[[start, end], ...], [start, end]]`` of integers."""
+    def pair(v: Any) -> bool:
+        return isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) for x in v)
+    return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], list)
+            and all(pair(r) for r in value[0]) and pair(value[1]))
 
 
 def load_detector_config(path: Path | None) -> DetectorConfig:

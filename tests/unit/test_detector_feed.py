@@ -182,6 +182,57 @@ def test_repeated_batches_change_nothing_and_are_counted() -> None:
     assert repeated == sum(len(group) for r in events for group in route(r).values())
 
 
+SOURCE = "usage.llm:0"
+
+
+def routed_run(messages: dict[int, list[dict[str, Any]]], offsets: Sequence[int]) -> list[list[Any]]:
+    """The detector inputs of the usage messages at ``offsets``, routed as one run as ``price_usage`` does."""
+    records = [record for offset in offsets for record in messages[offset]]
+    run = route(records, source=SOURCE, messages=[(offset, len(messages[offset])) for offset in offsets])
+    return [item for group in run.values() for item in group]
+
+
+def series_sums(det: PartitionDetectors) -> dict[tuple[Any, ...], float]:
+    """The open series buckets' sums, by scope, key, kind, start and width."""
+    return {key: round(bucket.cost_usd, 9) for key, bucket in det.runner.series.open.items()}
+
+
+def usage_messages() -> dict[int, list[dict[str, Any]]]:
+    """Forty usage messages (offsets 100-139), one priced event each, as a gateway sends them."""
+    return {100 + i: list(records) for i, records in enumerate(priced_events()[:40])}
+
+
+def apply_runs(runs: list[list[int]], restart: bool = False) -> PartitionDetectors:
+    messages, table, det = usage_messages(), Table(), PartitionDetectors(0)
+    for run in runs:
+        done = det.apply(routed_run(messages, run), table.known)
+        table.put(done.entries)
+        if restart:  # a restart between runs: only the saved entries are left
+            det = PartitionDetectors.restore(0, table.data.items())
+    return det
+
+
+def once() -> dict[tuple[Any, ...], float]:
+    return series_sums(apply_runs([list(range(100, 140))]))
+
+
+def test_a_message_priced_again_in_another_run_counts_once_in_its_series() -> None:
+    """Killed after a run's inputs were sent, before its ids were stored: messages 110-124 are priced
+    again in a run that starts elsewhere (new input ids), and count once in every series."""
+    assert once() and series_sums(apply_runs([list(range(100, 125)), list(range(110, 140))])) == once()
+
+
+def test_the_applied_ranges_survive_a_restart() -> None:
+    runs = [list(range(100, 125)), list(range(110, 130)), list(range(125, 140))]
+    assert series_sums(apply_runs(runs, restart=True)) == once()
+
+
+def test_a_message_read_again_out_of_order_counts_once() -> None:
+    """A message skipped under an old consumer generation is read again after the ones behind it."""
+    runs = [list(range(100, 110)), list(range(111, 140)), list(range(110, 140))]
+    assert series_sums(apply_runs(runs)) == once()
+
+
 def test_gpu_samples_need_no_seen_entry_and_stay_repeats_after_a_restart() -> None:
     """A GPU sample is a repeat when it ends by the GPU's saved ``last``: no ``i|`` entry per sample."""
     det, table = PartitionDetectors(0), Table()
