@@ -98,8 +98,9 @@ def route(
     every series bucket width (the narrowest width does).
 
     With ``source`` (the usage partition the records were priced from) and ``messages`` (the offset and
-    record count of each usage message, in order), a series input also carries the run's offset range
-    and its sums per message: ``[..., source, [first, last], [[offset, usd, quantity], ...]]``. A
+    record count of each usage message, in order), a series input also carries the run's offsets, as
+    ranges (a message skipped in the batch is a gap), and its sums per message: ``[..., source,
+    [[first, last], ...], [[offset, usd, quantity], ...]]``. A
     message priced again after a crash is routed in a run that starts elsewhere, with new ids; the
     detectors count only the messages outside the ranges they have applied (``PartitionDetectors``).
 
@@ -188,7 +189,7 @@ def route(
                     sums[3].append(parts)
     for (bucket, minute), (cost, quantity, charges, parts) in egress.items():
         folds[("bucket", bucket, "egress_spike", minute)] = [cost, quantity, charges, parts]
-    span = [messages[0][0], messages[-1][0]] if source is not None and messages else None
+    span = _ranges(offset for offset, _ in messages) if source is not None and messages else None
     for (scope, key, kind, minute), (cost, quantity, charges, parts) in folds.items():
         digest = blake2b("\x1f".join((kind, key, *charges)).encode(), digest_size=12).hexdigest()
         item = [SERIES, f"{scope}|{digest}", kind, scope, key, minute, cost, quantity]
@@ -201,6 +202,21 @@ def route(
             USAGE, event_id, usage.time, usage.app, usage.user, usage.session, usage.model,
             usage.input_tokens, usage.output_tokens, usage.cost_usd, usage.prompt_hash, usage.team,
         ])
+    return out
+
+
+def _ranges(offsets: Iterable[int]) -> list[list[int]]:
+    """Return ascending offsets as ranges of consecutive ones.
+
+    >>> _ranges([4, 5, 6, 9, 10])
+    [[4, 6], [9, 10]]
+    """
+    out: list[list[int]] = []
+    for offset in offsets:
+        if out and offset == out[-1][1] + 1:
+            out[-1][1] = offset
+        else:
+            out.append([offset, offset])
     return out
 
 
@@ -409,7 +425,7 @@ class PartitionDetectors:
         self.runner = DetectorRunner(config, track_entities=False)
         self.legacy: set[str] = set()  # LLM entities restored from one entry per detector (before s|llm|)
         self.runner.series = SeriesContributions(self.runner.config.buckets.series_s)
-        # series group and usage partition -> [applied offset ranges, the current run's range]
+        # series group and usage partition -> [applied offset ranges, the current run's ranges]
         self.ranges: dict[str, list[Any]] = {}
         self.ranges_changed: set[str] = set()
 
@@ -471,15 +487,15 @@ class PartitionDetectors:
         inputs of one run (one per minute) are all judged against the ranges before it.
 
         >>> det = PartitionDetectors(0)
-        >>> run = ["s", "team|a", "spend_spike", "team", "ml", 0.0, 3.0, 0.0, "usage.llm:0", [10, 12],
+        >>> run = ["s", "team|a", "spend_spike", "team", "ml", 0.0, 3.0, 0.0, "usage.llm:0", [[10, 12]],
         ...        [[10, 1.0, 0.0], [11, 1.0, 0.0], [12, 1.0, 0.0]]]
         >>> det.applied_part(run)[6]
         3.0
-        >>> again = [*run[:6], 5.0, 0.0, "usage.llm:0", [11, 13],
+        >>> again = [*run[:6], 5.0, 0.0, "usage.llm:0", [[11, 13]],
         ...          [[11, 1.0, 0.0], [12, 1.0, 0.0], [13, 2.0, 0.0]]]
         >>> det.applied_part(again)[6]  # 11 and 12 were applied with the first run: only 13 counts
         2.0
-        >>> det.applied_part([*run[:6], 1.0, 0.0, "usage.llm:0", [10, 10], [[10, 1.0, 0.0]]]) is None
+        >>> det.applied_part([*run[:6], 1.0, 0.0, "usage.llm:0", [[10, 10]], [[10, 1.0, 0.0]]]) is None
         True
         """
         scope, key, source, span, parts = item[3], item[4], item[8], item[9], item[10]
@@ -491,8 +507,7 @@ class PartitionDetectors:
             ranges[0], ranges[1] = _merged(ranges[0], ranges[1]), span
         self.ranges_changed.add(name)
         applied = ranges[0]
-        first, last = span
-        if all(end < first or start > last for start, end in applied):
+        if all(end < first or start > last for first, last in span for start, end in applied):
             return item
         usd = quantity = 0.0
         fresh = False
@@ -591,18 +606,18 @@ class PartitionDetectors:
         return self
 
 
-def _merged(ranges: list[list[int]], span: list[int]) -> list[list[int]]:
-    """Return ``ranges`` with ``span`` added: sorted, overlapping or adjacent ranges joined.
+def _merged(ranges: list[list[int]], span: list[list[int]]) -> list[list[int]]:
+    """Return ``ranges`` with the ranges of ``span`` added: sorted, overlapping or adjacent ones joined.
 
     At most ``MAX_RANGES`` are kept, the oldest gaps closed first: a re-read comes back seconds later.
 
-    >>> _merged([[0, 9], [20, 29]], [10, 15])
-    [[0, 15], [20, 29]]
-    >>> _merged([[2 * i, 2 * i] for i in range(16)], [40, 41])[:2]
+    >>> _merged([[0, 9], [20, 29]], [[10, 15], [17, 18]])
+    [[0, 15], [17, 18], [20, 29]]
+    >>> _merged([[2 * i, 2 * i] for i in range(16)], [[40, 41]])[:2]
     [[0, 2], [4, 4]]
     """
     out: list[list[int]] = []
-    for start, end in sorted([*ranges, span]):
+    for start, end in sorted([*ranges, *span]):
         if out and start <= out[-1][1] + 1:
             out[-1][1] = max(out[-1][1], end)
         else:
@@ -613,11 +628,11 @@ def _merged(ranges: list[list[int]], span: list[int]) -> list[list[int]]:
 
 
 def _ranges_ok(value: Any) -> bool:
-    """Whether a saved ``r|`` entry is ``[[[start, end], ...], [start, end]]`` of integers."""
-    def pair(v: Any) -> bool:
-        return isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) for x in v)
-    return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], list)
-            and all(pair(r) for r in value[0]) and pair(value[1]))
+    """Whether a saved ``r|`` entry is ``[[[start, end], ...], [[start, end], ...]]`` of integers."""
+    def pairs(v: Any) -> bool:
+        return isinstance(v, list) and all(
+            isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) for x in r) for r in v)
+    return isinstance(value, list) and len(value) == 2 and pairs(value[0]) and pairs(value[1])
 
 
 def load_detector_config(path: Path | None) -> DetectorConfig:

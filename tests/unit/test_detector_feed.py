@@ -233,6 +233,12 @@ def test_a_message_read_again_out_of_order_counts_once() -> None:
     assert series_sums(apply_runs(runs)) == once()
 
 
+def test_a_message_skipped_inside_a_run_counts_when_it_is_read_again() -> None:
+    """A batch that left message 110 out (an older generation's): the run's offsets have a gap there."""
+    runs = [[*range(100, 110), *range(111, 140)], list(range(110, 140))]
+    assert series_sums(apply_runs(runs)) == once()
+
+
 def test_gpu_samples_need_no_seen_entry_and_stay_repeats_after_a_restart() -> None:
     """A GPU sample is a repeat when it ends by the GPU's saved ``last``: no ``i|`` entry per sample."""
     det, table = PartitionDetectors(0), Table()
