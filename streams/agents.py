@@ -37,10 +37,9 @@ ROUTE_RECORDS = 1_000  # the priced-record stages run once this many records (or
 PricedStage = Callable[
     [PartitionBatch, list[CostRecord], list[tuple[int, int]]], Awaitable[list["asyncio.Future[Any]"]]
 ]
-"""``await stage(batch, records, messages)``: a run's priced records; ``messages`` the offset and record
-count of each usage message they come from, in order."""
-"""A stage on a run of usage messages' priced records: ``acks = await stage(batch, records)`` sends what
-it makes and returns its sends' futures (not awaited: the messages' ids are stored once they resolve)."""
+"""A stage on a run of usage messages' priced records: ``acks = await stage(batch, records, messages)``
+(``messages``: the offset and record count of each usage message, in order) sends what it makes and
+returns its sends' futures (not awaited: the messages' ids are stored once they resolve)."""
 
 
 def register_price_agent(

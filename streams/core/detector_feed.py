@@ -100,9 +100,9 @@ def route(
     With ``source`` (the usage partition the records were priced from) and ``messages`` (the offset and
     record count of each usage message, in order), a series input also carries the run's offsets, as
     ranges (a message skipped in the batch is a gap), and its sums per message: ``[..., source,
-    [[first, last], ...], [[offset, usd, quantity], ...]]``. A
-    message priced again after a crash is routed in a run that starts elsewhere, with new ids; the
-    detectors count only the messages outside the ranges they have applied (``PartitionDetectors``).
+    [[first, last], ...], [[offset, usd, quantity], ...]]``. A message priced again after a crash is
+    routed in a run that starts elsewhere, with new ids; the detectors count only the messages outside
+    the ranges they have applied (``PartitionDetectors.applied_part``).
 
     >>> rec = {"SkuMeter": "gpu_hours", "ResourceId": "GPU-1", "ChargePeriodStart": "2026-01-01T00:00:30Z",
     ...        "ChargePeriodEnd": "2026-01-01T00:00:45Z", "x_GpuUtilPct": 1.0, "x_GpuAllocated": True,
@@ -119,8 +119,7 @@ def route(
     out: dict[str, list[Item]] = {}
     # one pass: a record's charge goes to its (minute, team, project, model) group, its LLM meters to its
     # request's sums; the groups fold into the three spend scopes after it
-    # spend: [usd, charges, {message offset: usd} or None]
-    # egress: [usd, quantity, charges, {message offset: [usd, quantity]}]
+    # spend: [usd, charges, {message offset: usd}]; egress: [usd, quantity, charges, {offset: [usd, qty]}]
     spend: dict[tuple[float, str, str | None, str | None], list[Any]] = {}
     egress: dict[tuple[str, float], list[Any]] = {}
     usages: dict[str, list[Any]] = {}
@@ -151,13 +150,12 @@ def route(
         group = (minute, record.get(TEAM) or UNALLOCATED, record.get(PROJECT), record.get(MODEL))
         sums = spend.get(group)
         if sums is None:
-            spend[group] = [cost, [charge], {offset: cost} if source is not None else None]
+            spend[group] = [cost, [charge], {offset: cost}]
         else:
             sums[0] += cost
             sums[1].append(charge)
             parts = sums[2]
-            if parts is not None:
-                parts[offset] = parts.get(offset, 0.0) + cost
+            parts[offset] = parts.get(offset, 0.0) + cost
         if meter == EGRESS_METER or meter == STORAGE_METER:
             # a storage report opens the bucket's egress series at 0: quiet minutes count (as SeriesBucketer)
             moved = meter == EGRESS_METER
@@ -480,10 +478,10 @@ class PartitionDetectors:
     def applied_part(self, item: Item) -> Item | None:
         """Return the part of a series input from messages its group has not applied yet (None: none).
 
-        The input names its usage partition, its run's offset range and its sums per message. A run
-        that overlaps no range the group (scope and key) has applied from that partition counts whole;
-        one that does (its messages priced again after a crash, or read again out of order) counts only
-        the messages outside those ranges. A run's range joins them at the group's next run: the
+        The input names its usage partition, its run's offsets (as ranges) and its sums per message. A
+        run that overlaps no range the group (scope and key) has applied from that partition counts
+        whole; one that does (its messages priced again after a crash, or read again out of order) counts
+        only the messages outside those ranges. A run's ranges join them at the group's next run: the
         inputs of one run (one per minute) are all judged against the ranges before it.
 
         >>> det = PartitionDetectors(0)
