@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -14,6 +13,7 @@ from faust.types.tuples import ConsumerMessage
 from streams import faust_fixes
 from streams.batching import PartitionBatch, handle_batches
 from streams.faust_fixes import guarded_ack, stalled_due
+from tests.unit.test_faust_fixes import acking_consumer
 
 GENERATION = 7
 
@@ -23,16 +23,6 @@ def no_stalled_partitions() -> Iterator[None]:
     faust_fixes.STALLED.clear()
     yield
     faust_fixes.STALLED.clear()
-
-
-def consumer() -> Any:
-    flow = SimpleNamespace(is_active=lambda: True)
-    topics = SimpleNamespace(acks_enabled_for=lambda topic: True)
-    app = SimpleNamespace(consumer_generation_id=GENERATION, flow_control=flow, topics=topics)
-    return SimpleNamespace(
-        app=app, _committed_offset=defaultdict(lambda: None), _acked=defaultdict(list),
-        _acked_index=defaultdict(set), _unacked_messages=set(), _n_acked=0, _waiting_for_ack=None,
-    )
 
 
 class TakingStream:
@@ -67,7 +57,7 @@ FAILURES: list[str] = []
 def run(
     failing_partition: int | None, error: BaseException | None = None
 ) -> tuple[Any, list[int], BaseException | None]:
-    c = consumer()
+    c = acking_consumer(GENERATION, flow_active=True)
     handled: list[int] = []
 
     async def handle(batch: PartitionBatch) -> None:
