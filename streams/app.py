@@ -5,10 +5,11 @@ from __future__ import annotations
 import faust
 from aiokafka.helpers import create_ssl_context
 
-from streams import faust_fixes
+from streams import faust_fixes, faust_reread
 from streams.settings import Settings
 
 faust_fixes.apply()
+faust_reread.apply()
 
 MAX_MESSAGE_BYTES_ON_WIRE = 16 * 1024 * 1024
 
@@ -64,5 +65,5 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=settings.kafka_session_timeout_s / 3,
         stream_wait_empty=False,
     )
-    faust_fixes.install_gap_repair(app)
+    faust_reread.install_gap_repair(app)
     return app

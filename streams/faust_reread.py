@@ -1,0 +1,178 @@
+"""Reading a partition again from an offset, safely: the repair timer, read fences and retention gaps.
+
+``streams.faust_fixes`` never lets the commit pass a message no stream processed; this module gets such
+a message read again. Its timer, ``repair_commit_gaps``, seeks a partition back to the offset its
+commit has waited on for ``GAP_REPAIR_AFTER_S`` (a message dropped without acknowledgement), or to the
+first message of a batch whose handler failed (``faust_fixes.refuse_acks``). Every stage of burnwatch
+drops what it has already counted, so reading the messages after it again is harmless.
+
+A seek alone is not enough. Records fetched before it may still be on their way to the streams: faust
+delivers them, its read offset jumps past the seek offset, and it then drops the re-read messages as
+already read, so the commit keeps waiting and the next repair meets the same race. So a seek here
+raises a *read fence*: ``fenced_getmany`` holds back a partition's records until the one at the seek
+offset arrives, then lets them through. A fence that is not met within ``GAP_REPAIR_AFTER_S`` is
+lifted (the next repair will seek again); a rebalance's seek to the committed offsets lifts them all.
+
+Only retention really deletes messages from burnwatch's input topics (none is compacted or written in
+transactions). When the commit waits on an offset older than the partition's first offset, the
+messages there are gone: the repair logs an error with their count and marks them as a gap, which
+``faust_fixes.new_offset`` counts as acknowledged.
+
+A group's first commit has nothing to wait on: faust keeps no committed offset for a partition whose
+group never committed one, and would commit its first run of acknowledged offsets even with a dropped
+message below it. ``seek_and_mark_starts`` sets the partition's log start offset as its committed
+offset after every rebalance's seek, so the same rule holds from the first message.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import faust
+from faust.transport.consumer import Consumer
+
+from streams.faust_fixes import GAP_REPAIR_AFTER_S, stalled_due
+
+log = logging.getLogger("burnwatch.faust_fixes")
+
+FENCES: dict[Any, tuple[int, float]] = {}  # partition -> (offset of the seek, when it was raised)
+
+_faust_getmany = Consumer.getmany
+_faust_perform_seek = Consumer.perform_seek
+
+
+def passes_fence(tp: Any, offset: int, fences: dict[Any, tuple[int, float]] = FENCES) -> bool:
+    """Return whether a fetched record of ``tp`` at ``offset`` may go to the streams.
+
+    A partition's fence holds back its records until the one at the seek offset, which lifts it.
+
+    >>> fences = {"t-0": (12, 0.0)}
+    >>> [passes_fence("t-0", offset, fences) for offset in (40, 41, 12, 13)]  # 40, 41: fetched before
+    [False, False, True, True]
+    >>> passes_fence("t-1", 7, fences)
+    True
+    """
+    fence = fences.get(tp)
+    if fence is None:
+        return True
+    if offset != fence[0]:
+        return False
+    del fences[tp]
+    return True
+
+
+def lift_stale_fences(now: float, after_s: float = GAP_REPAIR_AFTER_S,
+                      fences: dict[Any, tuple[int, float]] = FENCES) -> list[Any]:
+    """Remove and return the partitions whose fence has waited ``after_s`` or more for its record.
+
+    >>> fences = {"t-0": (12, 100.0), "t-1": (3, 95.0)}
+    >>> lift_stale_fences(now=106.0, after_s=10.0, fences=fences), fences
+    (['t-1'], {'t-0': (12, 100.0)})
+    """
+    stale = [tp for tp, (_, since) in fences.items() if now - since >= after_s]
+    for tp in stale:
+        del fences[tp]
+    return stale
+
+
+async def fenced_getmany(self: Any, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
+    """Yield what faust's ``Consumer.getmany`` yields, less the records fetched before a repair's seek."""
+    async for tp, message in _faust_getmany(self, timeout):
+        if not FENCES or passes_fence(tp, message.offset):
+            yield tp, message
+
+
+async def seek_and_mark_starts(self: Any) -> None:
+    """Seek to the committed offsets as faust does, lift every fence, and mark never-committed partitions.
+
+    A partition the group never committed gets its log start offset as committed offset.
+    """
+    await _faust_perform_seek(self)
+    FENCES.clear()
+    acks_enabled_for = self.app.topics.acks_enabled_for
+    unmarked = [tp for tp in self.assignment()
+                if self._committed_offset[tp] is None and acks_enabled_for(tp.topic)]
+    if unmarked:
+        for tp, start in (await self.earliest_offsets(*unmarked)).items():
+            if self._committed_offset[tp] is None:
+                self._committed_offset[tp] = start
+
+
+async def read_again(consumer: Any, tp: Any, offset: int, why: str) -> None:
+    """Seek ``tp`` back to ``offset`` behind a fence, or mark the messages retention deleted as a gap.
+
+    Gap offsets count as acknowledged (``faust_fixes.new_offset``); the deletion is logged as an error.
+    """
+    start = (await consumer.earliest_offsets(tp)).get(tp)
+    if start is not None and start > offset:
+        log.error("%s: messages %d to %d were deleted by the topic's retention before they were "
+                  "processed; they are skipped", tp, offset, start - 1)
+        consumer._gap[tp].addi(offset, start)
+        return
+    log.warning("re-reading %s from offset %d: %s (repeats are dropped downstream)", tp, offset, why)
+    FENCES[tp] = (offset, time.monotonic())
+    await consumer.seek(tp, offset)
+
+
+def apply() -> None:
+    """Install the fenced fetch and the marking seek on faust's consumer (idempotent)."""
+    Consumer.getmany = fenced_getmany
+    Consumer.perform_seek = seek_and_mark_starts
+
+
+class GapRepair:
+    """Finds partitions whose commit has waited on the same unacknowledged message for ``after_s``.
+
+    >>> repair = GapRepair(after_s=10)
+    >>> state = {"acked": {"t-0": [13, 14]}, "committed": {"t-0": 12}}
+    >>> repair.due(state["acked"], state["committed"], now=100.0)  # first seen: wait
+    {}
+    >>> repair.due(state["acked"], state["committed"], now=111.0)  # still waiting on 12: re-read
+    {'t-0': 12}
+    >>> repair.due({"t-0": [12, 13, 14]}, {"t-0": 12}, now=130.0)  # 12 acknowledged: nothing to do
+    {}
+    """
+
+    def __init__(self, after_s: float = GAP_REPAIR_AFTER_S) -> None:
+        self.after_s = after_s
+        self._since: dict[Any, tuple[int, float]] = {}
+
+    def due(self, acked: dict[Any, list[int]], committed: Any, now: float) -> dict[Any, int]:
+        """Return ``{partition: committed offset}`` for the partitions to read again from that offset."""
+        out: dict[Any, int] = {}
+        for tp, offsets in list(acked.items()):
+            mark = committed[tp] if tp in committed else None
+            if not offsets or mark is None or min(offsets) <= mark:
+                self._since.pop(tp, None)
+                continue
+            seen = self._since.get(tp)
+            if seen is None or seen[0] != mark:
+                self._since[tp] = (mark, now)
+            elif now - seen[1] >= self.after_s:
+                out[tp] = mark
+                del self._since[tp]
+        return out
+
+
+def install_gap_repair(app: faust.App, after_s: float = GAP_REPAIR_AFTER_S) -> None:
+    """Add a timer to ``app`` that re-reads partitions whose commit waits on a dropped message."""
+    repair = GapRepair(after_s)
+
+    @app.timer(after_s / 2, on_leader=False)
+    async def repair_commit_gaps() -> None:
+        consumer = app.consumer
+        if app.rebalancing or not consumer.flow_active:
+            return  # the rebalance's own seek reads them again
+        assigned, now = consumer.assignment(), time.monotonic()
+        for tp in lift_stale_fences(now, after_s):
+            log.warning("%s: the re-read message did not arrive; the next repair seeks again", tp)
+        for tp, offset in repair.due(consumer._acked, consumer._committed_offset, now).items():
+            if tp in assigned:
+                await read_again(consumer, tp, offset, "a stream dropped the message there without "
+                                                       "acknowledging it")
+        for tp, offset in stalled_due(now, after_s).items():
+            if tp in assigned:  # otherwise its new owner reads it from the committed offset
+                await read_again(consumer, tp, offset, "an agent failed on the messages from there")

@@ -1,0 +1,142 @@
+"""Reading a partition again: no jump in offsets counts as processed, fences, retention, first commits."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from faust.transport.consumer import Consumer
+from intervaltree import IntervalTree
+
+from streams import app as _app  # noqa: F401 - importing the app module installs the fixes
+from streams import faust_reread
+from streams.faust_fixes import ignore_read_gaps, new_offset
+from streams.faust_reread import FENCES, fenced_getmany, read_again, seek_and_mark_starts
+from tests.unit.test_faust_fixes import TP, consumer
+
+OTHER = ("usage.llm", 0)
+CHANGELOG = ("bw-event_time_by_event_id-changelog", 3)
+
+
+@pytest.fixture(autouse=True)
+def no_fences() -> Any:
+    FENCES.clear()
+    yield
+    FENCES.clear()
+
+
+def test_the_fixes_are_installed_on_faust_consumers() -> None:
+    assert Consumer._add_gap is ignore_read_gaps
+    assert Consumer.getmany is fenced_getmany
+    assert Consumer.perform_seek is seek_and_mark_starts
+
+
+def test_a_jump_in_the_offsets_read_does_not_count_as_processed() -> None:
+    # A restart's seek to committed offset 4 landed while records up to 29 were being delivered: faust
+    # read 30 next and took 5-29 for offsets that do not exist, so they were committed unprocessed.
+    c = consumer([4, 30, 31], committed=4)
+    asyncio.run(Consumer._add_gap(c, TP, 5, 30))
+    assert new_offset(c, TP) == 5
+    assert c._acked[TP] == [30, 31]  # held until 5-29 are read again and acknowledged
+
+
+def fetching(records: list[tuple[Any, int]]) -> Any:
+    async def getmany(self: Any, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
+        for tp, offset in records:
+            yield tp, SimpleNamespace(offset=offset)
+    return getmany
+
+
+def delivered(monkeypatch: pytest.MonkeyPatch, records: list[tuple[Any, int]]) -> list[tuple[Any, int]]:
+    monkeypatch.setattr(faust_reread, "_faust_getmany", fetching(records))
+
+    async def read() -> list[tuple[Any, int]]:
+        return [(tp, message.offset) async for tp, message in fenced_getmany(None, 1.0)]
+    return asyncio.run(read())
+
+
+def test_a_fence_holds_back_records_fetched_before_the_seek(monkeypatch: pytest.MonkeyPatch) -> None:
+    FENCES[TP] = (13, time.monotonic())
+    got = delivered(monkeypatch, [(TP, 40), (OTHER, 5), (TP, 41), (TP, 13), (TP, 14), (OTHER, 6)])
+    assert got == [(OTHER, 5), (TP, 13), (TP, 14), (OTHER, 6)]
+    assert FENCES == {}
+
+
+def test_without_fences_every_record_goes_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    records = [(TP, 7), (OTHER, 2), (TP, 8)]
+    assert delivered(monkeypatch, records) == records
+
+
+class Partitions:
+    """A consumer's side of a re-read: log start offsets, seeks, gaps and committed offsets."""
+
+    def __init__(self, starts: dict[Any, int], committed: dict[Any, int | None]) -> None:
+        self.starts, self.seeks = starts, []
+        self._gap: defaultdict[Any, IntervalTree] = defaultdict(IntervalTree)
+        self._committed_offset: defaultdict[Any, int | None] = defaultdict(lambda: None, committed)
+        self._acked: dict[Any, list[int]] = {}
+        self._acked_index: dict[Any, set[int]] = {}
+        acking = {TP[0], OTHER[0]}
+        self.app = SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda topic: topic in acking))
+
+    async def earliest_offsets(self, *tps: Any) -> dict[Any, int]:
+        return {tp: self.starts[tp] for tp in tps}
+
+    async def seek(self, tp: Any, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+    def assignment(self) -> set[Any]:
+        return {Topic(*TP), Topic(*OTHER), Topic(*CHANGELOG)}
+
+
+class Topic(tuple):
+    """A hashable partition with faust's ``topic`` attribute."""
+
+    def __new__(cls, topic: str, partition: int) -> Topic:
+        return super().__new__(cls, (topic, partition))
+
+    @property
+    def topic(self) -> str:
+        return self[0]
+
+
+def test_a_re_read_seeks_behind_a_fence() -> None:
+    c = Partitions(starts={TP: 0}, committed={TP: 12})
+    asyncio.run(read_again(c, TP, 12, "test"))
+    assert c.seeks == [(TP, 12)]
+    assert FENCES[TP][0] == 12
+
+
+def test_messages_deleted_by_retention_become_a_gap_and_the_commit_moves_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    c = Partitions(starts={TP: 20}, committed={TP: 12})
+    c._acked[TP], c._acked_index[TP] = [20, 21], {20, 21}
+    asyncio.run(read_again(c, TP, 12, "test"))
+    assert c.seeks == [] and FENCES == {}
+    assert "messages 12 to 19 were deleted by the topic's retention" in caplog.text
+    assert new_offset(c, TP) == 22
+
+
+def test_partitions_never_committed_get_their_log_start_as_committed_offset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def seek(self: Any) -> None:
+        pass
+    monkeypatch.setattr(faust_reread, "_faust_perform_seek", seek)
+    FENCES[TP] = (12, time.monotonic())
+    tp, other, changelog = Topic(*TP), Topic(*OTHER), Topic(*CHANGELOG)
+    c = Partitions(starts={other: 3, changelog: 0}, committed={tp: 12})
+    asyncio.run(seek_and_mark_starts(c))
+    assert FENCES == {}  # a rebalance's seek lifts every fence
+    assert c._committed_offset[tp] == 12
+    assert c._committed_offset[other] == 3
+    assert c._committed_offset[changelog] is None  # tables read changelogs without acknowledgements
+    # so a dropped first message holds the group's first commit too
+    c._acked[other], c._acked_index[other] = [4, 5], {4, 5}
+    assert new_offset(c, other) is None
