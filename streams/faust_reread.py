@@ -10,8 +10,11 @@ A seek alone is not enough. Records fetched before it may still be on their way 
 delivers them, its read offset jumps past the seek offset, and it then drops the re-read messages as
 already read, so the commit keeps waiting and the next repair meets the same race. So a seek here
 raises a *read fence*: ``fenced_getmany`` holds back a partition's records until the one at the seek
-offset arrives, then lets them through. A fence that is not met within ``GAP_REPAIR_AFTER_S`` is
-lifted (the next repair will seek again); a rebalance's seek to the committed offsets lifts them all.
+offset arrives, then lets them through. A fence whose record exists (the partition's end is past it)
+but has not arrived within ``GAP_REPAIR_AFTER_S`` is lifted (if its message is still unprocessed, the
+commit waits on it and the next repair seeks again). A rebalance's seek to the committed offsets (faust's
+``perform_seek``, also at start) meets the same race, so ``seek_and_mark_starts`` replaces every fence
+by one at each partition's committed offset.
 
 Only retention really deletes messages from burnwatch's input topics (none is compacted or written in
 transactions). When the commit waits on an offset older than the partition's first offset, the
@@ -28,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import faust
@@ -64,15 +67,20 @@ def passes_fence(tp: Any, offset: int, fences: dict[Any, tuple[int, float]] = FE
     return True
 
 
-def lift_stale_fences(now: float, after_s: float = GAP_REPAIR_AFTER_S,
+def lift_stale_fences(now: float, end_of: Callable[[Any], int | None], after_s: float = GAP_REPAIR_AFTER_S,
                       fences: dict[Any, tuple[int, float]] = FENCES) -> list[Any]:
-    """Remove and return the partitions whose fence has waited ``after_s`` or more for its record.
+    """Remove and return the partitions whose fence has waited ``after_s`` or more for a record that exists.
 
-    >>> fences = {"t-0": (12, 100.0), "t-1": (3, 95.0)}
-    >>> lift_stale_fences(now=106.0, after_s=10.0, fences=fences), fences
-    (['t-1'], {'t-0': (12, 100.0)})
+    ``end_of(tp)`` is the partition's last known end offset (``None``: not known). A fence at or past
+    the end waits for the next message, which will be the one at its offset: it stays.
+
+    >>> fences = {"t-0": (12, 100.0), "t-1": (3, 95.0), "t-2": (8, 90.0)}
+    >>> ends = {"t-0": 40, "t-1": 40, "t-2": 8}
+    >>> lift_stale_fences(now=106.0, end_of=ends.get, after_s=10.0, fences=fences), sorted(fences)
+    (['t-1'], ['t-0', 't-2'])
     """
-    stale = [tp for tp, (_, since) in fences.items() if now - since >= after_s]
+    stale = [tp for tp, (offset, since) in fences.items()
+             if now - since >= after_s and (end := end_of(tp)) is not None and end > offset]
     for tp in stale:
         del fences[tp]
     return stale
@@ -86,19 +94,23 @@ async def fenced_getmany(self: Any, timeout: float) -> AsyncIterator[tuple[Any, 
 
 
 async def seek_and_mark_starts(self: Any) -> None:
-    """Seek to the committed offsets as faust does, lift every fence, and mark never-committed partitions.
+    """Seek to the committed offsets as faust does, behind fences, and mark never-committed partitions.
 
-    A partition the group never committed gets its log start offset as committed offset.
+    A partition the group never committed gets its log start offset as committed offset. Every fence
+    of an earlier seek is replaced by one at the partition's committed offset.
     """
     await _faust_perform_seek(self)
     FENCES.clear()
     acks_enabled_for = self.app.topics.acks_enabled_for
-    unmarked = [tp for tp in self.assignment()
-                if self._committed_offset[tp] is None and acks_enabled_for(tp.topic)]
+    partitions = [tp for tp in self.assignment() if acks_enabled_for(tp.topic)]
+    unmarked = [tp for tp in partitions if self._committed_offset[tp] is None]
     if unmarked:
         for tp, start in (await self.earliest_offsets(*unmarked)).items():
             if self._committed_offset[tp] is None:
                 self._committed_offset[tp] = start
+    now = time.monotonic()
+    FENCES.update({tp: (offset, now) for tp in partitions
+                   if (offset := self._committed_offset[tp]) is not None})
 
 
 async def read_again(consumer: Any, tp: Any, offset: int, why: str) -> None:
@@ -167,8 +179,11 @@ def install_gap_repair(app: faust.App, after_s: float = GAP_REPAIR_AFTER_S) -> N
         if app.rebalancing or not consumer.flow_active:
             return  # the rebalance's own seek reads them again
         assigned, now = consumer.assignment(), time.monotonic()
-        for tp in lift_stale_fences(now, after_s):
-            log.warning("%s: the re-read message did not arrive; the next repair seeks again", tp)
+        def end_of(tp: Any) -> int | None:
+            return consumer.highwater(tp) if tp in assigned else None
+
+        for tp in lift_stale_fences(now, end_of, after_s):
+            log.warning("%s: the message at the fenced offset did not arrive; the fence is lifted", tp)
         for tp, offset in repair.due(consumer._acked, consumer._committed_offset, now).items():
             if tp in assigned:
                 await read_again(consumer, tp, offset, "a stream dropped the message there without "

@@ -123,7 +123,7 @@ def test_messages_deleted_by_retention_become_a_gap_and_the_commit_moves_on(
     assert new_offset(c, TP) == 22
 
 
-def test_partitions_never_committed_get_their_log_start_as_committed_offset(
+def test_a_rebalance_seek_fences_and_marks_partitions_never_committed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async def seek(self: Any) -> None:
@@ -133,7 +133,8 @@ def test_partitions_never_committed_get_their_log_start_as_committed_offset(
     tp, other, changelog = Topic(*TP), Topic(*OTHER), Topic(*CHANGELOG)
     c = Partitions(starts={other: 3, changelog: 0}, committed={tp: 12})
     asyncio.run(seek_and_mark_starts(c))
-    assert FENCES == {}  # a rebalance's seek lifts every fence
+    # the rebalance's seek replaces every fence by one at each partition's committed offset
+    assert {p: offset for p, (offset, _) in FENCES.items()} == {tp: 12, other: 3}
     assert c._committed_offset[tp] == 12
     assert c._committed_offset[other] == 3
     assert c._committed_offset[changelog] is None  # tables read changelogs without acknowledgements
