@@ -36,6 +36,7 @@ from streams.metrics import WorkerMetrics
 from streams.names import BUDGET_CHARGES
 from streams.settings import Settings
 from streams.tables import BatchLoggedTable
+from streams.timers import quiet_at_stop
 from streams.topics import Topics
 
 log = logging.getLogger("burnwatch.budgets")
@@ -193,6 +194,7 @@ def register_budget_agents(
         log.info("rebuilt %d budgets from the ledger (partitions %s)", len(live.states), sorted(partitions))
 
     @app.timer(TICK_S, on_leader=False)
+    @quiet_at_stop(app)
     async def publish_burn() -> None:
         now = datetime.now(UTC)
         await publish_live(live, lambda budget_id, state: publish(budgets[budget_id], state, now,

@@ -43,6 +43,7 @@ from streams.metrics import WorkerMetrics
 from streams.names import DETECTOR_INPUTS
 from streams.settings import Settings
 from streams.tables import BatchLoggedTable
+from streams.timers import quiet_at_stop
 from streams.topics import Topics
 
 log = logging.getLogger("burnwatch.detectors")
@@ -101,6 +102,7 @@ def register_detector_agents(
         return acks + await tick_sends(live.watermark.observe(records, now, live.backlog.behind(now)))
 
     @app.timer(TICK_EVERY_S, on_leader=False)
+    @quiet_at_stop(app)
     async def tick_quiet_router() -> None:
         """Move event time when no costs arrive: lanes gone quiet stop holding it back, after start too."""
         now = time.monotonic()

@@ -29,6 +29,7 @@ from streams.metrics import WorkerMetrics
 from streams.names import COSTS_PRICED
 from streams.settings import Settings
 from streams.tables import BatchLoggedTable
+from streams.timers import quiet_at_stop
 from streams.topics import Topics
 
 log = logging.getLogger("burnwatch.spend")
@@ -131,6 +132,7 @@ def register_spend_agents(
         log.info("rebuilt spend windows of partitions %s", sorted(partitions))
 
     @app.timer(settings.spend_publish_interval_s, on_leader=False)
+    @quiet_at_stop(app)
     async def publish_spend() -> None:
         now = datetime.now(UTC)
         acks: list[Awaitable[Any]] = []
