@@ -6,6 +6,7 @@ import faust
 from aiokafka.helpers import create_ssl_context
 
 from streams import faust_fixes, faust_reread
+from streams.metrics import WorkerMetrics
 from streams.settings import Settings
 
 faust_fixes.apply()
@@ -35,8 +36,11 @@ def _credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredent
     return None
 
 
-def create_app(settings: Settings) -> faust.App:
-    """Return a faust App configured from ``settings`` (agents are added by ``streams.worker``)."""
+def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faust.App:
+    """Return a faust App configured from ``settings`` (agents are added by ``streams.worker``).
+
+    ``metrics`` count the app's re-reads (``faust_reread.install_gap_repair``).
+    """
     brokers = [f"kafka://{host.strip()}" for host in settings.kafka_bootstrap_servers.split(",")]
     datadir = settings.data_dir / settings.app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
@@ -65,5 +69,5 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=settings.kafka_session_timeout_s / 3,
         stream_wait_empty=False,
     )
-    faust_reread.install_gap_repair(app)
+    faust_reread.install_gap_repair(app, metrics)
     return app

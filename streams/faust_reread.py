@@ -38,6 +38,7 @@ import faust
 from faust.transport.consumer import Consumer
 
 from streams.faust_fixes import GAP_REPAIR_AFTER_S, stalled_due
+from streams.metrics import WorkerMetrics
 
 log = logging.getLogger("burnwatch.faust_fixes")
 
@@ -113,20 +114,34 @@ async def seek_and_mark_starts(self: Any) -> None:
                    if (offset := self._committed_offset[tp]) is not None})
 
 
-async def read_again(consumer: Any, tp: Any, offset: int, why: str) -> None:
+REASONS = {
+    "dropped": "a stream dropped the message there without acknowledging it",
+    "failed": "an agent failed on the messages from there",
+}
+
+
+async def read_again(
+    consumer: Any, tp: Any, offset: int, reason: str, metrics: WorkerMetrics | None = None
+) -> None:
     """Seek ``tp`` back to ``offset`` behind a fence, or mark the messages retention deleted as a gap.
 
-    Gap offsets count as acknowledged (``faust_fixes.new_offset``); the deletion is logged as an error.
+    ``reason`` is a key of ``REASONS``. Gap offsets count as acknowledged (``faust_fixes.new_offset``);
+    the deletion is logged as an error and counted.
     """
     start = (await consumer.earliest_offsets(tp)).get(tp)
     if start is not None and start > offset:
         log.error("%s: messages %d to %d were deleted by the topic's retention before they were "
                   "processed; they are skipped", tp, offset, start - 1)
         consumer._gap[tp].addi(offset, start)
+        if metrics is not None:
+            metrics.messages_lost_to_retention.labels(tp.topic).inc(start - offset)
         return
-    log.warning("re-reading %s from offset %d: %s (repeats are dropped downstream)", tp, offset, why)
+    log.warning("re-reading %s from offset %d: %s (repeats are dropped downstream)",
+                tp, offset, REASONS[reason])
     FENCES[tp] = (offset, time.monotonic())
     await consumer.seek(tp, offset)
+    if metrics is not None:
+        metrics.partition_rereads.labels(tp.topic, reason).inc()
 
 
 def apply() -> None:
@@ -169,7 +184,9 @@ class GapRepair:
         return out
 
 
-def install_gap_repair(app: faust.App, after_s: float = GAP_REPAIR_AFTER_S) -> None:
+def install_gap_repair(
+    app: faust.App, metrics: WorkerMetrics | None = None, after_s: float = GAP_REPAIR_AFTER_S
+) -> None:
     """Add a timer to ``app`` that re-reads partitions whose commit waits on a dropped message."""
     repair = GapRepair(after_s)
 
@@ -186,8 +203,7 @@ def install_gap_repair(app: faust.App, after_s: float = GAP_REPAIR_AFTER_S) -> N
             log.warning("%s: the message at the fenced offset did not arrive; the fence is lifted", tp)
         for tp, offset in repair.due(consumer._acked, consumer._committed_offset, now).items():
             if tp in assigned:
-                await read_again(consumer, tp, offset, "a stream dropped the message there without "
-                                                       "acknowledging it")
+                await read_again(consumer, tp, offset, "dropped", metrics)
         for tp, offset in stalled_due(now, after_s).items():
             if tp in assigned:  # otherwise its new owner reads it from the committed offset
-                await read_again(consumer, tp, offset, "an agent failed on the messages from there")
+                await read_again(consumer, tp, offset, "failed", metrics)

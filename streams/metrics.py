@@ -113,6 +113,17 @@ class WorkerMetrics:
             "Batches an agent's handler raised on: not acknowledged, read again after 10 s (see the log).",
             ["agent"], registry=r,
         )
+        self.partition_rereads = Counter(
+            "burnwatch_partition_rereads",
+            "Seeks back to re-read a partition: its commit waited 10 s on a message a stream dropped "
+            "(reason=dropped), or an agent failed on a batch there (reason=failed).",
+            ["topic", "reason"], registry=r,
+        )
+        self.messages_lost_to_retention = Counter(
+            "burnwatch_messages_lost_to_retention",
+            "Messages the topic's retention deleted before they were processed (skipped; see the log).",
+            ["topic"], registry=r,
+        )
         self.findings_sent = Counter(
             "burnwatch_findings_sent", "Findings sent to the anomalies topic.", ["kind", "state"], registry=r,
         )

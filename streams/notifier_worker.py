@@ -81,7 +81,8 @@ def build_notifier(settings: Settings) -> Notifier:
     allocator = Allocator(load_allocation(settings.allocation_path))  # a bad mapping stops start-up
     policy = Policy(config)
     own = notifier_settings(settings)
-    app = create_app(own)
+    metrics = WorkerMetrics()
+    app = create_app(own, metrics)
     raw: dict[str, Any] = {
         "key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw",
     }
@@ -89,7 +90,6 @@ def build_notifier(settings: Settings) -> Notifier:
     by_team_topic = app.topic(settings.topic(ALERTS_BY_TEAM), **raw)
     tables = define_notifier_tables(app, settings.topic_partitions)
     live = LiveNotifier()
-    metrics = WorkerMetrics()
     dispatcher = Dispatcher(
         build_receivers(config),
         sent_log=TableSentLog(tables.sent, live),

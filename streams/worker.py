@@ -57,7 +57,7 @@ def build_worker(settings: Settings) -> Worker:
     pricer = Pricer(catalog)
     metrics = WorkerMetrics()
     metrics.catalog_info.labels(catalog.version).set(1)
-    app = create_app(settings)
+    app = create_app(settings, metrics)
     topics = define_topics(app, settings)
     event_ids = define_event_id_table(app, settings)
     priced_stages: list[PricedStage] = []  # run by price_usage on each message's priced records

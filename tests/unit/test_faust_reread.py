@@ -17,6 +17,7 @@ from streams import app as _app  # noqa: F401 - importing the app module install
 from streams import faust_reread
 from streams.faust_fixes import ignore_read_gaps, new_offset
 from streams.faust_reread import FENCES, fenced_getmany, read_again, seek_and_mark_starts
+from streams.metrics import WorkerMetrics
 from tests.unit.test_faust_fixes import TP, consumer
 
 OTHER = ("usage.llm", 0)
@@ -105,21 +106,30 @@ class Topic(tuple):
         return self[0]
 
 
-def test_a_re_read_seeks_behind_a_fence() -> None:
-    c = Partitions(starts={TP: 0}, committed={TP: 12})
-    asyncio.run(read_again(c, TP, 12, "test"))
-    assert c.seeks == [(TP, 12)]
-    assert FENCES[TP][0] == 12
+def counted(metrics: WorkerMetrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(f"{name}_total", labels) or 0.0
+
+
+def test_a_re_read_seeks_behind_a_fence_and_is_counted() -> None:
+    tp, metrics = Topic(*TP), WorkerMetrics()
+    c = Partitions(starts={tp: 0}, committed={tp: 12})
+    asyncio.run(read_again(c, tp, 12, "dropped", metrics))
+    assert c.seeks == [(tp, 12)]
+    assert FENCES[tp][0] == 12
+    assert counted(metrics, "burnwatch_partition_rereads", topic=TP[0], reason="dropped") == 1
 
 
 def test_messages_deleted_by_retention_become_a_gap_and_the_commit_moves_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    c = Partitions(starts={TP: 20}, committed={TP: 12})
-    c._acked[TP], c._acked_index[TP] = [20, 21], {20, 21}
-    asyncio.run(read_again(c, TP, 12, "test"))
+    tp, metrics = Topic(*TP), WorkerMetrics()
+    c = Partitions(starts={tp: 20}, committed={tp: 12})
+    c._acked[tp], c._acked_index[tp] = [20, 21], {20, 21}
+    asyncio.run(read_again(c, tp, 12, "failed", metrics))
     assert c.seeks == [] and FENCES == {}
     assert "messages 12 to 19 were deleted by the topic's retention" in caplog.text
+    assert counted(metrics, "burnwatch_messages_lost_to_retention", topic=TP[0]) == 8
+    assert counted(metrics, "burnwatch_partition_rereads", topic=TP[0], reason="failed") == 0
     assert new_offset(c, TP) == 22
 
 
