@@ -24,6 +24,7 @@ from typing import Annotated, Any, NamedTuple, cast
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from streams.core.config_errors import describe_validation_error
 from streams.core.costs import CostRecord
 from streams.core.events import GPU_SAMPLE, LLM_REQUEST, STORAGE_USAGE
 from streams.core.shared_costs import RECORD_COLUMNS, UNALLOCATED, SharedCostsConfig
@@ -570,51 +571,6 @@ class ComplianceTally:
 # --- loading -------------------------------------------------------------------------------------
 
 
-_UNION_TAG = re.compile(r"^(?:str|bool|int|float|none|constrained-str|(?:dict|list|union)\[.*\]|function-.*|"
-                        r"tagged-union.*)$")
-
-
-def _key_path(loc: Iterable[int | str]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif not _UNION_TAG.match(str(part)):  # pydantic names union members in the path; readers don't
-            out += f".{part}" if out else str(part)
-    return out
-
-
-_SHORT_MESSAGES = {
-    "extra_forbidden": "is not a known key",
-    "string_too_short": "must not be empty",
-    "greater_than": "must be > {gt}",
-    "missing": "is required",
-}
-
-
-def describe_error(error: ValidationError, where: str) -> str:
-    """Render a validation error as lines ``FILE: key.path: message (got VALUE)``."""
-    lines: list[str] = []
-    for err in error.errors():
-        path = _key_path(err["loc"])
-        template = _SHORT_MESSAGES.get(err["type"])
-        message = template.format(**(err.get("ctx") or {})) if template else err["msg"]
-        message = message.removeprefix("Value error, ")
-        value = err.get("input")
-        for part in message.splitlines():
-            own = re.match(r"^(.+?): ", part) if err["type"] == "value_error" else None
-            if own:  # our own checks name the key path below the failing object, and the value
-                sub = own.group(1)
-                joined = sub if not path else f"{path}{sub}" if sub.startswith("[") else f"{path}.{sub}"
-                line = f"{where}: {joined}: {part[own.end():]}"
-            else:
-                bare = err["type"] == "missing" or isinstance(value, Mapping | list)
-                line = f"{where}: {path or '(top level)'}: {part}{'' if bare else f' (got {value!r})'}"
-            if line not in lines:
-                lines.append(line)
-    return "\n".join(lines)
-
-
 def parse_allocation(doc: Any, where: str) -> AllocationConfig:
     """Validate a parsed mapping document; raise ``AllocationError`` listing every problem."""
     if doc is None:
@@ -624,7 +580,7 @@ def parse_allocation(doc: Any, where: str) -> AllocationConfig:
     try:
         return AllocationConfig.model_validate(doc)
     except ValidationError as error:
-        raise AllocationError(describe_error(error, where)) from None
+        raise AllocationError(describe_validation_error(error, where)) from None
 
 
 def _load_yaml(text: str, where: str) -> Any:

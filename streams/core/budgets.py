@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from streams.core.catalog import describe_validation_error
+from streams.core.config_errors import describe_validation_error
 
 Period = Literal["day", "week", "month", "quarter"]
 PERIODS: tuple[Period, ...] = ("day", "week", "month", "quarter")

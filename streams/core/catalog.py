@@ -12,7 +12,7 @@ finds the price that applied then.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from functools import lru_cache
 from importlib import resources
@@ -21,6 +21,8 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from streams.core.config_errors import describe_validation_error
 
 GB_BYTES = 2**30
 HOURS_PER_MONTH = 730.0
@@ -270,49 +272,6 @@ def identity(section: str, entry: BaseModel) -> tuple[str, ...]:
 
 
 # --- loading and checking ------------------------------------------------------------------------
-
-_SHORT_MESSAGES = {
-    "greater_than_equal": "must be >= {ge}",
-    "greater_than": "must be > {gt}",
-    "less_than_equal": "must be <= {le}",
-    "less_than": "must be < {lt}",
-    "missing": "is required",
-    "extra_forbidden": "is not a known key",
-    "finite_number": "must be a finite number",
-}
-
-
-def _key_path(loc: Iterable[int | str]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif not str(part).startswith(("function-", "tagged-union")):
-            out += f".{part}" if out else str(part)
-    return out or "(top level)"
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    return repr(value) if isinstance(value, str) else str(value)
-
-
-def describe_validation_error(error: ValidationError, where: str) -> str:
-    """Render a pydantic error as lines ``FILE: key.path[i].field: message (got VALUE)``."""
-    lines = []
-    for err in error.errors():
-        template = _SHORT_MESSAGES.get(err["type"])
-        ctx = err.get("ctx") or {}
-        shown_ctx = {k: _shown(v) for k, v in ctx.items()}
-        message = template.format(**shown_ctx) if template else err["msg"].removeprefix("Value error, ")
-        value = err.get("input")
-        # an entry-level error points at the whole entry: its key path says enough
-        bare = err["type"] == "missing" or isinstance(value, Mapping | list)
-        got = "" if bare else f" (got {_shown(value)})"
-        lines.append(f"{where}: {_key_path(err['loc'])}: {message}{got}")
-    return "\n".join(lines)
-
 
 def find_duplicates(catalog: PriceCatalog, where: str) -> list[str]:
     """Return one message per entry that prices the same thing as an earlier one in an overlapping period."""
