@@ -94,6 +94,19 @@ async def fenced_getmany(self: Any, timeout: float) -> AsyncIterator[tuple[Any, 
             yield tp, message
 
 
+async def log_starts(consumer: Any, partitions: list[Any]) -> dict[Any, int]:
+    """Return the partitions' first offsets, or ``{}`` (with a warning) if the broker did not answer.
+
+    Without them a seek goes ahead as faust's would: nothing is marked as deleted, and partitions the
+    group never committed keep no committed offset.
+    """
+    try:
+        return dict(await consumer.earliest_offsets(*partitions))
+    except Exception as error:  # a broker hiccup must not crash a rebalance or the repair timer
+        log.warning("could not read the first offsets of %d partitions: %r", len(partitions), error)
+        return {}
+
+
 async def seek_and_mark_starts(self: Any) -> None:
     """Seek to the committed offsets as faust does, behind fences, and mark never-committed partitions.
 
@@ -106,7 +119,7 @@ async def seek_and_mark_starts(self: Any) -> None:
     partitions = [tp for tp in self.assignment() if acks_enabled_for(tp.topic)]
     unmarked = [tp for tp in partitions if self._committed_offset[tp] is None]
     if unmarked:
-        for tp, start in (await self.earliest_offsets(*unmarked)).items():
+        for tp, start in (await log_starts(self, unmarked)).items():
             if self._committed_offset[tp] is None:
                 self._committed_offset[tp] = start
     now = time.monotonic()
@@ -128,7 +141,7 @@ async def read_again(
     ``reason`` is a key of ``REASONS``. Gap offsets count as acknowledged (``faust_fixes.new_offset``);
     the deletion is logged as an error and counted.
     """
-    start = (await consumer.earliest_offsets(tp)).get(tp)
+    start = (await log_starts(consumer, [tp])).get(tp)
     if start is not None and start > offset:
         log.error("%s: messages %d to %d were deleted by the topic's retention before they were "
                   "processed; they are skipped", tp, offset, start - 1)

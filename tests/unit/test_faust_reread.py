@@ -151,3 +151,11 @@ def test_a_rebalance_seek_fences_and_marks_partitions_never_committed(
     # so a dropped first message holds the group's first commit too
     c._acked[other], c._acked_index[other] = [4, 5], {4, 5}
     assert new_offset(c, other) is None
+
+
+def test_without_the_first_offsets_a_re_read_seeks_as_before(caplog: pytest.LogCaptureFixture) -> None:
+    tp = Topic(*TP)
+    c = Partitions(starts={}, committed={tp: 12})  # earliest_offsets raises KeyError
+    asyncio.run(read_again(c, tp, 12, "dropped"))
+    assert c.seeks == [(tp, 12)]
+    assert "could not read the first offsets of 1 partitions" in caplog.text
