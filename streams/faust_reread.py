@@ -110,21 +110,22 @@ async def log_starts(consumer: Any, partitions: list[Any]) -> dict[Any, int]:
 async def seek_and_mark_starts(self: Any) -> None:
     """Seek to the committed offsets as faust does, behind fences, and mark never-committed partitions.
 
-    A partition the group never committed gets its log start offset as committed offset. Every fence
-    of an earlier seek is replaced by one at the partition's committed offset.
+    Every fence of an earlier seek is replaced by one at each partition's committed offset, before
+    anything else can run. A partition the group never committed gets no fence (it is read from its
+    log start) and gets its log start offset as committed offset.
     """
     await _faust_perform_seek(self)
-    FENCES.clear()
+    now = time.monotonic()
     acks_enabled_for = self.app.topics.acks_enabled_for
     partitions = [tp for tp in self.assignment() if acks_enabled_for(tp.topic)]
+    FENCES.clear()
+    FENCES.update({tp: (offset, now) for tp in partitions
+                   if (offset := self._committed_offset[tp]) is not None})
     unmarked = [tp for tp in partitions if self._committed_offset[tp] is None]
     if unmarked:
         for tp, start in (await log_starts(self, unmarked)).items():
             if self._committed_offset[tp] is None:
                 self._committed_offset[tp] = start
-    now = time.monotonic()
-    FENCES.update({tp: (offset, now) for tp in partitions
-                   if (offset := self._committed_offset[tp]) is not None})
 
 
 REASONS = {
