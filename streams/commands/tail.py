@@ -12,6 +12,7 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from streams.commands.common import CONFIG_OPTION, load_settings
@@ -106,12 +107,32 @@ SEVERITY_STYLE = {"critical": "bold red", "error": "red", "warning": "yellow", "
 
 
 def alert_line(alert: dict[str, Any]) -> str:
-    """Render an alert record as one console line: status, severity, kind, summary, dollars."""
+    """Render an alert record as one console line: status, severity, kind, entity, summary, dollars.
+
+    The entity's ``key=value`` pairs are shown unless the summary already names their value (a
+    budget's id), so alerts of the same kind on three GPUs of a node tell themselves apart.
+
+    >>> from rich.text import Text
+    >>> line = alert_line({"status": "firing", "severity": "warning", "kind": "idle_gpu",
+    ...     "entity": {"gpu": "GPU-3", "node": "gpu-01"}, "summary": "GPU idle [15 min]",
+    ...     "cost_impact_usd": 3.07, "detected_at": "2026-11-29T23:28:00Z"})
+    >>> for part in Text.from_markup(line).plain.split("  ("):
+    ...     print(part)
+    FIRING   warning  idle_gpu         gpu=GPU-3 node=gpu-01: GPU idle [15 min]
+    impact $3.07, at 2026-11-29T23:28:00Z)
+    >>> Text.from_markup(alert_line({"status": "resolved", "kind": "budget_threshold",
+    ...     "entity": {"budget": "search-daily"}, "summary": "Budget search-daily: 80% spent"})).plain
+    'RESOLVED          budget_threshold Budget search-daily: 80% spent  (impact $0.00, at )'
+    """
     status = "RESOLVED" if alert.get("status") == "resolved" else "FIRING"
     style = "green" if status == "RESOLVED" else SEVERITY_STYLE.get(str(alert.get("severity")), "")
     impact = float(alert.get("cost_impact_usd") or 0.0)
+    summary = str(alert.get("summary", ""))
+    entity = alert.get("entity") if isinstance(alert.get("entity"), dict) else {}
+    named = " ".join(f"{key}={value}" for key, value in entity.items() if str(value) not in summary)
     return (f"[{style}]{status:8} {alert.get('severity', ''):8}[/] {alert.get('kind', ''):16} "
-            f"{alert.get('summary', '')}  [dim](impact ${impact:,.2f}, at {alert.get('detected_at', '')})[/]")
+            f"{escape(named + ': ' if named else '')}{escape(summary)}  "
+            f"[dim](impact ${impact:,.2f}, at {alert.get('detected_at', '')})[/]")
 
 
 def register(app: typer.Typer) -> None:
