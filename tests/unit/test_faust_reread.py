@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 from faust.transport.consumer import Consumer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from intervaltree import IntervalTree
 
 from streams import app as _app  # noqa: F401 - importing the app module installs the fixes
@@ -159,3 +161,36 @@ def test_without_the_first_offsets_a_re_read_seeks_as_before(caplog: pytest.LogC
     asyncio.run(read_again(c, tp, 12, "dropped"))
     assert c.seeks == [(tp, 12)]
     assert "could not read the first offsets of 1 partitions" in caplog.text
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    size=st.integers(min_value=1, max_value=40),
+    committed=st.integers(min_value=0, max_value=10),
+    data=st.data(),
+)
+def test_the_commit_never_passes_an_unacknowledged_message(size: int, committed: int, data: Any) -> None:
+    """Whatever is acknowledged, in any order, and whatever jumps faust reads, the commit stops at the
+    first unacknowledged offset; offsets below the log start were deleted by retention (a gap)."""
+    start = data.draw(st.integers(min_value=0, max_value=committed + 5), label="log start")
+    end = max(committed + size, start + 1)
+    offsets, readable = range(committed, end), range(max(start, committed), end)
+    acked = data.draw(st.lists(st.sampled_from(readable), unique=True), label="acknowledged, in order")
+    jumps = data.draw(st.lists(st.tuples(st.sampled_from(offsets), st.sampled_from(offsets))), label="jumps")
+    c = consumer([], committed=committed)
+    if start > committed:
+        c._gap[TP].addi(committed, start)  # what read_again marks
+    mark = committed
+    for offset in acked:
+        for low, high in jumps:
+            asyncio.run(Consumer._add_gap(c, TP, low, high))
+        c._acked[TP].append(offset)
+        c._acked_index[TP].add(offset)
+        moved = new_offset(c, TP)
+        if moved is not None:
+            assert moved > mark
+            mark = c._committed_offset[TP] = moved
+    first_unacknowledged = min((o for o in readable if o not in acked), default=end)
+    assert mark <= first_unacknowledged
+    if not c._gap[TP] and start > committed:
+        assert mark == first_unacknowledged  # the gap was used up: the commit moved past it
