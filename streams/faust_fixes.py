@@ -22,8 +22,8 @@ Gaps: faust takes a jump in the offsets it reads from a partition as offsets tha
 (compaction, transaction markers) and counts them as acknowledged. But a jump also happens when its
 read offset is reset by a seek while records fetched before it are still being delivered (a restart's
 seek to the committed offsets lands between them): the skipped offsets were real, unprocessed messages,
-and the commit moved past them. The SIGKILL test lost 61 and 725 events this way, in two runs of
-twelve. burnwatch's input topics are neither compacted nor transactional, so ``ignore_read_gaps``
+and the commit moved past them. The SIGKILL test lost 61 events in one failed run and 725 in another
+this way. burnwatch's input topics are neither compacted nor transactional, so ``ignore_read_gaps``
 records no such gap; a message the streams never see holds the commit until it is read again. The only
 gaps left are the offsets retention deleted, which ``faust_reread.read_again`` marks.
 

@@ -14,7 +14,7 @@ offset arrives, then lets them through. A fence whose record exists (the partiti
 but has not arrived within ``GAP_REPAIR_AFTER_S`` is lifted (if its message is still unprocessed, the
 commit waits on it and the next repair seeks again). A rebalance's seek to the committed offsets (faust's
 ``perform_seek``, also at start) meets the same race, so ``seek_and_mark_starts`` replaces every fence
-by one at each partition's committed offset.
+by one at each committed offset it found (a partition the group never committed gets none).
 
 Only retention really deletes messages from burnwatch's input topics (none is compacted or written in
 transactions). When the commit waits on an offset older than the partition's first offset, the
