@@ -11,6 +11,19 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 KAFKA := deploy/kafka/kafka.sh
 
+# The detectors' compiled kernel (kernel/, Rust, built with cargo into .venv). KERNEL=off leaves it out:
+# the detector feed then runs its pure-Python code (BURNWATCH_DETECTOR_KERNEL=python) and the kernel's
+# own tests are skipped.
+KERNEL ?= on
+KERNEL_STAMP := $(VENV)/.kernel-built
+KERNEL_SOURCES := kernel/Cargo.toml kernel/Cargo.lock kernel/pyproject.toml $(wildcard kernel/src/*.rs)
+ifeq ($(KERNEL),off)
+INSTALLED := $(STAMP)
+export BURNWATCH_DETECTOR_KERNEL := python
+else
+INSTALLED := $(STAMP) $(KERNEL_STAMP)
+endif
+
 KAFKA_HOST ?= localhost
 KAFKA_PORT ?= 9092
 KAFKA_CONTROLLER_PORT ?= 9093
@@ -33,7 +46,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+( [a-z-]+)*:.*## ' $(MAKEFILE_LIST) | \
 		awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
 
-venv install: $(STAMP) ## create .venv and install burnwatch[dev] (again only when pyproject.toml changes)
+venv install: $(INSTALLED) ## create .venv, install burnwatch[dev] and build the detector kernel (KERNEL=off: not)
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "make: need Python >= 3.11 on PATH (or PYTHON=/path/to/python3.11)" >&2; exit 1; }
@@ -50,6 +63,13 @@ $(STAMP): pyproject.toml
 	@$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $@
 
+$(KERNEL_STAMP): $(STAMP) $(KERNEL_SOURCES)
+	@command -v cargo >/dev/null 2>&1 || { echo "make: the detector kernel (kernel/) needs Rust's cargo" \
+		"(rustup.rs); or run make with KERNEL=off for the pure-Python detector feed" >&2; exit 1; }
+	@echo "==> building the detector kernel (kernel/, Rust) into $(VENV)"
+	@$(BIN)/python -m pip install --quiet ./kernel
+	@touch $@
+
 kafka-start: ## start the local Kafka node (KAFKA_PORT, default 9092; idempotent)
 	@$(KAFKA) start
 
@@ -61,7 +81,7 @@ kafka-status: ## is the local Kafka node running?
 
 # The broker is stopped on every way out (failure, Ctrl-C); all three checks run even if one fails,
 # and the exit status is the first failure's.
-test: $(STAMP) ## start Kafka, run pytest, lint-imports and ruff, stop Kafka
+test: $(INSTALLED) ## start Kafka, run pytest, lint-imports and ruff, stop Kafka
 	@trap '$(KAFKA) stop' EXIT; trap 'echo "==> interrupted"; exit 130' INT TERM; \
 	$(KAFKA) start; \
 	status=0; results=(); \
@@ -76,7 +96,7 @@ test: $(STAMP) ## start Kafka, run pytest, lint-imports and ruff, stop Kafka
 	echo "==> summary"; printf '    %s\n' "$${results[@]}"; \
 	exit $$status
 
-lint: $(STAMP) ## ruff, import-linter contracts, mypy (strict on the pure packages)
+lint: $(INSTALLED) ## ruff, import-linter contracts, mypy (strict on the pure packages)
 	@status=0; \
 	echo "==> ruff"; $(BIN)/ruff check . || status=1; \
 	echo "==> lint-imports"; $(BIN)/lint-imports || status=1; \
@@ -86,10 +106,10 @@ lint: $(STAMP) ## ruff, import-linter contracts, mypy (strict on the pure packag
 # demo and bench leave the broker running so you can look around; `make kafka-stop` when done.
 demo bench: export BURNWATCH_KAFKA_BOOTSTRAP_SERVERS ?= $(KAFKA_HOST):$(KAFKA_PORT)
 
-demo: $(STAMP) kafka-start ## start Kafka and run the end-to-end demo (deploy/demo.sh)
+demo: $(INSTALLED) kafka-start ## start Kafka and run the end-to-end demo (deploy/demo.sh)
 	@deploy/demo.sh
 
-bench: $(STAMP) kafka-start ## start Kafka and run the benchmarks (bench.run, bench.budget_alert, bench.detectors)
+bench: $(INSTALLED) kafka-start ## start Kafka and run the benchmarks (bench.run, bench.budget_alert, bench.detectors)
 	@$(BIN)/python -m bench.run
 	@$(BIN)/python -m bench.budget_alert
 	@$(BIN)/python -m bench.detectors
@@ -101,4 +121,4 @@ clean: ## stop Kafka; remove its data, caches and build output
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
 
 distclean: clean ## clean, and remove .venv and the Kafka jars
-	rm -rf $(VENV) deploy/kafka/lib
+	rm -rf $(VENV) deploy/kafka/lib kernel/target

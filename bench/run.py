@@ -59,7 +59,8 @@ WORKER_PHASES = ("worker", "detectors")  # phases that run ``burnwatch worker``;
 REPO = Path(__file__).resolve().parents[1]
 PROGRESS_EVERY_S = 1.0
 HEALTH_TIMEOUT_S = 120.0
-VERSIONED = ("faust-streaming", "aiokafka", "confluent-kafka", "pydantic", "pydantic-core", "rocksdict")
+VERSIONED = ("faust-streaming", "aiokafka", "confluent-kafka", "pydantic", "pydantic-core", "rocksdict",
+             "burnwatch-kernel")
 
 console = Console(width=None if sys.stdout.isatty() else 120)  # piped output: do not wrap the table
 spawn = mp.get_context("spawn")  # librdkafka clients do not survive fork
@@ -71,6 +72,13 @@ class Only(str, Enum):
     worker = "worker"
     detectors = "detectors"
     baseline = "baseline"
+
+
+class DetectorKernel(str, Enum):
+    """Which ``route`` the detectors phase's worker runs (``BURNWATCH_DETECTOR_KERNEL``)."""
+
+    compiled = "compiled"
+    python = "python"
 
 
 class PhaseFailed(RuntimeError):
@@ -213,6 +221,7 @@ class WorkerProcess:
             # the stages the phase's settings name, whatever the worker's defaults
             "BURNWATCH_DETECTORS_ENABLED": str(settings.detectors_enabled).lower(),
             "BURNWATCH_SPEND_TABLES": str(settings.spend_tables).lower(),
+            "BURNWATCH_DETECTOR_KERNEL": settings.detector_kernel,
         } | (extra_env or {})
         # cProfile writes its file when the worker exits on SIGTERM (SystemExit).
         profiler = ["-m", "cProfile", "-o", str(profile.resolve())] if profile else []
@@ -310,17 +319,20 @@ class BaselineProcess:
 # --- one phase ---------------------------------------------------------------------------------------
 
 
-def phase_settings(bootstrap: str, partitions: int, name: str, spend_tables: bool = False) -> Settings:
+def phase_settings(
+    bootstrap: str, partitions: int, name: str, spend_tables: bool = False, detector_kernel: str = "compiled"
+) -> Settings:
     """Return settings with a fresh topic prefix and app id, so no phase sees another's data.
 
     The worker runs the stages these settings name (``WorkerProcess``): ``worker`` pricing alone, as the
     baseline loop does, ``detectors`` with the detector stage too, and both with the spend tables when
-    ``spend_tables`` (``--spend-tables``). The lag a phase waits on counts only the topics its worker reads.
+    ``spend_tables`` (``--spend-tables``), the detector feed's ``route`` from ``detector_kernel``
+    (``--detector-kernel``). The lag a phase waits on counts only the topics its worker reads.
     """
     tag = f"{name}-{uuid.uuid4().hex[:8]}"
     return Settings(kafka_bootstrap_servers=bootstrap, topic_prefix=f"bench-{tag}.", app_id=f"bench-{tag}",
                     topic_partitions=partitions, spend_tables=spend_tables,
-                    detectors_enabled=name == "detectors")
+                    detectors_enabled=name == "detectors", detector_kernel=detector_kernel)
 
 
 def delete_topics(settings: Settings) -> None:
@@ -540,6 +552,10 @@ def main(
     output: Annotated[Path, typer.Option(help="directory for the JSON result file")] = RESULTS_DIR,
     spend_tables: Annotated[bool, typer.Option(
         help="worker phases with the spend tables on, as `burnwatch worker` runs by default")] = False,
+    detector_kernel: Annotated[DetectorKernel, typer.Option(
+        envvar="BURNWATCH_DETECTOR_KERNEL",  # python under `make bench KERNEL=off`
+        help="the detector feed's route: the compiled kernel (required) or the pure-Python code")
+    ] = DetectorKernel.compiled,
 ) -> None:
     """Measure priced events per second and produce-to-priced latency: worker, baseline, in-process."""
     began = time.monotonic()
@@ -566,7 +582,8 @@ def main(
     results: dict[str, PhaseResult] = {}
     failures: dict[str, str] = {}
     for name in phases:
-        settings = phase_settings(bootstrap, partitions, name, spend_tables=spend_tables)
+        settings = phase_settings(bootstrap, partitions, name, spend_tables=spend_tables,
+                                  detector_kernel=detector_kernel.value)
         try:
             results[name] = run_phase(name, workload, settings, timeout, rate, worker_profile)
             console.print(f"{name}: {results[name].events_per_s:,.0f} events/s", highlight=False)
@@ -584,7 +601,7 @@ def main(
         "bootstrap": bootstrap,
         "events": events, "envelope_size": envelope_size, "envelopes": len(workload.envelopes),
         "partitions": partitions, "rate": rate or None, "seed": seed, "events_per_s": events_per_s,
-        "spend_tables": spend_tables,
+        "spend_tables": spend_tables, "detector_kernel": detector_kernel.value,
         "mix": workload.counts, "mix_shares": Mix().weights(), "payload_bytes": workload.payload_bytes,
         "workload_build_s": round(build_s, 3),
         "machine": machine_info() | {"load_average_at_start": load_at_start},

@@ -36,9 +36,9 @@ from streams.core.detector_feed import (
     Watermark,
     finding_alert,
     finding_key,
-    route,
     tick,
 )
+from streams.core.detector_kernel import load_route
 from streams.metrics import WorkerMetrics
 from streams.names import DETECTOR_INPUTS
 from streams.settings import Settings
@@ -75,6 +75,8 @@ def register_detector_agents(
 ) -> LiveDetectors:
     """Add the ``route_detector_inputs`` stage to ``priced_stages``, and ``detect_anomalies`` to ``app``."""
     config = config or DetectorConfig()
+    route, kind = load_route(settings.detector_kernel)
+    log.info("detector feed: %s route", kind)
     live = LiveDetectors(
         watermark=Watermark(idle_wall_s=settings.detectors_idle_lane_s),
         # more than a batch unread on some usage partition: the router is catching up, no lane is let go

@@ -13,7 +13,8 @@ from types import TracebackType
 from typing import Any
 
 from detectors.config import DetectorConfig
-from streams.core.detector_feed import SEEN, PartitionDetectors, Watermark, finding_alert, route, tick
+from streams.core.detector_feed import SEEN, PartitionDetectors, Watermark, finding_alert, tick
+from streams.core.detector_kernel import KernelMode, load_route
 
 ALERTS_FILE = "alerts.jsonl"
 
@@ -21,8 +22,11 @@ ALERTS_FILE = "alerts.jsonl"
 class ReplayDetectors:
     """Feed priced records to the detectors; write each alert record as one line of ``alerts.jsonl``."""
 
-    def __init__(self, out_dir: Path, config: DetectorConfig | None = None) -> None:
+    def __init__(
+        self, out_dir: Path, config: DetectorConfig | None = None, kernel: KernelMode = "auto"
+    ) -> None:
         self.detectors = PartitionDetectors(0, config)
+        self.route, _ = load_route(kernel)
         # Replay reads in time order: no lane lags another, so event time is the latest time read.
         self.watermark = Watermark(idle_source_s=0.0)
         self.seen: set[str] = set()
@@ -34,7 +38,7 @@ class ReplayDetectors:
     def feed(self, records: Iterable[Mapping[str, Any]]) -> None:
         """Run the detectors over one chunk of priced records."""
         records = list(records)
-        items = [item for group in route(records).values() for item in group]
+        items = [item for group in self.route(records).values() for item in group]
         event_time = self.watermark.observe(records)
         if event_time is not None:
             items.append(tick(event_time))

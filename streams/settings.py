@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     detectors_config_path: Path | None = None
     # A reporter (GPU, app, bucket) silent this long stops holding the detectors' event time back.
     detectors_idle_lane_s: float = Field(default=30.0, gt=0)
+    # The detector feed's hot loop: the compiled kernel if installed (auto), required, or never.
+    detector_kernel: Literal["auto", "compiled", "python"] = "auto"
 
     # Alert delivery (`burnwatch notifier`, its own faust app `<app_id>-notifier`)
     alerting_path: Path | None = None

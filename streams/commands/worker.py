@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from streams.commands.common import CONFIG_OPTION, err_console, load_settings, setup_logging
+from streams.commands.common import CONFIG_OPTION, err_console, fail, load_settings, setup_logging
 
 
 def register(app: typer.Typer) -> None:
@@ -21,6 +21,7 @@ def register(app: typer.Typer) -> None:
         from streams.core.allocation import AllocationError
         from streams.core.budgets import BudgetError
         from streams.core.catalog import CatalogError
+        from streams.core.detector_kernel import KernelMissing
         from streams.worker import build_worker
 
         settings = load_settings(config)
@@ -30,6 +31,8 @@ def register(app: typer.Typer) -> None:
         except (CatalogError, AllocationError, BudgetError) as error:
             err_console.print(f"bad config file: {error}", style="red", markup=False, highlight=False)
             raise typer.Exit(2) from None
+        except KernelMissing as error:
+            raise fail(str(error), code=2) from None
         ensure_topics(settings)
         worker_process = faust.Worker(built.app, loglevel=settings.log_level.lower(), redirect_stdouts=False)
         worker_process.execute_from_commandline()

@@ -1,0 +1,24 @@
+//! burnwatch's optional compiled kernel.
+//!
+//! The detector feed's per-record loops, written to give exactly what the pure-Python code in
+//! `streams/core/detector_feed.py` gives (the same items, floats summed in the same order, the same
+//! digests). The Python code stays the reference: `tests/unit/test_kernel.py` checks the two agree on
+//! real priced records and on generated ones, and burnwatch runs the Python code when this module is not
+//! installed (or `BURNWATCH_DETECTOR_KERNEL=python`).
+
+use pyo3::prelude::*;
+
+mod route;
+mod times;
+
+/// The kernel API: `KERNEL_API` in `streams/core/detector_kernel.py` must name the same number, or
+/// burnwatch does not use this build. Raise both when a function's inputs or outputs change.
+const API: u32 = 1;
+
+#[pymodule]
+fn burnwatch_kernel(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("API", API)?;
+    m.add_function(wrap_pyfunction!(route::route, m)?)?;
+    m.add_function(wrap_pyfunction!(times::parse_time, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,392 @@
+//! `route`: a batch of priced cost records to detector inputs by group key.
+//!
+//! The twin of `route` in `streams/core/detector_feed.py`, whose docstring says what the inputs are;
+//! this one gives the same dict (the same keys in the same order, the same items, floats summed in the
+//! same order). Records must be dicts whose `x_` columns are str or None, as `Pricer` makes them.
+
+use std::collections::HashMap;
+
+use blake2::digest::consts::U12;
+use blake2::{Blake2b, Digest};
+use indexmap::IndexMap;
+use pyo3::exceptions::PyKeyError;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyList, PyString};
+
+use crate::times::{parse_fast, parse_in_python};
+
+const INPUT_METERS: [&str; 3] = ["input_tokens", "cached_input_tokens", "cache_write_tokens"];
+const OUTPUT_METERS: [&str; 2] = ["output_tokens", "reasoning_tokens"];
+const UNALLOCATED: &str = "unallocated";
+
+/// A charge group: one minute of one (team, project, model), as the Python code's `spend` values.
+struct Spend {
+    cost: f64,
+    charges: Vec<String>,
+    parts: IndexMap<i64, f64>,
+}
+
+/// One storage bucket's minute: `[usd, quantity, charges, {offset: [usd, quantity]}]`.
+struct Egress {
+    usd: f64,
+    quantity: f64,
+    charges: Vec<String>,
+    parts: IndexMap<i64, (f64, f64)>,
+}
+
+/// One LLM request's sums (`add_llm_record`): its first record and its token and cost sums.
+struct Usage<'py> {
+    first: Bound<'py, PyDict>,
+    event_id: Bound<'py, PyAny>,
+    input: f64,
+    output: f64,
+    cost: f64,
+}
+
+/// A series input being folded: spend folds point at their charge groups, egress folds at their bucket.
+enum Parts {
+    Spend(Vec<usize>),
+    Egress(usize),
+}
+
+struct Fold {
+    cost: f64,
+    quantity: f64,
+    parts: Parts,
+}
+
+type GroupKey = (u64, String, Option<String>, Option<String>);
+type FoldKey = (&'static str, String, &'static str, u64);
+
+/// `record[key]`, with Python's `KeyError` when it is missing.
+fn item<'py>(record: &Bound<'py, PyDict>, key: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+    record.get_item(key)?.ok_or_else(|| PyKeyError::new_err(key.clone().unbind()))
+}
+
+/// `record.get(key)`: None when missing.
+fn get<'py>(record: &Bound<'py, PyDict>, key: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+    Ok(record.get_item(key)?.unwrap_or_else(|| record.py().None().into_bound(record.py())))
+}
+
+fn text(value: &Bound<'_, PyAny>) -> PyResult<String> {
+    Ok(value.cast::<PyString>()?.to_str()?.to_owned())
+}
+
+/// `value or None` as an optional str.
+fn optional_text(value: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
+    if value.is_none() {
+        Ok(None)
+    } else {
+        text(value).map(Some)
+    }
+}
+
+fn float(py: Python<'_>, value: f64) -> Bound<'_, PyAny> {
+    PyFloat::new(py, value).into_any()
+}
+
+fn string<'py>(py: Python<'py>, value: &str) -> Bound<'py, PyAny> {
+    PyString::new(py, value).into_any()
+}
+
+/// Epoch seconds of a record's time text, parsed once per batch.
+fn time_of(py: Python<'_>, value: &Bound<'_, PyAny>, times: &mut HashMap<String, f64>) -> PyResult<f64> {
+    let text = value.cast::<PyString>()?.to_str()?;
+    if let Some(t) = times.get(text) {
+        return Ok(*t);
+    }
+    let t = match parse_fast(text) {
+        Some(t) => t,
+        None => parse_in_python(py, text)?,
+    };
+    times.insert(text.to_owned(), t);
+    Ok(t)
+}
+
+/// Return the detector inputs of `records` by group key (see the Python `route`).
+#[pyfunction]
+#[pyo3(signature = (records, fold_s = 60.0, *, source = None, messages = Vec::new()))]
+pub fn route<'py>(
+    py: Python<'py>,
+    records: &Bound<'py, PyAny>,
+    fold_s: f64,
+    source: Option<Bound<'py, PyAny>>,
+    messages: Vec<(i64, i64)>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let k_charge = intern!(py, "x_ChargeId");
+    let k_start = intern!(py, "ChargePeriodStart");
+    let k_end = intern!(py, "ChargePeriodEnd");
+    let k_cost = intern!(py, "EffectiveCost");
+    let k_meter = intern!(py, "SkuMeter");
+    let k_resource = intern!(py, "ResourceId");
+    let k_util = intern!(py, "x_GpuUtilPct");
+    let k_allocated = intern!(py, "x_GpuAllocated");
+    let k_cluster = intern!(py, "x_Cluster");
+    let k_team = intern!(py, "x_Team");
+    let k_project = intern!(py, "x_Project");
+    let k_model = intern!(py, "x_Model");
+    let k_source = intern!(py, "x_SourceType");
+    let k_event = intern!(py, "x_EventId");
+    let k_quantity = intern!(py, "ConsumedQuantity");
+
+    let mut out: IndexMap<String, Vec<Bound<'py, PyAny>>> = IndexMap::new();
+    let mut spend: IndexMap<GroupKey, Spend> = IndexMap::new();
+    let mut egress: IndexMap<(String, u64), Egress> = IndexMap::new();
+    let mut usages: IndexMap<String, Usage<'py>> = IndexMap::new();
+    let mut times: HashMap<String, f64> = HashMap::new();
+    let sized: &[(i64, i64)] = if source.is_some() { &messages } else { &[] };
+    let mut sizes = sized.iter().copied();
+    // the current message's offset and its records left (i64::MAX: past the last message)
+    let (mut offset, mut left) = sizes.next().unwrap_or((0, i64::MAX));
+
+    for record in records.try_iter()? {
+        let record = record?;
+        let record = record.cast::<PyDict>()?;
+        while left <= 0 {
+            (offset, left) = sizes.next().unwrap_or((offset, i64::MAX));
+        }
+        left -= 1;
+        let charge = item(record, k_charge)?;
+        let t = time_of(py, &item(record, k_start)?, &mut times)?;
+        let minute = (t / fold_s).floor() * fold_s;
+        let cost_value = item(record, k_cost)?;
+        let cost: f64 = cost_value.extract()?;
+        let meter = get(record, k_meter)?;
+        let meter_text = if meter.is_none() { None } else { Some(meter.cast::<PyString>()?.to_str()?) };
+        if meter_text == Some("gpu_hours") {
+            let gpu = item(record, k_resource)?.str()?;
+            let util = get(record, k_util)?;
+            let util = if util.is_truthy()? { util.extract::<f64>()? } else { 0.0 };
+            let fields = [
+                string(py, "g"),
+                charge.clone(),
+                float(py, t),
+                float(py, time_of(py, &item(record, k_end)?, &mut times)?),
+                float(py, util),
+                PyBool::new(py, get(record, k_allocated)?.is_truthy()?).to_owned().into_any(),
+                cost_value.clone(),
+                get(record, k_cluster)?,
+                get(record, k_team)?,
+                gpu.clone().into_any(),
+            ];
+            let key = format!("gpu:{}", gpu.to_str()?);
+            out.entry(key).or_default().push(PyList::new(py, fields)?.into_any());
+        } else if get(record, k_source)?.cast::<PyString>().is_ok_and(|s| s.to_str().is_ok_and(|s| s == "llm.request")) {
+            add_llm_record(record, &mut usages, k_event, k_meter, k_quantity, k_cost)?;
+        }
+        let team = get(record, k_team)?;
+        let team = if team.is_truthy()? { text(&team)? } else { UNALLOCATED.to_owned() };
+        let group = (minute.to_bits(), team, optional_text(&get(record, k_project)?)?,
+                     optional_text(&get(record, k_model)?)?);
+        let charge_text = text(&charge)?;
+        match spend.get_mut(&group) {
+            None => {
+                spend.insert(group, Spend { cost, charges: vec![charge_text.clone()], parts: IndexMap::from([(offset, cost)]) });
+            }
+            Some(sums) => {
+                sums.cost += cost;
+                sums.charges.push(charge_text.clone());
+                let part = sums.parts.entry(offset).or_insert(0.0);
+                *part += cost;
+            }
+        }
+        if meter_text == Some("egress_gb") || meter_text == Some("storage_gb_months") {
+            // a storage report opens the bucket's egress series at 0: quiet minutes count (as SeriesBucketer)
+            let moved = meter_text == Some("egress_gb");
+            let bucket = item(record, k_resource)?.str()?.to_str()?.to_owned();
+            let sums = egress.entry((bucket, minute.to_bits())).or_insert_with(|| Egress {
+                usd: 0.0, quantity: 0.0, charges: Vec::new(), parts: IndexMap::new(),
+            });
+            let (usd, quantity) = if moved {
+                let quantity = record.get_item(k_quantity)?;
+                (cost, match quantity { Some(q) => q.extract::<f64>()?, None => 0.0 })
+            } else {
+                (0.0, 0.0)
+            };
+            sums.usd += usd;
+            sums.quantity += quantity;
+            sums.charges.push(charge_text);
+            match sums.parts.get_mut(&offset) {
+                None => {
+                    sums.parts.insert(offset, (usd, quantity));
+                }
+                Some(part) => {
+                    part.0 += usd;
+                    part.1 += quantity;
+                }
+            }
+        }
+    }
+
+    // per series and minute: the three spend scopes of each charge group, then the storage buckets
+    let mut folds: IndexMap<FoldKey, Fold> = IndexMap::new();
+    for (index, ((minute, team, project, model), sums)) in spend.iter().enumerate() {
+        let keys = [("team", Some(team)), ("project", project.as_ref()), ("model", model.as_ref())];
+        for (scope, key) in keys {
+            let Some(key) = key.filter(|k| !k.is_empty()) else { continue };
+            match folds.get_mut(&(scope, key.clone(), "spend_spike", *minute)) {
+                None => {
+                    folds.insert((scope, key.clone(), "spend_spike", *minute),
+                                 Fold { cost: sums.cost, quantity: 0.0, parts: Parts::Spend(vec![index]) });
+                }
+                Some(fold) => {
+                    fold.cost += sums.cost;
+                    if let Parts::Spend(groups) = &mut fold.parts {
+                        groups.push(index);
+                    }
+                }
+            }
+        }
+    }
+    for (index, ((bucket, minute), sums)) in egress.iter().enumerate() {
+        folds.insert(("bucket", bucket.clone(), "egress_spike", *minute),
+                     Fold { cost: sums.usd, quantity: sums.quantity, parts: Parts::Egress(index) });
+    }
+    let span = match (&source, messages.is_empty()) {
+        (Some(_), false) => Some(ranges(py, messages.iter().map(|(offset, _)| *offset))?),
+        _ => None,
+    };
+    for ((scope, key, kind, minute), fold) in &folds {
+        let charges: Vec<&String> = match &fold.parts {
+            Parts::Spend(groups) => groups.iter().flat_map(|g| &spend[*g].charges).collect(),
+            Parts::Egress(index) => egress[*index].charges.iter().collect(),
+        };
+        let mut fields = vec![
+            string(py, "s"),
+            string(py, &format!("{scope}|{}", digest(kind, key, &charges))),
+            string(py, kind),
+            string(py, scope),
+            string(py, key),
+            float(py, f64::from_bits(*minute)),
+            float(py, fold.cost),
+            float(py, fold.quantity),
+        ];
+        if let (Some(source), Some(span)) = (&source, &span) {
+            fields.push(source.clone());
+            fields.push(span.clone());
+            fields.push(per_message(py, &fold.parts, &spend, &egress)?);
+        }
+        out.entry(format!("{scope}:{key}")).or_default().push(PyList::new(py, fields)?.into_any());
+    }
+    for (_, usage) in usages {
+        let first = &usage.first;
+        let app = get(first, intern!(py, "x_App"))?;
+        let app = if app.is_truthy()? { app } else { string(py, UNALLOCATED) };
+        let or_empty = |key: &Bound<'py, PyString>| -> PyResult<Bound<'py, PyAny>> {
+            let value = get(first, key)?;
+            Ok(if value.is_truthy()? { value } else { string(py, "") })
+        };
+        let prompt = get(first, intern!(py, "x_PromptHash"))?;
+        let fields = [
+            string(py, "u"),
+            usage.event_id.clone(),
+            float(py, time_of(py, &item(first, k_start)?, &mut times)?),
+            app.clone(),
+            or_empty(intern!(py, "x_User"))?,
+            or_empty(intern!(py, "x_Session"))?,
+            or_empty(k_model)?,
+            (usage.input as i64).into_pyobject(py)?.into_any(),
+            (usage.output as i64).into_pyobject(py)?.into_any(),
+            float(py, usage.cost),
+            if prompt.is_truthy()? { prompt } else { py.None().into_bound(py) },
+            get(first, k_team)?,
+        ];
+        out.entry(format!("app:{}", app.cast::<PyString>()?.to_str()?)).or_default()
+            .push(PyList::new(py, fields)?.into_any());
+    }
+    let result = PyDict::new(py);
+    for (key, items) in out {
+        result.set_item(key, PyList::new(py, items)?)?;
+    }
+    Ok(result)
+}
+
+/// Fold one LLM cost record into its request's running sums (keyed by `x_EventId`).
+fn add_llm_record<'py>(
+    record: &Bound<'py, PyDict>,
+    usages: &mut IndexMap<String, Usage<'py>>,
+    k_event: &Bound<'py, PyString>,
+    k_meter: &Bound<'py, PyString>,
+    k_quantity: &Bound<'py, PyString>,
+    k_cost: &Bound<'py, PyString>,
+) -> PyResult<()> {
+    let event_id = item(record, k_event)?;
+    let key = text(&event_id)?;
+    let acc = usages.entry(key).or_insert_with(|| Usage {
+        first: record.clone(), event_id, input: 0.0, output: 0.0, cost: 0.0,
+    });
+    let meter = item(record, k_meter)?;
+    let meter = meter.cast::<PyString>()?.to_str()?;
+    if INPUT_METERS.contains(&meter) {
+        acc.input += item(record, k_quantity)?.extract::<f64>()?;
+    } else if OUTPUT_METERS.contains(&meter) {
+        acc.output += item(record, k_quantity)?.extract::<f64>()?;
+    }
+    acc.cost += item(record, k_cost)?.extract::<f64>()?;
+    Ok(())
+}
+
+/// The series input's id digest: blake2b (12 bytes) of kind, key and charges joined by U+001F.
+fn digest(kind: &str, key: &str, charges: &[&String]) -> String {
+    let mut hasher = Blake2b::<U12>::new();
+    hasher.update(kind.as_bytes());
+    hasher.update(b"\x1f");
+    hasher.update(key.as_bytes());
+    for charge in charges {
+        hasher.update(b"\x1f");
+        hasher.update(charge.as_bytes());
+    }
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Ascending offsets as ranges of consecutive ones, `[[first, last], ...]`.
+fn ranges<'py>(py: Python<'py>, offsets: impl Iterator<Item = i64>) -> PyResult<Bound<'py, PyAny>> {
+    let mut spans: Vec<(i64, i64)> = Vec::new();
+    for offset in offsets {
+        match spans.last_mut() {
+            Some(last) if offset == last.1 + 1 => last.1 = offset,
+            _ => spans.push((offset, offset)),
+        }
+    }
+    let lists = spans.into_iter().map(|(a, b)| PyList::new(py, [a, b])).collect::<PyResult<Vec<_>>>()?;
+    Ok(PyList::new(py, lists)?.into_any())
+}
+
+/// A fold's sums per message, `[[offset, usd, quantity], ...]` (the Python `_per_message`).
+fn per_message<'py>(
+    py: Python<'py>,
+    parts: &Parts,
+    spend: &IndexMap<GroupKey, Spend>,
+    egress: &IndexMap<(String, u64), Egress>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let rows: Vec<(i64, f64, f64)> = match parts {
+        Parts::Egress(index) => {
+            let mut rows: Vec<(i64, f64, f64)> =
+                egress[*index].parts.iter().map(|(o, (usd, q))| (*o, *usd, *q)).collect();
+            rows.sort_by_key(|row| row.0);
+            rows
+        }
+        Parts::Spend(groups) if groups.len() == 1 => {
+            spend[groups[0]].parts.iter().map(|(o, usd)| (*o, *usd, 0.0)).collect()
+        }
+        Parts::Spend(groups) => {
+            let mut merged: IndexMap<i64, f64> = IndexMap::new();
+            for group in groups {
+                for (offset, usd) in &spend[*group].parts {
+                    *merged.entry(*offset).or_insert(0.0) += usd;
+                }
+            }
+            let mut rows: Vec<(i64, f64, f64)> = merged.into_iter().map(|(o, usd)| (o, usd, 0.0)).collect();
+            rows.sort_by_key(|row| row.0);
+            rows
+        }
+    };
+    let lists = rows
+        .into_iter()
+        .map(|(offset, usd, quantity)| {
+            PyList::new(py, [offset.into_pyobject(py)?.into_any(), float(py, usd), float(py, quantity)])
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    Ok(PyList::new(py, lists)?.into_any())
+}

@@ -1,0 +1,220 @@
+"""The compiled kernel (kernel/, Rust) gives exactly what the pure-Python detector feed gives.
+
+The Python ``route`` is the reference: the kernel's must return the same dict (keys in the same order,
+the same items, the same JSON bytes once encoded) on real priced records and on generated ones, whatever
+the message offsets, and parse times as ``datetime.fromisoformat(text).timestamp()`` does. ``make
+install`` builds the kernel; with ``KERNEL=off`` (``BURNWATCH_DETECTOR_KERNEL=python``) these tests skip,
+anywhere else a missing kernel fails them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import UTC, datetime, timedelta, timezone
+from functools import lru_cache
+from itertools import pairwise
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic_core import to_json
+from typer.testing import CliRunner
+
+from streams.commands.eval import scenario
+from streams.core import detector_kernel
+from streams.core.catalog import load_catalog
+from streams.core.detector_feed import route
+from streams.core.detector_kernel import KERNEL_API, KernelMissing, load_route
+from streams.core.events import EVENT_ADAPTER
+from streams.core.pricing import Pricer
+
+if os.environ.get("BURNWATCH_DETECTOR_KERNEL") == "python":
+    pytest.skip("built without the kernel (make KERNEL=off)", allow_module_level=True)
+
+import burnwatch_kernel  # noqa: E402 - after the skip: a missing kernel fails here, not silently
+
+SOURCE = "usage.llm:3"
+
+
+def same(records: list[dict[str, Any]], *args: Any, **kwargs: Any) -> None:
+    """The kernel's ``route`` returns what the Python ``route`` returns: keys, order, items, bytes."""
+    expected, got = route(records, *args, **kwargs), burnwatch_kernel.route(records, *args, **kwargs)
+    assert list(got) == list(expected)
+    assert to_json(got) == to_json(expected)
+    assert got == expected
+
+
+@lru_cache(maxsize=1)
+def priced_records() -> list[dict[str, Any]]:
+    """Ten simulated minutes with every incident kind (GPU, LLM, egress and storage records), priced."""
+    pricer = Pricer(load_catalog(None))
+    events = scenario(7, 1.0, duration_s=600, nodes=2, rate=4).events()
+    return [record for event in events for record in pricer.price(EVENT_ADAPTER.validate_python(event))]
+
+
+def messages_of(count: int, size: int, gap_every: int = 5) -> list[tuple[int, int]]:
+    """Offsets and record counts of messages holding ``count`` records, ``size`` each, with gaps."""
+    out, offset = [], 100
+    for first in range(0, count, size):
+        out.append((offset, min(size, count - first)))
+        offset += 2 if len(out) % gap_every == 0 else 1
+    return out
+
+
+def test_the_kernel_routes_simulated_priced_records_as_python_does() -> None:
+    records = priced_records()
+    meters = {r["SkuMeter"] for r in records}
+    assert {"gpu_hours", "egress_gb", "storage_gb_months", "input_tokens", "output_tokens"} <= meters
+    for start in range(0, len(records), 1000):  # runs of 1,000 records, as the stream routes them
+        run = records[start:start + 1000]
+        same(run)
+        same(run, source=SOURCE, messages=messages_of(len(run), 3))
+        same(run, 15.0, source=SOURCE, messages=[(7, len(run))])
+
+
+# Generated records: every meter and source the feed reads, shared names so groups and requests repeat,
+# odd text (separators, non-ASCII) in ids and keys, and time texts of every shape.
+NAMES = st.sampled_from(["ml", "search", "ä|b:c", "", "x" * 40])
+OPTIONAL = st.one_of(st.none(), NAMES)
+MONEY = st.one_of(st.floats(-1e6, 1e6, allow_nan=False), st.sampled_from([0.0, -0.0, 1e-12, 0.1]))
+ZONES = st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))])
+
+
+@st.composite
+def times(draw: st.DrawFn) -> str:
+    """A record's time text: what ``Pricer`` writes, other offsets and precisions, and other shapes."""
+    # naive bounds, as hypothesis wants them; the times drawn are aware
+    moment = draw(st.datetimes(datetime(1969, 12, 1), datetime(2201, 2, 1), timezones=ZONES))  # noqa: DTZ001
+    spec = draw(st.sampled_from(["seconds", "milliseconds", "microseconds"]))
+    text = moment.isoformat(timespec=spec)
+    shape = draw(st.sampled_from(["z", "offset", "space", "tenths"]))
+    if shape == "z" and moment.utcoffset() == timedelta(0):
+        text = text.replace("+00:00", "Z")
+    elif shape == "space":
+        text = text.replace("T", " ")
+    elif shape == "tenths" and spec == "milliseconds":
+        text = text[:21] + text[23:]  # ".1+05:30": one digit, Python's parser reads it
+    return text
+
+
+@st.composite
+def record(draw: st.DrawFn) -> dict[str, Any]:
+    """One cost record of any source, with the columns ``route`` reads (some of them missing)."""
+    kind = draw(st.sampled_from(["gpu", "llm", "storage"]))
+    meter = {
+        "gpu": st.just("gpu_hours"),
+        "llm": st.sampled_from(["input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens",
+                                "reasoning_tokens", "requests"]),
+        "storage": st.sampled_from(["egress_gb", "storage_gb_months", "storage_ops"]),
+    }[kind]
+    source = {"gpu": "gpu.sample", "llm": "llm.request", "storage": "storage.usage"}[kind]
+    start = draw(times())
+    rec: dict[str, Any] = {
+        "ChargePeriodStart": start,
+        "ChargePeriodEnd": draw(st.one_of(st.just(start), times())),
+        "EffectiveCost": draw(MONEY),
+        "ConsumedQuantity": draw(st.floats(0, 1e7, allow_nan=False)),
+        "SkuMeter": draw(meter),
+        "ResourceId": draw(st.sampled_from(["GPU-1", "GPU-2", "bucket-a", "böcket"])),
+        "x_EventId": draw(st.sampled_from(["e1", "e2", "e3", "é4"])),
+        "x_ChargeId": draw(st.text(min_size=1, max_size=12)),
+        "x_SourceType": source,
+        "x_Team": draw(OPTIONAL),
+        "x_Project": draw(OPTIONAL),
+        "x_Model": draw(OPTIONAL),
+        "x_Cluster": draw(OPTIONAL),
+        "x_App": draw(OPTIONAL),
+        "x_User": draw(OPTIONAL),
+        "x_Session": draw(OPTIONAL),
+        "x_PromptHash": draw(OPTIONAL),
+        "x_GpuUtilPct": draw(st.one_of(st.none(), st.floats(0, 100))),
+        "x_GpuAllocated": draw(st.one_of(st.none(), st.booleans())),
+    }
+    for column in draw(st.sets(st.sampled_from(["x_Team", "x_Project", "x_Model", "x_App", "x_GpuUtilPct"]))):
+        del rec[column]  # ``route`` reads these with .get()
+    return rec
+
+
+@st.composite
+def runs(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[tuple[int, int]]]:
+    """Records and the messages that held them: ascending offsets with gaps, empty messages too."""
+    records = draw(st.lists(record(), max_size=40))
+    messages, left, offset = [], len(records), draw(st.integers(0, 2**40))
+    while left > 0 or draw(st.booleans()):
+        size = draw(st.integers(0, max(left, 0)))
+        messages.append((offset, size))
+        left -= size
+        offset += draw(st.integers(1, 3))
+        if len(messages) > 60:
+            break
+    return records, messages
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(runs(), st.sampled_from([60.0, 15.0, 1.0]))
+def test_the_kernel_routes_any_records_as_python_does(run: Any, fold_s: float) -> None:
+    records, messages = run
+    same(records, fold_s)
+    same(records, fold_s, source=SOURCE, messages=messages)
+    same(records, fold_s, source=None, messages=messages)  # no source: offsets are not read
+
+
+@settings(max_examples=500, deadline=None)
+@given(times())
+def test_the_kernel_parses_times_as_python_does(text: str) -> None:
+    assert burnwatch_kernel.parse_time(text) == datetime.fromisoformat(text).timestamp()
+
+
+@pytest.mark.parametrize("text", ["2023-02-29T00:00:00Z", "2026-13-01T00:00:00Z", "2026-01-01T24:00:00Z",
+                                  "2026-01-01T00:00:60Z", "yesterday"])
+def test_a_time_python_rejects_the_kernel_rejects_with_the_same_error(text: str) -> None:
+    with pytest.raises(ValueError) as python:
+        datetime.fromisoformat(text)
+    with pytest.raises(ValueError) as kernel:
+        burnwatch_kernel.parse_time(text)
+    assert str(kernel.value) == str(python.value)
+
+
+def test_consecutive_times_parse_apart() -> None:
+    texts = ["2026-03-01T00:00:00Z", "2026-03-01T00:00:00.001Z", "2026-03-01T00:00:00.000001Z"]
+    parsed = [burnwatch_kernel.parse_time(t) for t in texts]
+    assert all(a != b for a, b in pairwise(parsed))
+
+
+def test_auto_takes_the_kernel_and_python_mode_never_does() -> None:
+    assert load_route("auto") == (burnwatch_kernel.route, "compiled")
+    assert load_route("compiled") == (burnwatch_kernel.route, "compiled")
+    assert load_route("python") == (route, "python")
+    assert burnwatch_kernel.API == KERNEL_API
+
+
+def test_a_missing_or_stale_kernel_falls_back_in_auto_and_fails_when_required(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(burnwatch_kernel, "API", KERNEL_API + 1)
+    with caplog.at_level(logging.WARNING, "burnwatch.detectors"):
+        assert load_route("auto") == (route, "python")
+    assert "a stale build" in caplog.text
+    with pytest.raises(KernelMissing, match="kernel API 2, this burnwatch needs 1"):
+        load_route("compiled")
+    monkeypatch.setattr(detector_kernel, "MODULE", "burnwatch_kernel_not_here")
+    assert load_route("auto") == (route, "python")
+    with pytest.raises(KernelMissing, match="burnwatch_kernel_not_here is not installed"):
+        load_route("compiled")
+
+
+def test_a_worker_that_requires_a_missing_kernel_stops_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streams.cli import app as cli
+    from streams.settings import get_settings
+
+    monkeypatch.setattr(detector_kernel, "MODULE", "burnwatch_kernel_not_here")
+    monkeypatch.setenv("BURNWATCH_DETECTOR_KERNEL", "compiled")
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli, ["worker"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2
+    assert "=compiled, but burnwatch_kernel_not_here is not installed" in result.output
