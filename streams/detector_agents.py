@@ -38,7 +38,7 @@ from streams.core.detector_feed import (
     finding_key,
     tick,
 )
-from streams.core.detector_kernel import load_route
+from streams.core.detector_kernel import load_feed
 from streams.metrics import WorkerMetrics
 from streams.names import DETECTOR_INPUTS
 from streams.settings import Settings
@@ -75,10 +75,10 @@ def register_detector_agents(
 ) -> LiveDetectors:
     """Add the ``route_detector_inputs`` stage to ``priced_stages``, and ``detect_anomalies`` to ``app``."""
     config = config or DetectorConfig()
-    route, kind = load_route(settings.detector_kernel)
-    log.info("detector feed: %s route", kind)
+    feed = load_feed(settings.detector_kernel)
+    log.info("detector feed: the %s code", feed.kind)
     live = LiveDetectors(
-        watermark=Watermark(idle_wall_s=settings.detectors_idle_lane_s),
+        watermark=Watermark(idle_wall_s=settings.detectors_idle_lane_s, lanes=feed.latest_by_lane),
         # more than a batch unread on some usage partition: the router is catching up, no lane is let go
         backlog=Backlog(limit=settings.batch_max_messages, keep_s=2 * settings.detectors_idle_lane_s),
     )
@@ -96,7 +96,7 @@ def register_detector_agents(
     ) -> list[Any]:
         acks: list[Any] = []
         source = f"{batch.topic}:{batch.partition}"
-        for key, items in route(records, source=source, messages=messages).items():
+        for key, items in feed.route(records, source=source, messages=messages).items():
             acks.append(await topics.detector_inputs_topic.send(key=key.encode(), value=to_json(items)))
         # observed after the inputs are sent: a tick never overtakes the inputs it closes buckets over
         now = time.monotonic()

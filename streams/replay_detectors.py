@@ -14,7 +14,7 @@ from typing import Any
 
 from detectors.config import DetectorConfig
 from streams.core.detector_feed import SEEN, PartitionDetectors, Watermark, finding_alert, tick
-from streams.core.detector_kernel import KernelMode, load_route
+from streams.core.detector_kernel import KernelMode, load_feed
 
 ALERTS_FILE = "alerts.jsonl"
 
@@ -26,9 +26,9 @@ class ReplayDetectors:
         self, out_dir: Path, config: DetectorConfig | None = None, kernel: KernelMode = "auto"
     ) -> None:
         self.detectors = PartitionDetectors(0, config)
-        self.route, _ = load_route(kernel)
+        self.loops = load_feed(kernel)
         # Replay reads in time order: no lane lags another, so event time is the latest time read.
-        self.watermark = Watermark(idle_source_s=0.0)
+        self.watermark = Watermark(idle_source_s=0.0, lanes=self.loops.latest_by_lane)
         self.seen: set[str] = set()
         self.alerts = 0
         self.findings = 0
@@ -38,7 +38,7 @@ class ReplayDetectors:
     def feed(self, records: Iterable[Mapping[str, Any]]) -> None:
         """Run the detectors over one chunk of priced records."""
         records = list(records)
-        items = [item for group in self.route(records).values() for item in group]
+        items = [item for group in self.loops.route(records).values() for item in group]
         event_time = self.watermark.observe(records)
         if event_time is not None:
             items.append(tick(event_time))

@@ -8,17 +8,19 @@
 
 use pyo3::prelude::*;
 
+mod lanes;
 mod route;
 mod times;
 
 /// The kernel API: `KERNEL_API` in `streams/core/detector_kernel.py` must name the same number, or
 /// burnwatch does not use this build. Raise both when a function's inputs or outputs change.
-const API: u32 = 1;
+const API: u32 = 2;
 
 #[pymodule]
 fn burnwatch_kernel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("API", API)?;
     m.add_function(wrap_pyfunction!(route::route, m)?)?;
+    m.add_function(wrap_pyfunction!(lanes::latest_by_lane, m)?)?;
     m.add_function(wrap_pyfunction!(times::parse_time, m)?)?;
     Ok(())
 }

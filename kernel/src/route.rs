@@ -4,8 +4,6 @@
 //! this one gives the same dict (the same keys in the same order, the same items, floats summed in the
 //! same order). Records must be dicts whose `x_` columns are str or None, as `Pricer` makes them.
 
-use std::collections::HashMap;
-
 use blake2::digest::consts::U12;
 use blake2::{Blake2b, Digest};
 use indexmap::IndexMap;
@@ -14,7 +12,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyList, PyString};
 
-use crate::times::{parse_fast, parse_in_python};
+use crate::times::TimeCache;
 
 const INPUT_METERS: [&str; 3] = ["input_tokens", "cached_input_tokens", "cache_write_tokens"];
 const OUTPUT_METERS: [&str; 2] = ["output_tokens", "reasoning_tokens"];
@@ -60,12 +58,12 @@ type GroupKey = (u64, String, Option<String>, Option<String>);
 type FoldKey = (&'static str, String, &'static str, u64);
 
 /// `record[key]`, with Python's `KeyError` when it is missing.
-fn item<'py>(record: &Bound<'py, PyDict>, key: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+pub(crate) fn item<'py>(record: &Bound<'py, PyDict>, key: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
     record.get_item(key)?.ok_or_else(|| PyKeyError::new_err(key.clone().unbind()))
 }
 
 /// `record.get(key)`: None when missing.
-fn get<'py>(record: &Bound<'py, PyDict>, key: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+pub(crate) fn get<'py>(record: &Bound<'py, PyDict>, key: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
     Ok(record.get_item(key)?.unwrap_or_else(|| record.py().None().into_bound(record.py())))
 }
 
@@ -88,20 +86,6 @@ fn float(py: Python<'_>, value: f64) -> Bound<'_, PyAny> {
 
 fn string<'py>(py: Python<'py>, value: &str) -> Bound<'py, PyAny> {
     PyString::new(py, value).into_any()
-}
-
-/// Epoch seconds of a record's time text, parsed once per batch.
-fn time_of(py: Python<'_>, value: &Bound<'_, PyAny>, times: &mut HashMap<String, f64>) -> PyResult<f64> {
-    let text = value.cast::<PyString>()?.to_str()?;
-    if let Some(t) = times.get(text) {
-        return Ok(*t);
-    }
-    let t = match parse_fast(text) {
-        Some(t) => t,
-        None => parse_in_python(py, text)?,
-    };
-    times.insert(text.to_owned(), t);
-    Ok(t)
 }
 
 /// Return the detector inputs of `records` by group key (see the Python `route`).
@@ -134,7 +118,7 @@ pub fn route<'py>(
     let mut spend: IndexMap<GroupKey, Spend> = IndexMap::new();
     let mut egress: IndexMap<(String, u64), Egress> = IndexMap::new();
     let mut usages: IndexMap<String, Usage<'py>> = IndexMap::new();
-    let mut times: HashMap<String, f64> = HashMap::new();
+    let mut times = TimeCache::default();
     let sized: &[(i64, i64)] = if source.is_some() { &messages } else { &[] };
     let mut sizes = sized.iter().copied();
     // the current message's offset and its records left (i64::MAX: past the last message)
@@ -148,7 +132,7 @@ pub fn route<'py>(
         }
         left -= 1;
         let charge = item(record, k_charge)?;
-        let t = time_of(py, &item(record, k_start)?, &mut times)?;
+        let t = times.parse(py, &item(record, k_start)?)?;
         let minute = (t / fold_s).floor() * fold_s;
         let cost_value = item(record, k_cost)?;
         let cost: f64 = cost_value.extract()?;
@@ -162,7 +146,7 @@ pub fn route<'py>(
                 string(py, "g"),
                 charge.clone(),
                 float(py, t),
-                float(py, time_of(py, &item(record, k_end)?, &mut times)?),
+                float(py, times.parse(py, &item(record, k_end)?)?),
                 float(py, util),
                 PyBool::new(py, get(record, k_allocated)?.is_truthy()?).to_owned().into_any(),
                 cost_value.clone(),
@@ -281,7 +265,7 @@ pub fn route<'py>(
         let fields = [
             string(py, "u"),
             usage.event_id.clone(),
-            float(py, time_of(py, &item(first, k_start)?, &mut times)?),
+            float(py, times.parse(py, &item(first, k_start)?)?),
             app.clone(),
             or_empty(intern!(py, "x_User"))?,
             or_empty(intern!(py, "x_Session"))?,

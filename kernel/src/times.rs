@@ -1,6 +1,26 @@
 //! ISO 8601 times to epoch seconds, as Python's `datetime.fromisoformat(text).timestamp()` gives them.
 
+use std::collections::HashMap;
+
 use pyo3::prelude::*;
+use pyo3::types::PyString;
+
+/// Times already parsed in one call, by their text (a batch repeats few distinct times).
+#[derive(Default)]
+pub struct TimeCache(HashMap<String, f64>);
+
+impl TimeCache {
+    /// Epoch seconds of a record's time text (a str), parsed once per cache.
+    pub fn parse(&mut self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<f64> {
+        let text = value.cast::<PyString>()?.to_str()?;
+        if let Some(t) = self.0.get(text) {
+            return Ok(*t);
+        }
+        let t = parse_time(py, text)?;
+        self.0.insert(text.to_owned(), t);
+        Ok(t)
+    }
+}
 
 /// Return epoch seconds of `text`; shapes other than the priced records' own go to Python's parser.
 #[pyfunction]

@@ -267,9 +267,14 @@ class Watermark:
     """
 
     def __init__(
-        self, tick_s: float = TICK_S, idle_source_s: float = IDLE_SOURCE_S, idle_wall_s: float = IDLE_WALL_S
+        self,
+        tick_s: float = TICK_S,
+        idle_source_s: float = IDLE_SOURCE_S,
+        idle_wall_s: float = IDLE_WALL_S,
+        lanes: Callable[[Iterable[Mapping[str, Any]]], dict[str, float]] | None = None,
     ) -> None:
         self.tick_s, self.idle_source_s, self.idle_wall_s = tick_s, idle_source_s, idle_wall_s
+        self.lanes = lanes or latest_by_lane  # the compiled kernel's twin, when it runs
         self.latest: dict[str, float] = {}
         self.arrived: dict[str, float] = {}
         self.ticked = -math.inf
@@ -280,10 +285,7 @@ class Watermark:
     ) -> float | None:
         """Take a batch of cost records (read at wall-clock ``now``, if any); return a tick time or None."""
         latest, arrived = self.latest, self.arrived
-        for record in records:
-            source = record["x_SourceType"]
-            lane = source + "|" + str(record.get("x_App") if source == "llm.request" else record[RESOURCE])
-            t = parse_time(record[START])  # cached: route has just parsed the same times
+        for lane, t in self.lanes(records).items():
             if now is not None:
                 arrived[lane] = now
             if t > latest.get(lane, -math.inf):
@@ -307,6 +309,28 @@ class Watermark:
             return None
         self.ticked = event_time
         return event_time
+
+
+def latest_by_lane(records: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+    """Return each lane's latest record time in ``records``, lanes in order of first appearance.
+
+    A lane is an app's LLM traffic or a resource's (a GPU, a storage bucket) reports (``Watermark``).
+
+    >>> llm = {"x_SourceType": "llm.request", "x_App": "bot"}
+    >>> gpu = {"x_SourceType": "gpu.sample", "ResourceId": "GPU-1"}
+    >>> latest_by_lane([{**llm, "ChargePeriodStart": "2026-01-01T00:01:00Z"},
+    ...                 {**gpu, "ChargePeriodStart": "2026-01-01T00:00:30Z"},
+    ...                 {**llm, "ChargePeriodStart": "2026-01-01T00:00:59Z"}])
+    {'llm.request|bot': 1767225660.0, 'gpu.sample|GPU-1': 1767225630.0}
+    """
+    latest: dict[str, float] = {}
+    for record in records:
+        source = record["x_SourceType"]
+        lane = source + "|" + str(record.get("x_App") if source == "llm.request" else record[RESOURCE])
+        t = parse_time(record[START])  # cached: route has just parsed the same times
+        if t > latest.get(lane, -math.inf):
+            latest[lane] = t
+    return latest
 
 
 class Backlog:

@@ -1,27 +1,27 @@
-"""Which code runs the detector feed's hot loop: the compiled kernel (``kernel/``) or the pure Python.
+"""Which code runs the detector feed's per-record loops: the compiled kernel (``kernel/``) or Python.
 
 ``burnwatch_kernel`` (Rust, built by ``make install`` with cargo; ``pip install ./kernel`` by hand) holds
-a twin of ``route`` that gives exactly what the Python ``route`` gives, about four times faster. It is
-optional: ``load_route("auto")`` (the default, ``BURNWATCH_DETECTOR_KERNEL``) takes the kernel when it is
-installed and built from this source's kernel API, else the Python code; ``"compiled"`` requires the
-kernel (a worker that should have it fails at start instead of running slower); ``"python"`` never
-uses it.
+twins of ``route`` and ``latest_by_lane`` (the ``Watermark``'s loop) that give exactly what the Python
+functions give, several times faster. It is optional: ``load_feed("auto")`` (the default,
+``BURNWATCH_DETECTOR_KERNEL``) takes the kernel when it is installed and built with this source's kernel
+API, else the Python code; ``"compiled"`` requires the kernel (a worker that should have it fails at
+start instead of running slower); ``"python"`` never uses it.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from streams.core.detector_feed import route
+from streams.core.detector_feed import latest_by_lane, route
 
 KernelMode = Literal["auto", "compiled", "python"]
-Router = Callable[..., dict[str, list[Any]]]
 # The kernel API this source expects (``API`` in kernel/src/lib.rs): a kernel built from an older or a
-# newer checkout may route differently, so it is not used.
-KERNEL_API = 1
+# newer checkout may compute differently, so it is not used.
+KERNEL_API = 2
 MODULE = "burnwatch_kernel"
 log = logging.getLogger("burnwatch.detectors")
 
@@ -30,14 +30,26 @@ class KernelMissing(RuntimeError):
     """``BURNWATCH_DETECTOR_KERNEL=compiled`` and no usable kernel is installed."""
 
 
-def load_route(mode: KernelMode = "auto") -> tuple[Router, str]:
-    """Return the ``route`` to run and what it is (``"compiled"`` or ``"python"``).
+@dataclass(frozen=True)
+class Feed:
+    """The feed's loops to run, and which code they are (``"compiled"`` or ``"python"``)."""
 
-    >>> load_route("python")[1]
+    route: Callable[..., dict[str, list[Any]]]
+    latest_by_lane: Callable[[Iterable[Mapping[str, Any]]], dict[str, float]]
+    kind: str
+
+
+PYTHON = Feed(route, latest_by_lane, "python")
+
+
+def load_feed(mode: KernelMode = "auto") -> Feed:
+    """Return the feed's loops for ``mode``.
+
+    >>> load_feed("python").kind
     'python'
     """
     if mode == "python":
-        return route, "python"
+        return PYTHON
     try:
         kernel = importlib.import_module(MODULE)
     except ImportError as error:
@@ -46,14 +58,14 @@ def load_route(mode: KernelMode = "auto") -> tuple[Router, str]:
     if api != KERNEL_API:
         return _fallback(mode, f"{MODULE} has kernel API {api}, this burnwatch needs {KERNEL_API} "
                                "(a stale build)")
-    return kernel.route, "compiled"
+    return Feed(kernel.route, kernel.latest_by_lane, "compiled")
 
 
-def _fallback(mode: KernelMode, why: str) -> tuple[Router, str]:
+def _fallback(mode: KernelMode, why: str) -> Feed:
     if mode == "compiled":
         raise KernelMissing(
             f"BURNWATCH_DETECTOR_KERNEL=compiled, but {why}: build it with `make install` (needs Rust's "
             "cargo) or `pip install ./kernel`, or set BURNWATCH_DETECTOR_KERNEL=auto"
         )
-    log.warning("detector feed runs in pure Python, about 4x slower per record: %s", why)
-    return route, "python"
+    log.warning("detector feed runs in pure Python, several times slower per record: %s", why)
+    return PYTHON

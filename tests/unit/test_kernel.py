@@ -1,8 +1,9 @@
 """The compiled kernel (kernel/, Rust) gives exactly what the pure-Python detector feed gives.
 
-The Python ``route`` is the reference: the kernel's must return the same dict (keys in the same order,
-the same items, the same JSON bytes once encoded) on real priced records and on generated ones, whatever
-the message offsets, and parse times as ``datetime.fromisoformat(text).timestamp()`` does. ``make
+The Python ``route`` and ``latest_by_lane`` are the reference: the kernel's must return the same dicts
+(keys in the same order, the same items, the same JSON bytes once encoded) on real priced records and on
+generated ones, whatever the message offsets, and parse times as
+``datetime.fromisoformat(text).timestamp()`` does. ``make
 install`` builds the kernel; with ``KERNEL=off`` (``BURNWATCH_DETECTOR_KERNEL=python``) these tests skip,
 anywhere else a missing kernel fails them.
 """
@@ -25,8 +26,8 @@ from typer.testing import CliRunner
 from streams.commands.eval import scenario
 from streams.core import detector_kernel
 from streams.core.catalog import load_catalog
-from streams.core.detector_feed import route
-from streams.core.detector_kernel import KERNEL_API, KernelMissing, load_route
+from streams.core.detector_feed import latest_by_lane, route
+from streams.core.detector_kernel import KERNEL_API, PYTHON, KernelMissing, load_feed
 from streams.core.events import EVENT_ADAPTER
 from streams.core.pricing import Pricer
 
@@ -44,6 +45,8 @@ def same(records: list[dict[str, Any]], *args: Any, **kwargs: Any) -> None:
     assert list(got) == list(expected)
     assert to_json(got) == to_json(expected)
     assert got == expected
+    lanes, got_lanes = latest_by_lane(records), burnwatch_kernel.latest_by_lane(records)
+    assert list(got_lanes.items()) == list(lanes.items())
 
 
 @lru_cache(maxsize=1)
@@ -184,9 +187,12 @@ def test_consecutive_times_parse_apart() -> None:
 
 
 def test_auto_takes_the_kernel_and_python_mode_never_does() -> None:
-    assert load_route("auto") == (burnwatch_kernel.route, "compiled")
-    assert load_route("compiled") == (burnwatch_kernel.route, "compiled")
-    assert load_route("python") == (route, "python")
+    compiled = load_feed("auto")
+    assert (compiled.route, compiled.latest_by_lane, compiled.kind) == (
+        burnwatch_kernel.route, burnwatch_kernel.latest_by_lane, "compiled")
+    assert load_feed("compiled") == compiled
+    assert load_feed("python") == PYTHON
+    assert (PYTHON.route, PYTHON.latest_by_lane) == (route, latest_by_lane)
     assert burnwatch_kernel.API == KERNEL_API
 
 
@@ -195,14 +201,15 @@ def test_a_missing_or_stale_kernel_falls_back_in_auto_and_fails_when_required(
 ) -> None:
     monkeypatch.setattr(burnwatch_kernel, "API", KERNEL_API + 1)
     with caplog.at_level(logging.WARNING, "burnwatch.detectors"):
-        assert load_route("auto") == (route, "python")
+        assert load_feed("auto") == PYTHON
     assert "a stale build" in caplog.text
-    with pytest.raises(KernelMissing, match="kernel API 2, this burnwatch needs 1"):
-        load_route("compiled")
+    stale = f"kernel API {KERNEL_API + 1}, this burnwatch needs {KERNEL_API}"
+    with pytest.raises(KernelMissing, match=stale):
+        load_feed("compiled")
     monkeypatch.setattr(detector_kernel, "MODULE", "burnwatch_kernel_not_here")
-    assert load_route("auto") == (route, "python")
+    assert load_feed("auto") == PYTHON
     with pytest.raises(KernelMissing, match="burnwatch_kernel_not_here is not installed"):
-        load_route("compiled")
+        load_feed("compiled")
 
 
 def test_a_worker_that_requires_a_missing_kernel_stops_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
