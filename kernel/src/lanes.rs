@@ -1,6 +1,6 @@
 //! `latest_by_lane`: each reporting lane's latest record time in a batch (the `Watermark`'s input).
 
-use indexmap::IndexMap;
+use crate::FxIndexMap;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
@@ -14,7 +14,7 @@ pub fn latest_by_lane<'py>(py: Python<'py>, records: &Bound<'py, PyAny>) -> PyRe
     let (k_source, k_app, k_resource, k_start) =
         (intern!(py, "x_SourceType"), intern!(py, "x_App"), intern!(py, "ResourceId"), intern!(py, "ChargePeriodStart"));
     let mut times = TimeCache::default();
-    let mut latest: IndexMap<String, f64> = IndexMap::new();
+    let mut latest: FxIndexMap<String, f64> = FxIndexMap::default();
     for record in records.try_iter()? {
         let record = record?;
         let record = record.cast::<PyDict>()?;

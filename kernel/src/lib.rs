@@ -8,6 +8,11 @@
 
 use pyo3::prelude::*;
 
+/// An insertion-ordered map (as Python dicts keep order) with rustc's fast hash. A map lives for one
+/// call over one batch (the stream routes runs of about 1,000 records), so even keys crafted to collide
+/// cost at most that batch's square, not a worker's memory over time.
+pub(crate) type FxIndexMap<K, V> = indexmap::IndexMap<K, V, rustc_hash::FxBuildHasher>;
+
 mod lanes;
 mod route;
 mod times;

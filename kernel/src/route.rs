@@ -6,7 +6,7 @@
 
 use blake2::digest::consts::U12;
 use blake2::{Blake2b, Digest};
-use indexmap::IndexMap;
+use crate::FxIndexMap;
 use pyo3::exceptions::PyKeyError;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -22,7 +22,7 @@ const UNALLOCATED: &str = "unallocated";
 struct Spend {
     cost: f64,
     charges: Vec<String>,
-    parts: IndexMap<i64, f64>,
+    parts: FxIndexMap<i64, f64>,
 }
 
 /// One storage bucket's minute: `[usd, quantity, charges, {offset: [usd, quantity]}]`.
@@ -30,7 +30,7 @@ struct Egress {
     usd: f64,
     quantity: f64,
     charges: Vec<String>,
-    parts: IndexMap<i64, (f64, f64)>,
+    parts: FxIndexMap<i64, (f64, f64)>,
 }
 
 /// One LLM request's sums (`add_llm_record`): its first record and its token and cost sums.
@@ -114,10 +114,10 @@ pub fn route<'py>(
     let k_event = intern!(py, "x_EventId");
     let k_quantity = intern!(py, "ConsumedQuantity");
 
-    let mut out: IndexMap<String, Vec<Bound<'py, PyAny>>> = IndexMap::new();
-    let mut spend: IndexMap<GroupKey, Spend> = IndexMap::new();
-    let mut egress: IndexMap<(String, u64), Egress> = IndexMap::new();
-    let mut usages: IndexMap<String, Usage<'py>> = IndexMap::new();
+    let mut out: FxIndexMap<String, Vec<Bound<'py, PyAny>>> = FxIndexMap::default();
+    let mut spend: FxIndexMap<GroupKey, Spend> = FxIndexMap::default();
+    let mut egress: FxIndexMap<(String, u64), Egress> = FxIndexMap::default();
+    let mut usages: FxIndexMap<String, Usage<'py>> = FxIndexMap::default();
     let mut times = TimeCache::default();
     let sized: &[(i64, i64)] = if source.is_some() { &messages } else { &[] };
     let mut sizes = sized.iter().copied();
@@ -166,7 +166,7 @@ pub fn route<'py>(
         let charge_text = text(&charge)?;
         match spend.get_mut(&group) {
             None => {
-                spend.insert(group, Spend { cost, charges: vec![charge_text.clone()], parts: IndexMap::from([(offset, cost)]) });
+                spend.insert(group, Spend { cost, charges: vec![charge_text.clone()], parts: FxIndexMap::from_iter([(offset, cost)]) });
             }
             Some(sums) => {
                 sums.cost += cost;
@@ -180,7 +180,7 @@ pub fn route<'py>(
             let moved = meter_text == Some("egress_gb");
             let bucket = item(record, k_resource)?.str()?.to_str()?.to_owned();
             let sums = egress.entry((bucket, minute.to_bits())).or_insert_with(|| Egress {
-                usd: 0.0, quantity: 0.0, charges: Vec::new(), parts: IndexMap::new(),
+                usd: 0.0, quantity: 0.0, charges: Vec::new(), parts: FxIndexMap::default(),
             });
             let (usd, quantity) = if moved {
                 let quantity = record.get_item(k_quantity)?;
@@ -204,7 +204,7 @@ pub fn route<'py>(
     }
 
     // per series and minute: the three spend scopes of each charge group, then the storage buckets
-    let mut folds: IndexMap<FoldKey, Fold> = IndexMap::new();
+    let mut folds: FxIndexMap<FoldKey, Fold> = FxIndexMap::default();
     for (index, ((minute, team, project, model), sums)) in spend.iter().enumerate() {
         let keys = [("team", Some(team)), ("project", project.as_ref()), ("model", model.as_ref())];
         for (scope, key) in keys {
@@ -289,7 +289,7 @@ pub fn route<'py>(
 /// Fold one LLM cost record into its request's running sums (keyed by `x_EventId`).
 fn add_llm_record<'py>(
     record: &Bound<'py, PyDict>,
-    usages: &mut IndexMap<String, Usage<'py>>,
+    usages: &mut FxIndexMap<String, Usage<'py>>,
     k_event: &Bound<'py, PyString>,
     k_meter: &Bound<'py, PyString>,
     k_quantity: &Bound<'py, PyString>,
@@ -341,8 +341,8 @@ fn ranges<'py>(py: Python<'py>, offsets: impl Iterator<Item = i64>) -> PyResult<
 fn per_message<'py>(
     py: Python<'py>,
     parts: &Parts,
-    spend: &IndexMap<GroupKey, Spend>,
-    egress: &IndexMap<(String, u64), Egress>,
+    spend: &FxIndexMap<GroupKey, Spend>,
+    egress: &FxIndexMap<(String, u64), Egress>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let rows: Vec<(i64, f64, f64)> = match parts {
         Parts::Egress(index) => {
@@ -355,7 +355,7 @@ fn per_message<'py>(
             spend[groups[0]].parts.iter().map(|(o, usd)| (*o, *usd, 0.0)).collect()
         }
         Parts::Spend(groups) => {
-            let mut merged: IndexMap<i64, f64> = IndexMap::new();
+            let mut merged: FxIndexMap<i64, f64> = FxIndexMap::default();
             for group in groups {
                 for (offset, usd) in &spend[*group].parts {
                     *merged.entry(*offset).or_insert(0.0) += usd;

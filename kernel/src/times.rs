@@ -1,13 +1,13 @@
 //! ISO 8601 times to epoch seconds, as Python's `datetime.fromisoformat(text).timestamp()` gives them.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
 /// Times already parsed in one call, by their text (a batch repeats few distinct times).
 #[derive(Default)]
-pub struct TimeCache(HashMap<String, f64>);
+pub struct TimeCache(FxHashMap<String, f64>);
 
 impl TimeCache {
     /// Epoch seconds of a record's time text (a str), parsed once per cache.
