@@ -11,13 +11,22 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 KAFKA := deploy/kafka/kafka.sh
 
-# The detectors' compiled kernel (kernel/, Rust, built with cargo into .venv). KERNEL=off leaves it out:
-# the detector feed then runs its pure-Python code (BURNWATCH_DETECTOR_KERNEL=python) and the kernel's
-# own tests are skipped.
-KERNEL ?= on
+# The detectors' compiled kernel (kernel/, Rust), built with cargo into .venv. KERNEL=auto (the default,
+# but under CI=true) builds it when cargo is on PATH and otherwise goes on without it, KERNEL=on (the
+# default under CI=true, as .ci/run runs) requires it, KERNEL=off leaves it out. Without it the detector
+# feed runs its pure-Python code (BURNWATCH_DETECTOR_KERNEL=python) and the kernel's own tests are skipped.
+KERNEL ?= $(if $(filter true,$(CI)),on,auto)
 KERNEL_STAMP := $(VENV)/.kernel-built
 KERNEL_SOURCES := kernel/Cargo.toml kernel/Cargo.lock kernel/pyproject.toml $(wildcard kernel/src/*.rs)
-ifeq ($(KERNEL),off)
+ifeq ($(KERNEL),auto)
+KERNEL_BUILD := $(if $(shell command -v cargo 2>/dev/null),on,off)
+ifeq ($(KERNEL_BUILD),off)
+$(info make: no cargo on PATH: the detector feed runs its pure-Python code (Rust from rustup.rs builds the kernel))
+endif
+else
+KERNEL_BUILD := $(KERNEL)
+endif
+ifeq ($(KERNEL_BUILD),off)
 INSTALLED := $(STAMP)
 export BURNWATCH_DETECTOR_KERNEL := python
 else
@@ -46,7 +55,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+( [a-z-]+)*:.*## ' $(MAKEFILE_LIST) | \
 		awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
 
-venv install: $(INSTALLED) ## create .venv, install burnwatch[dev] and build the detector kernel (KERNEL=off: not)
+venv install: $(INSTALLED) ## create .venv, install burnwatch[dev], build the detector kernel (KERNEL=auto|on|off)
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "make: need Python >= 3.11 on PATH (or PYTHON=/path/to/python3.11)" >&2; exit 1; }
@@ -64,8 +73,8 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 $(KERNEL_STAMP): $(STAMP) $(KERNEL_SOURCES)
-	@command -v cargo >/dev/null 2>&1 || { echo "make: the detector kernel (kernel/) needs Rust's cargo" \
-		"(rustup.rs); or run make with KERNEL=off for the pure-Python detector feed" >&2; exit 1; }
+	@command -v cargo >/dev/null 2>&1 || { echo "make: KERNEL=on, but the detector kernel (kernel/) needs" \
+		"Rust's cargo (rustup.rs); KERNEL=auto or off runs the pure-Python detector feed" >&2; exit 1; }
 	@echo "==> building the detector kernel (kernel/, Rust) into $(VENV)"
 	@$(BIN)/python -m pip install --quiet ./kernel
 	@touch $@
