@@ -16,10 +16,12 @@ KAFKA := deploy/kafka/kafka.sh
 # default under CI=true, as .ci/run runs) requires it, KERNEL=off leaves it out. Without it the detector
 # feed runs its pure-Python code (BURNWATCH_DETECTOR_KERNEL=python) and the kernel's own tests are skipped.
 KERNEL ?= $(if $(filter true,$(CI)),on,auto)
+# cargo on PATH, or where rustup puts it when a non-login shell's PATH lacks it
+CARGO ?= $(or $(shell command -v cargo 2>/dev/null),$(wildcard $(HOME)/.cargo/bin/cargo))
 KERNEL_STAMP := $(VENV)/.kernel-built
 KERNEL_SOURCES := kernel/Cargo.toml kernel/Cargo.lock kernel/pyproject.toml $(wildcard kernel/src/*.rs)
 ifeq ($(KERNEL),auto)
-KERNEL_BUILD := $(if $(shell command -v cargo 2>/dev/null),on,off)
+KERNEL_BUILD := $(if $(CARGO),on,off)
 ifeq ($(KERNEL_BUILD),off)
 $(info make: no cargo on PATH: the detector feed runs its pure-Python code (Rust from rustup.rs builds the kernel))
 endif
@@ -73,10 +75,10 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 $(KERNEL_STAMP): $(STAMP) $(KERNEL_SOURCES)
-	@command -v cargo >/dev/null 2>&1 || { echo "make: KERNEL=on, but the detector kernel (kernel/) needs" \
+	@test -n "$(CARGO)" || { echo "make: KERNEL=on, but the detector kernel (kernel/) needs" \
 		"Rust's cargo (rustup.rs); KERNEL=auto or off runs the pure-Python detector feed" >&2; exit 1; }
-	@echo "==> building the detector kernel (kernel/, Rust) into $(VENV)"
-	@$(BIN)/python -m pip install --quiet ./kernel
+	@echo "==> building the detector kernel (kernel/, Rust, $$($(CARGO) --version)) into $(VENV)"
+	@PATH="$(dir $(CARGO)):$$PATH" $(BIN)/python -m pip install --quiet ./kernel
 	@touch $@
 
 kafka-start: ## start the local Kafka node (KAFKA_PORT, default 9092; idempotent)
