@@ -96,8 +96,8 @@ def register_detector_agents(
     ) -> list[Any]:
         acks: list[Any] = []
         source = f"{batch.topic}:{batch.partition}"
-        for key, items in feed.route(records, source=source, messages=messages).items():
-            acks.append(await topics.detector_inputs_topic.send(key=key.encode(), value=to_json(items)))
+        for key, payload in feed.route_encoded(records, source=source, messages=messages).items():
+            acks.append(await topics.detector_inputs_topic.send(key=key.encode(), value=payload))
         # observed after the inputs are sent: a tick never overtakes the inputs it closes buckets over
         now = time.monotonic()
         live.backlog.record((batch.topic, batch.partition), unread_after(app, batch), now)

@@ -10,9 +10,10 @@ use crate::FxIndexMap;
 use pyo3::exceptions::PyKeyError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyFloat, PyList, PyString};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use crate::times::TimeCache;
+use crate::value::V;
 
 const INPUT_METERS: [&str; 3] = ["input_tokens", "cached_input_tokens", "cache_write_tokens"];
 const OUTPUT_METERS: [&str; 2] = ["output_tokens", "reasoning_tokens"];
@@ -80,13 +81,7 @@ fn optional_text(value: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
     }
 }
 
-fn float(py: Python<'_>, value: f64) -> Bound<'_, PyAny> {
-    PyFloat::new(py, value).into_any()
-}
-
-fn string<'py>(py: Python<'py>, value: &str) -> Bound<'py, PyAny> {
-    PyString::new(py, value).into_any()
-}
+type Inputs<'py> = FxIndexMap<String, Vec<V<'py>>>;
 
 /// Return the detector inputs of `records` by group key (see the Python `route`).
 #[pyfunction]
@@ -98,6 +93,41 @@ pub fn route<'py>(
     source: Option<Bound<'py, PyAny>>,
     messages: Vec<(i64, i64)>,
 ) -> PyResult<Bound<'py, PyDict>> {
+    let result = PyDict::new(py);
+    for (key, items) in build(py, records, fold_s, source, messages)? {
+        let items = items.iter().map(|item| item.to_py(py)).collect::<PyResult<Vec<_>>>()?;
+        result.set_item(key, PyList::new(py, items)?)?;
+    }
+    Ok(result)
+}
+
+/// Return each group's inputs as one JSON array, the bytes the stream sends (the Python `route_encoded`).
+#[pyfunction]
+#[pyo3(signature = (records, fold_s = 60.0, *, source = None, messages = Vec::new()))]
+pub fn route_encoded<'py>(
+    py: Python<'py>,
+    records: &Bound<'py, PyAny>,
+    fold_s: f64,
+    source: Option<Bound<'py, PyAny>>,
+    messages: Vec<(i64, i64)>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let result = PyDict::new(py);
+    let mut out = Vec::new();
+    for (key, items) in build(py, records, fold_s, source, messages)? {
+        out.clear();
+        V::List(items).write_json(&mut out)?;
+        result.set_item(key, PyBytes::new(py, &out))?;
+    }
+    Ok(result)
+}
+
+fn build<'py>(
+    py: Python<'py>,
+    records: &Bound<'py, PyAny>,
+    fold_s: f64,
+    source: Option<Bound<'py, PyAny>>,
+    messages: Vec<(i64, i64)>,
+) -> PyResult<Inputs<'py>> {
     let k_charge = intern!(py, "x_ChargeId");
     let k_start = intern!(py, "ChargePeriodStart");
     let k_end = intern!(py, "ChargePeriodEnd");
@@ -114,7 +144,7 @@ pub fn route<'py>(
     let k_event = intern!(py, "x_EventId");
     let k_quantity = intern!(py, "ConsumedQuantity");
 
-    let mut out: FxIndexMap<String, Vec<Bound<'py, PyAny>>> = FxIndexMap::default();
+    let mut out: Inputs<'py> = FxIndexMap::default();
     let mut spend: FxIndexMap<GroupKey, Spend> = FxIndexMap::default();
     let mut egress: FxIndexMap<(String, u64), Egress> = FxIndexMap::default();
     let mut usages: FxIndexMap<String, Usage<'py>> = FxIndexMap::default();
@@ -142,20 +172,20 @@ pub fn route<'py>(
             let gpu = item(record, k_resource)?.str()?;
             let util = get(record, k_util)?;
             let util = if util.is_truthy()? { util.extract::<f64>()? } else { 0.0 };
-            let fields = [
-                string(py, "g"),
-                charge.clone(),
-                float(py, t),
-                float(py, times.parse(py, &item(record, k_end)?)?),
-                float(py, util),
-                PyBool::new(py, get(record, k_allocated)?.is_truthy()?).to_owned().into_any(),
-                cost_value.clone(),
-                get(record, k_cluster)?,
-                get(record, k_team)?,
-                gpu.clone().into_any(),
-            ];
+            let item = V::List(vec![
+                V::Static("g"),
+                V::Obj(charge.clone()),
+                V::F(t),
+                V::F(times.parse(py, &item(record, k_end)?)?),
+                V::F(util),
+                V::B(get(record, k_allocated)?.is_truthy()?),
+                V::Obj(cost_value.clone()),
+                V::Obj(get(record, k_cluster)?),
+                V::Obj(get(record, k_team)?),
+                V::Obj(gpu.clone().into_any()),
+            ]);
             let key = format!("gpu:{}", gpu.to_str()?);
-            out.entry(key).or_default().push(PyList::new(py, fields)?.into_any());
+            out.entry(key).or_default().push(item);
         } else if get(record, k_source)?.cast::<PyString>().is_ok_and(|s| s.to_str().is_ok_and(|s| s == "llm.request")) {
             add_llm_record(record, &mut usages, k_event, k_meter, k_quantity, k_cost)?;
         }
@@ -228,7 +258,7 @@ pub fn route<'py>(
                      Fold { cost: sums.usd, quantity: sums.quantity, parts: Parts::Egress(index) });
     }
     let span = match (&source, messages.is_empty()) {
-        (Some(_), false) => Some(ranges(py, messages.iter().map(|(offset, _)| *offset))?),
+        (Some(_), false) => Some(ranges(messages.iter().map(|(offset, _)| *offset))),
         _ => None,
     };
     for ((scope, key, kind, minute), fold) in &folds {
@@ -237,53 +267,48 @@ pub fn route<'py>(
             Parts::Egress(index) => egress[*index].charges.iter().collect(),
         };
         let mut fields = vec![
-            string(py, "s"),
-            string(py, &format!("{scope}|{}", digest(kind, key, &charges))),
-            string(py, kind),
-            string(py, scope),
-            string(py, key),
-            float(py, f64::from_bits(*minute)),
-            float(py, fold.cost),
-            float(py, fold.quantity),
+            V::Static("s"),
+            V::Str(format!("{scope}|{}", digest(kind, key, &charges))),
+            V::Static(kind),
+            V::Static(scope),
+            V::Str(key.clone()),
+            V::F(f64::from_bits(*minute)),
+            V::F(fold.cost),
+            V::F(fold.quantity),
         ];
         if let (Some(source), Some(span)) = (&source, &span) {
-            fields.push(source.clone());
-            fields.push(span.clone());
-            fields.push(per_message(py, &fold.parts, &spend, &egress)?);
+            fields.push(V::Obj(source.clone()));
+            fields.push(V::List(span.iter().map(|(a, b)| V::List(vec![V::I(*a), V::I(*b)])).collect()));
+            fields.push(per_message(&fold.parts, &spend, &egress));
         }
-        out.entry(format!("{scope}:{key}")).or_default().push(PyList::new(py, fields)?.into_any());
+        out.entry(format!("{scope}:{key}")).or_default().push(V::List(fields));
     }
     for (_, usage) in usages {
         let first = &usage.first;
         let app = get(first, intern!(py, "x_App"))?;
-        let app = if app.is_truthy()? { app } else { string(py, UNALLOCATED) };
-        let or_empty = |key: &Bound<'py, PyString>| -> PyResult<Bound<'py, PyAny>> {
+        let app_key = if app.is_truthy()? { text(&app)? } else { UNALLOCATED.to_owned() };
+        let or_empty = |key: &Bound<'py, PyString>| -> PyResult<V<'py>> {
             let value = get(first, key)?;
-            Ok(if value.is_truthy()? { value } else { string(py, "") })
+            Ok(if value.is_truthy()? { V::Obj(value) } else { V::Static("") })
         };
         let prompt = get(first, intern!(py, "x_PromptHash"))?;
-        let fields = [
-            string(py, "u"),
-            usage.event_id.clone(),
-            float(py, times.parse(py, &item(first, k_start)?)?),
-            app.clone(),
+        let fields = vec![
+            V::Static("u"),
+            V::Obj(usage.event_id.clone()),
+            V::F(times.parse(py, &item(first, k_start)?)?),
+            if app.is_truthy()? { V::Obj(app) } else { V::Static(UNALLOCATED) },
             or_empty(intern!(py, "x_User"))?,
             or_empty(intern!(py, "x_Session"))?,
             or_empty(k_model)?,
-            (usage.input as i64).into_pyobject(py)?.into_any(),
-            (usage.output as i64).into_pyobject(py)?.into_any(),
-            float(py, usage.cost),
-            if prompt.is_truthy()? { prompt } else { py.None().into_bound(py) },
-            get(first, k_team)?,
+            V::I(usage.input as i64),
+            V::I(usage.output as i64),
+            V::F(usage.cost),
+            if prompt.is_truthy()? { V::Obj(prompt) } else { V::Null },
+            V::Obj(get(first, k_team)?),
         ];
-        out.entry(format!("app:{}", app.cast::<PyString>()?.to_str()?)).or_default()
-            .push(PyList::new(py, fields)?.into_any());
+        out.entry(format!("app:{app_key}")).or_default().push(V::List(fields));
     }
-    let result = PyDict::new(py);
-    for (key, items) in out {
-        result.set_item(key, PyList::new(py, items)?)?;
-    }
-    Ok(result)
+    Ok(out)
 }
 
 /// Fold one LLM cost record into its request's running sums (keyed by `x_EventId`).
@@ -324,8 +349,8 @@ fn digest(kind: &str, key: &str, charges: &[&String]) -> String {
     hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Ascending offsets as ranges of consecutive ones, `[[first, last], ...]`.
-fn ranges<'py>(py: Python<'py>, offsets: impl Iterator<Item = i64>) -> PyResult<Bound<'py, PyAny>> {
+/// Ascending offsets as ranges of consecutive ones, `[(first, last), ...]`.
+fn ranges(offsets: impl Iterator<Item = i64>) -> Vec<(i64, i64)> {
     let mut spans: Vec<(i64, i64)> = Vec::new();
     for offset in offsets {
         match spans.last_mut() {
@@ -333,17 +358,15 @@ fn ranges<'py>(py: Python<'py>, offsets: impl Iterator<Item = i64>) -> PyResult<
             _ => spans.push((offset, offset)),
         }
     }
-    let lists = spans.into_iter().map(|(a, b)| PyList::new(py, [a, b])).collect::<PyResult<Vec<_>>>()?;
-    Ok(PyList::new(py, lists)?.into_any())
+    spans
 }
 
 /// A fold's sums per message, `[[offset, usd, quantity], ...]` (the Python `_per_message`).
 fn per_message<'py>(
-    py: Python<'py>,
     parts: &Parts,
     spend: &FxIndexMap<GroupKey, Spend>,
     egress: &FxIndexMap<(String, u64), Egress>,
-) -> PyResult<Bound<'py, PyAny>> {
+) -> V<'py> {
     let rows: Vec<(i64, f64, f64)> = match parts {
         Parts::Egress(index) => {
             let mut rows: Vec<(i64, f64, f64)> =
@@ -366,11 +389,5 @@ fn per_message<'py>(
             rows
         }
     };
-    let lists = rows
-        .into_iter()
-        .map(|(offset, usd, quantity)| {
-            PyList::new(py, [offset.into_pyobject(py)?.into_any(), float(py, usd), float(py, quantity)])
-        })
-        .collect::<PyResult<Vec<_>>>()?;
-    Ok(PyList::new(py, lists)?.into_any())
+    V::List(rows.into_iter().map(|(offset, usd, quantity)| V::List(vec![V::I(offset), V::F(usd), V::F(quantity)])).collect())
 }

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic_core import to_json
 
 from alerting.model import Alert, fingerprint
 from detectors.buckets import (
@@ -201,6 +202,25 @@ def route(
             usage.input_tokens, usage.output_tokens, usage.cost_usd, usage.prompt_hash, usage.team,
         ])
     return out
+
+
+def route_encoded(
+    records: Iterable[Mapping[str, Any]],
+    fold_s: float = FOLD_S,
+    *,
+    source: str | None = None,
+    messages: Sequence[tuple[int, int]] = (),
+) -> dict[str, bytes]:
+    """Return ``route``'s inputs with each group's list as JSON: the message values the stream sends.
+
+    >>> rec = {"SkuMeter": "storage_gb_months", "ChargePeriodStart": "2026-01-01T00:00:30Z",
+    ...        "ResourceId": "b1", "EffectiveCost": 0.5, "x_ChargeId": "e1:s",
+    ...        "x_SourceType": "storage.usage", "x_Team": "ml"}
+    >>> route_encoded([rec])["bucket:b1"]
+    b'[["s","bucket|80581e92f8a58ff80c9046a1","egress_spike","bucket","b1",1767225600.0,0.0,0.0]]'
+    """
+    routed = route(records, fold_s, source=source, messages=messages)
+    return {key: to_json(items) for key, items in routed.items()}
 
 
 def _ranges(offsets: Iterable[int]) -> list[list[int]]:

@@ -1,8 +1,9 @@
 """Which code runs the detector feed's per-record loops: the compiled kernel (``kernel/``) or Python.
 
 ``burnwatch_kernel`` (Rust, built by ``make install`` with cargo; ``pip install ./kernel`` by hand) holds
-twins of ``route`` and ``latest_by_lane`` (the ``Watermark``'s loop) that give exactly what the Python
-functions give, several times faster. It is optional: ``load_feed("auto")`` (the default,
+twins of ``route``, ``route_encoded`` (the same inputs as the JSON the stream sends) and
+``latest_by_lane`` (the ``Watermark``'s loop) that give exactly what the Python functions give, several
+times faster. It is optional: ``load_feed("auto")`` (the default,
 ``BURNWATCH_DETECTOR_KERNEL``) takes the kernel when it is installed and built with this source's kernel
 API, else the Python code; ``"compiled"`` requires the kernel (a worker that should have it fails at
 start instead of running slower); ``"python"`` never uses it.
@@ -16,12 +17,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from streams.core.detector_feed import latest_by_lane, route
+from streams.core.detector_feed import latest_by_lane, route, route_encoded
 
 KernelMode = Literal["auto", "compiled", "python"]
 # The kernel API this source expects (``API`` in kernel/src/lib.rs): a kernel built from an older or a
 # newer checkout may compute differently, so it is not used.
-KERNEL_API = 2
+KERNEL_API = 3
 MODULE = "burnwatch_kernel"
 log = logging.getLogger("burnwatch.detectors")
 
@@ -35,11 +36,12 @@ class Feed:
     """The feed's loops to run, and which code they are (``"compiled"`` or ``"python"``)."""
 
     route: Callable[..., dict[str, list[Any]]]
+    route_encoded: Callable[..., dict[str, bytes]]
     latest_by_lane: Callable[[Iterable[Mapping[str, Any]]], dict[str, float]]
     kind: str
 
 
-PYTHON = Feed(route, latest_by_lane, "python")
+PYTHON = Feed(route, route_encoded, latest_by_lane, "python")
 
 
 def load_feed(mode: KernelMode = "auto") -> Feed:
@@ -58,7 +60,7 @@ def load_feed(mode: KernelMode = "auto") -> Feed:
     if api != KERNEL_API:
         return _fallback(mode, f"{MODULE} has kernel API {api}, this burnwatch needs {KERNEL_API} "
                                "(a stale build)")
-    return Feed(kernel.route, kernel.latest_by_lane, "compiled")
+    return Feed(kernel.route, kernel.route_encoded, kernel.latest_by_lane, "compiled")
 
 
 def _fallback(mode: KernelMode, why: str) -> Feed:

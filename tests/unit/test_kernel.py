@@ -1,8 +1,8 @@
 """The compiled kernel (kernel/, Rust) gives exactly what the pure-Python detector feed gives.
 
-The Python ``route`` and ``latest_by_lane`` are the reference: the kernel's must return the same dicts
-(keys in the same order, the same items, the same JSON bytes once encoded) on real priced records and on
-generated ones, whatever the message offsets, and parse times as
+The Python ``route``, ``route_encoded`` and ``latest_by_lane`` are the reference: the kernel's must
+return the same dicts (keys in the same order, the same items; JSON that reads back as the same values
+and types) on real priced records and on generated ones, whatever the message offsets, and parse times as
 ``datetime.fromisoformat(text).timestamp()`` does. ``make
 install`` builds the kernel; with ``KERNEL=off`` (``BURNWATCH_DETECTOR_KERNEL=python``) these tests skip,
 anywhere else a missing kernel fails them.
@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic_core import to_json
+from pydantic_core import from_json, to_json
 from typer.testing import CliRunner
 
 from streams.commands.eval import scenario
 from streams.core import detector_kernel
 from streams.core.catalog import load_catalog
-from streams.core.detector_feed import latest_by_lane, route
+from streams.core.detector_feed import latest_by_lane, route, route_encoded
 from streams.core.detector_kernel import KERNEL_API, PYTHON, KernelMissing, load_feed
 from streams.core.events import EVENT_ADAPTER
 from streams.core.pricing import Pricer
@@ -45,6 +45,11 @@ def same(records: list[dict[str, Any]], *args: Any, **kwargs: Any) -> None:
     assert list(got) == list(expected)
     assert to_json(got) == to_json(expected)
     assert got == expected
+    encoded, got_encoded = route_encoded(records, *args, **kwargs), burnwatch_kernel.route_encoded(
+        records, *args, **kwargs)
+    assert list(got_encoded) == list(encoded)
+    for key, payload in got_encoded.items():  # the same values and types, floats perhaps spelled otherwise
+        assert to_json(from_json(payload)) == encoded[key]
     lanes, got_lanes = latest_by_lane(records), burnwatch_kernel.latest_by_lane(records)
     assert list(got_lanes.items()) == list(lanes.items())
 
@@ -188,11 +193,12 @@ def test_consecutive_times_parse_apart() -> None:
 
 def test_auto_takes_the_kernel_and_python_mode_never_does() -> None:
     compiled = load_feed("auto")
-    assert (compiled.route, compiled.latest_by_lane, compiled.kind) == (
-        burnwatch_kernel.route, burnwatch_kernel.latest_by_lane, "compiled")
+    assert (compiled.route, compiled.route_encoded, compiled.latest_by_lane, compiled.kind) == (
+        burnwatch_kernel.route, burnwatch_kernel.route_encoded, burnwatch_kernel.latest_by_lane, "compiled")
     assert load_feed("compiled") == compiled
     assert load_feed("python") == PYTHON
-    assert (PYTHON.route, PYTHON.latest_by_lane) == (route, latest_by_lane)
+    assert (PYTHON.route, PYTHON.route_encoded, PYTHON.latest_by_lane) == (
+        route, route_encoded, latest_by_lane)
     assert burnwatch_kernel.API == KERNEL_API
 
 

@@ -1,0 +1,102 @@
+//! A detector input as Rust values, written out as Python lists or as JSON bytes.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyFloat, PyList, PyString};
+
+/// One field of a detector input (an input is a `List`). `Obj` is a value taken from the record as it
+/// is (a str or None there), so the Python list holds the record's own object.
+pub enum V<'py> {
+    Obj(Bound<'py, PyAny>),
+    Str(String),
+    Static(&'static str),
+    F(f64),
+    I(i64),
+    B(bool),
+    Null,
+    List(Vec<V<'py>>),
+}
+
+impl<'py> V<'py> {
+    /// The value as a Python object: what the Python `route` puts in its lists.
+    pub fn to_py(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        Ok(match self {
+            V::Obj(value) => value.clone(),
+            V::Str(text) => PyString::new(py, text).into_any(),
+            V::Static(text) => PyString::new(py, text).into_any(),
+            V::F(x) => PyFloat::new(py, *x).into_any(),
+            V::I(x) => x.into_pyobject(py)?.into_any(),
+            V::B(x) => PyBool::new(py, *x).to_owned().into_any(),
+            V::Null => py.None().into_bound(py),
+            V::List(items) => {
+                PyList::new(py, items.iter().map(|v| v.to_py(py)).collect::<PyResult<Vec<_>>>()?)?.into_any()
+            }
+        })
+    }
+
+    /// Append the value as JSON: what `pydantic_core.to_json` writes, up to the spelling of floats
+    /// (any spelling that reads back as the same float: shortest round-trip digits here).
+    pub fn write_json(&self, out: &mut Vec<u8>) -> PyResult<()> {
+        match self {
+            V::Obj(value) => {
+                if value.is_none() {
+                    out.extend_from_slice(b"null");
+                } else if let Ok(text) = value.cast::<PyString>() {
+                    write_str(out, text.to_str()?);
+                } else if let Ok(flag) = value.cast::<PyBool>() {
+                    out.extend_from_slice(if flag.is_true() { b"true" } else { b"false" });
+                } else if let Ok(x) = value.cast::<PyFloat>() {
+                    write_f64(out, x.value());
+                } else {
+                    // an int, or what a record should not hold: Python's own JSON text of it
+                    let text = value.py().import("pydantic_core")?.getattr("to_json")?.call1((value,))?;
+                    out.extend_from_slice(text.extract::<&[u8]>()?);
+                }
+            }
+            V::Str(text) => write_str(out, text),
+            V::Static(text) => write_str(out, text),
+            V::F(x) => write_f64(out, *x),
+            V::I(x) => out.extend_from_slice(x.to_string().as_bytes()),
+            V::B(x) => out.extend_from_slice(if *x { b"true" } else { b"false" }),
+            V::Null => out.extend_from_slice(b"null"),
+            V::List(items) => {
+                out.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    item.write_json(out)?;
+                }
+                out.push(b']');
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A JSON float: shortest round-trip digits; `NaN`, `Infinity` and `-Infinity` as pydantic writes them.
+fn write_f64(out: &mut Vec<u8>, x: f64) {
+    if x.is_finite() {
+        out.extend_from_slice(ryu::Buffer::new().format_finite(x).as_bytes());
+    } else if x.is_nan() {
+        out.extend_from_slice(b"NaN");
+    } else {
+        out.extend_from_slice(if x > 0.0 { b"Infinity" } else { b"-Infinity" });
+    }
+}
+
+/// A JSON string: quotes, backslashes and control characters escaped, the rest as UTF-8.
+fn write_str(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    for byte in text.bytes() {
+        match byte {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0..=0x1f => out.extend_from_slice(format!("\\u{byte:04x}").as_bytes()),
+            _ => out.push(byte),
+        }
+    }
+    out.push(b'"');
+}
