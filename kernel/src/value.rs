@@ -55,7 +55,7 @@ impl<'py> V<'py> {
             V::Str(text) => write_str(out, text),
             V::Static(text) => write_str(out, text),
             V::F(x) => write_f64(out, *x),
-            V::I(x) => out.extend_from_slice(x.to_string().as_bytes()),
+            V::I(x) => out.extend_from_slice(itoa::Buffer::new().format(*x).as_bytes()),
             V::B(x) => out.extend_from_slice(if *x { b"true" } else { b"false" }),
             V::Null => out.extend_from_slice(b"null"),
             V::List(items) => {
@@ -87,6 +87,11 @@ fn write_f64(out: &mut Vec<u8>, x: f64) {
 /// A JSON string: quotes, backslashes and control characters escaped, the rest as UTF-8.
 fn write_str(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
+    if !text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.extend_from_slice(text.as_bytes());  // ids, names and times: nothing to escape
+        out.push(b'"');
+        return;
+    }
     for byte in text.bytes() {
         match byte {
             b'"' => out.extend_from_slice(b"\\\""),
