@@ -300,8 +300,8 @@ fn build<'py>(
             or_empty(intern!(py, "x_User"))?,
             or_empty(intern!(py, "x_Session"))?,
             or_empty(k_model)?,
-            V::I(usage.input as i64),
-            V::I(usage.output as i64),
+            whole(py, usage.input)?,
+            whole(py, usage.output)?,
             V::F(usage.cost),
             if prompt.is_truthy()? { V::Obj(prompt) } else { V::Null },
             V::Obj(get(first, k_team)?),
@@ -309,6 +309,15 @@ fn build<'py>(
         out.entry(format!("app:{app_key}")).or_default().push(V::List(fields));
     }
     Ok(out)
+}
+
+/// Python's `int(x)` of a token sum: an i64 when it fits, else Python's own int (or its error: a
+/// token count that is not finite is not one).
+fn whole(py: Python<'_>, x: f64) -> PyResult<V<'_>> {
+    if x.is_finite() && x.abs() < 9.0e18 {
+        return Ok(V::I(x as i64));
+    }
+    Ok(V::Obj(py.import("builtins")?.getattr("int")?.call1((x,))?))
 }
 
 /// Fold one LLM cost record into its request's running sums (keyed by `x_EventId`).

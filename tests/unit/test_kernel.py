@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from datetime import UTC, datetime, timedelta, timezone
-from functools import lru_cache
+from functools import lru_cache, partial
 from itertools import pairwise
 from typing import Any
 
@@ -167,6 +167,31 @@ def test_the_kernel_routes_any_records_as_python_does(run: Any, fold_s: float) -
     same(records, fold_s)
     same(records, fold_s, source=SOURCE, messages=messages)
     same(records, fold_s, source=None, messages=messages)  # no source: offsets are not read
+
+
+def outcome(run: Any) -> Any:
+    """What ``run()`` returns, or the type and text of what it raises."""
+    try:
+        return run()
+    except Exception as error:  # noqa: BLE001 - the error itself is the outcome compared
+        return type(error), str(error)
+
+
+@pytest.mark.parametrize("cost", [float("inf"), float("-inf"), float("nan"), -0.0, 5e-324, 1e300, 1e16])
+def test_floats_of_every_kind_come_out_as_python_writes_them(cost: float) -> None:
+    base = {"ChargePeriodStart": "2026-03-01T00:00:00Z", "ChargePeriodEnd": "2026-03-01T00:00:15Z",
+            "EffectiveCost": cost, "ConsumedQuantity": cost, "x_Team": "ml", "x_EventId": "e1"}
+    gpu = {**base, "SkuMeter": "gpu_hours", "ResourceId": "GPU-1", "x_SourceType": "gpu.sample"}
+    egress = {**base, "SkuMeter": "egress_gb", "ResourceId": "b", "x_SourceType": "storage.usage"}
+    tokens = {**base, "SkuMeter": "output_tokens", "x_App": "bot", "x_SourceType": "llm.request"}
+    runs = ([{**gpu, "x_ChargeId": "g"}, {**egress, "x_ChargeId": "e"}], [{**tokens, "x_ChargeId": "o"}])
+    for records in runs:
+        messages = [(1, len(records))]
+        python = outcome(partial(route_encoded, records, source=SOURCE, messages=messages))
+        kernel = outcome(partial(burnwatch_kernel.route_encoded, records, source=SOURCE, messages=messages))
+        if isinstance(python, dict):  # a token count of inf or NaN fails both alike (int() of it)
+            kernel = {key: to_json(from_json(payload)) for key, payload in kernel.items()}
+        assert kernel == python
 
 
 @settings(max_examples=500, deadline=None)
