@@ -11,22 +11,26 @@ use crate::times::TimeCache;
 /// `latest_by_lane` in `streams/core/detector_feed.py`): an app's LLM traffic, else the resource.
 #[pyfunction]
 pub fn latest_by_lane<'py>(py: Python<'py>, records: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
-    let (k_source, k_app, k_resource, k_start) =
-        (intern!(py, "x_SourceType"), intern!(py, "x_App"), intern!(py, "ResourceId"), intern!(py, "ChargePeriodStart"));
+    let (k_source, k_app, k_resource, k_start) = (
+        intern!(py, "x_SourceType"),
+        intern!(py, "x_App"),
+        intern!(py, "ResourceId"),
+        intern!(py, "ChargePeriodStart"),
+    );
     let mut times = TimeCache::default();
     let mut latest: FxIndexMap<String, f64> = FxIndexMap::default();
     for record in records.try_iter()? {
         let record = record?;
         let record = record.cast::<PyDict>()?;
-        let source = crate::route::item(record, k_source)?;
+        let source = crate::record::item(record, k_source)?;
         let source = source.cast::<PyString>()?.to_str()?;
         let owner = if source == "llm.request" {
-            crate::route::get(record, k_app)?
+            crate::record::get(record, k_app)?
         } else {
-            crate::route::item(record, k_resource)?
+            crate::record::item(record, k_resource)?
         };
         let lane = format!("{source}|{}", owner.str()?.to_str()?);
-        let t = times.parse(py, &crate::route::item(record, k_start)?)?;
+        let t = times.parse(py, &crate::record::item(record, k_start)?)?;
         let known = latest.entry(lane).or_insert(f64::NEG_INFINITY);
         if t > *known {
             *known = t;

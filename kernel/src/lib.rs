@@ -14,7 +14,9 @@ use pyo3::prelude::*;
 pub(crate) type FxIndexMap<K, V> = indexmap::IndexMap<K, V, rustc_hash::FxBuildHasher>;
 
 mod lanes;
+mod record;
 mod route;
+mod series;
 mod times;
 mod value;
 

@@ -4,35 +4,19 @@
 //! this one gives the same dict (the same keys in the same order, the same items, floats summed in the
 //! same order). Records must be dicts whose `x_` columns are str or None, as `Pricer` makes them.
 
-use blake2::digest::consts::U12;
-use blake2::{Blake2b, Digest};
-use crate::FxIndexMap;
-use pyo3::exceptions::PyKeyError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
+use crate::record::{get, item, optional_text, text};
+use crate::series::{fold_series, Egress, GroupKey, Spend};
 use crate::times::TimeCache;
 use crate::value::V;
+use crate::FxIndexMap;
 
 const INPUT_METERS: [&str; 3] = ["input_tokens", "cached_input_tokens", "cache_write_tokens"];
 const OUTPUT_METERS: [&str; 2] = ["output_tokens", "reasoning_tokens"];
 const UNALLOCATED: &str = "unallocated";
-
-/// A charge group: one minute of one (team, project, model), as the Python code's `spend` values.
-struct Spend {
-    cost: f64,
-    charges: Vec<String>,
-    parts: FxIndexMap<i64, f64>,
-}
-
-/// One storage bucket's minute: `[usd, quantity, charges, {offset: [usd, quantity]}]`.
-struct Egress {
-    usd: f64,
-    quantity: f64,
-    charges: Vec<String>,
-    parts: FxIndexMap<i64, (f64, f64)>,
-}
 
 /// One LLM request's sums (`add_llm_record`): its first record and its token and cost sums.
 struct Usage<'py> {
@@ -41,44 +25,6 @@ struct Usage<'py> {
     input: f64,
     output: f64,
     cost: f64,
-}
-
-/// A series input being folded: spend folds point at their charge groups, egress folds at their bucket.
-enum Parts {
-    Spend(Vec<usize>),
-    Egress(usize),
-}
-
-struct Fold {
-    cost: f64,
-    quantity: f64,
-    parts: Parts,
-}
-
-type GroupKey = (u64, String, Option<String>, Option<String>);
-type FoldKey = (&'static str, String, &'static str, u64);
-
-/// `record[key]`, with Python's `KeyError` when it is missing.
-pub(crate) fn item<'py>(record: &Bound<'py, PyDict>, key: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
-    record.get_item(key)?.ok_or_else(|| PyKeyError::new_err(key.clone().unbind()))
-}
-
-/// `record.get(key)`: None when missing.
-pub(crate) fn get<'py>(record: &Bound<'py, PyDict>, key: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
-    Ok(record.get_item(key)?.unwrap_or_else(|| record.py().None().into_bound(record.py())))
-}
-
-fn text(value: &Bound<'_, PyAny>) -> PyResult<String> {
-    Ok(value.cast::<PyString>()?.to_str()?.to_owned())
-}
-
-/// `value or None` as an optional str.
-fn optional_text(value: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
-    if value.is_none() {
-        Ok(None)
-    } else {
-        text(value).map(Some)
-    }
 }
 
 type Inputs<'py> = FxIndexMap<String, Vec<V<'py>>>;
@@ -186,17 +132,31 @@ fn build<'py>(
             ]);
             let key = format!("gpu:{}", gpu.to_str()?);
             out.entry(key).or_default().push(item);
-        } else if get(record, k_source)?.cast::<PyString>().is_ok_and(|s| s.to_str().is_ok_and(|s| s == "llm.request")) {
+        } else if get(record, k_source)?
+            .cast::<PyString>()
+            .is_ok_and(|s| s.to_str().is_ok_and(|s| s == "llm.request"))
+        {
             add_llm_record(record, &mut usages, k_event, k_meter, k_quantity, k_cost)?;
         }
         let team = get(record, k_team)?;
         let team = if team.is_truthy()? { text(&team)? } else { UNALLOCATED.to_owned() };
-        let group = (minute.to_bits(), team, optional_text(&get(record, k_project)?)?,
-                     optional_text(&get(record, k_model)?)?);
+        let group = (
+            minute.to_bits(),
+            team,
+            optional_text(&get(record, k_project)?)?,
+            optional_text(&get(record, k_model)?)?,
+        );
         let charge_text = text(&charge)?;
         match spend.get_mut(&group) {
             None => {
-                spend.insert(group, Spend { cost, charges: vec![charge_text.clone()], parts: FxIndexMap::from_iter([(offset, cost)]) });
+                spend.insert(
+                    group,
+                    Spend {
+                        cost,
+                        charges: vec![charge_text.clone()],
+                        parts: FxIndexMap::from_iter([(offset, cost)]),
+                    },
+                );
             }
             Some(sums) => {
                 sums.cost += cost;
@@ -210,11 +170,20 @@ fn build<'py>(
             let moved = meter_text == Some("egress_gb");
             let bucket = item(record, k_resource)?.str()?.to_str()?.to_owned();
             let sums = egress.entry((bucket, minute.to_bits())).or_insert_with(|| Egress {
-                usd: 0.0, quantity: 0.0, charges: Vec::new(), parts: FxIndexMap::default(),
+                usd: 0.0,
+                quantity: 0.0,
+                charges: Vec::new(),
+                parts: FxIndexMap::default(),
             });
             let (usd, quantity) = if moved {
                 let quantity = record.get_item(k_quantity)?;
-                (cost, match quantity { Some(q) => q.extract::<f64>()?, None => 0.0 })
+                (
+                    cost,
+                    match quantity {
+                        Some(q) => q.extract::<f64>()?,
+                        None => 0.0,
+                    },
+                )
             } else {
                 (0.0, 0.0)
             };
@@ -233,56 +202,7 @@ fn build<'py>(
         }
     }
 
-    // per series and minute: the three spend scopes of each charge group, then the storage buckets
-    let mut folds: FxIndexMap<FoldKey, Fold> = FxIndexMap::default();
-    for (index, ((minute, team, project, model), sums)) in spend.iter().enumerate() {
-        let keys = [("team", Some(team)), ("project", project.as_ref()), ("model", model.as_ref())];
-        for (scope, key) in keys {
-            let Some(key) = key.filter(|k| !k.is_empty()) else { continue };
-            match folds.get_mut(&(scope, key.clone(), "spend_spike", *minute)) {
-                None => {
-                    folds.insert((scope, key.clone(), "spend_spike", *minute),
-                                 Fold { cost: sums.cost, quantity: 0.0, parts: Parts::Spend(vec![index]) });
-                }
-                Some(fold) => {
-                    fold.cost += sums.cost;
-                    if let Parts::Spend(groups) = &mut fold.parts {
-                        groups.push(index);
-                    }
-                }
-            }
-        }
-    }
-    for (index, ((bucket, minute), sums)) in egress.iter().enumerate() {
-        folds.insert(("bucket", bucket.clone(), "egress_spike", *minute),
-                     Fold { cost: sums.usd, quantity: sums.quantity, parts: Parts::Egress(index) });
-    }
-    let span = match (&source, messages.is_empty()) {
-        (Some(_), false) => Some(ranges(messages.iter().map(|(offset, _)| *offset))),
-        _ => None,
-    };
-    for ((scope, key, kind, minute), fold) in &folds {
-        let charges: Vec<&String> = match &fold.parts {
-            Parts::Spend(groups) => groups.iter().flat_map(|g| &spend[*g].charges).collect(),
-            Parts::Egress(index) => egress[*index].charges.iter().collect(),
-        };
-        let mut fields = vec![
-            V::Static("s"),
-            V::Str(format!("{scope}|{}", digest(kind, key, &charges))),
-            V::Static(kind),
-            V::Static(scope),
-            V::Str(key.clone()),
-            V::F(f64::from_bits(*minute)),
-            V::F(fold.cost),
-            V::F(fold.quantity),
-        ];
-        if let (Some(source), Some(span)) = (&source, &span) {
-            fields.push(V::Obj(source.clone()));
-            fields.push(V::List(span.iter().map(|(a, b)| V::List(vec![V::I(*a), V::I(*b)])).collect()));
-            fields.push(per_message(&fold.parts, &spend, &egress));
-        }
-        out.entry(format!("{scope}:{key}")).or_default().push(V::List(fields));
-    }
+    fold_series(&spend, &egress, &source, &messages, &mut out);
     for (_, usage) in usages {
         let first = &usage.first;
         let app = get(first, intern!(py, "x_App"))?;
@@ -332,7 +252,11 @@ fn add_llm_record<'py>(
     let event_id = item(record, k_event)?;
     let key = text(&event_id)?;
     let acc = usages.entry(key).or_insert_with(|| Usage {
-        first: record.clone(), event_id, input: 0.0, output: 0.0, cost: 0.0,
+        first: record.clone(),
+        event_id,
+        input: 0.0,
+        output: 0.0,
+        cost: 0.0,
     });
     let meter = item(record, k_meter)?;
     let meter = meter.cast::<PyString>()?.to_str()?;
@@ -343,60 +267,4 @@ fn add_llm_record<'py>(
     }
     acc.cost += item(record, k_cost)?.extract::<f64>()?;
     Ok(())
-}
-
-/// The series input's id digest: blake2b (12 bytes) of kind, key and charges joined by U+001F.
-fn digest(kind: &str, key: &str, charges: &[&String]) -> String {
-    let mut hasher = Blake2b::<U12>::new();
-    hasher.update(kind.as_bytes());
-    hasher.update(b"\x1f");
-    hasher.update(key.as_bytes());
-    for charge in charges {
-        hasher.update(b"\x1f");
-        hasher.update(charge.as_bytes());
-    }
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Ascending offsets as ranges of consecutive ones, `[(first, last), ...]`.
-fn ranges(offsets: impl Iterator<Item = i64>) -> Vec<(i64, i64)> {
-    let mut spans: Vec<(i64, i64)> = Vec::new();
-    for offset in offsets {
-        match spans.last_mut() {
-            Some(last) if offset == last.1 + 1 => last.1 = offset,
-            _ => spans.push((offset, offset)),
-        }
-    }
-    spans
-}
-
-/// A fold's sums per message, `[[offset, usd, quantity], ...]` (the Python `_per_message`).
-fn per_message<'py>(
-    parts: &Parts,
-    spend: &FxIndexMap<GroupKey, Spend>,
-    egress: &FxIndexMap<(String, u64), Egress>,
-) -> V<'py> {
-    let rows: Vec<(i64, f64, f64)> = match parts {
-        Parts::Egress(index) => {
-            let mut rows: Vec<(i64, f64, f64)> =
-                egress[*index].parts.iter().map(|(o, (usd, q))| (*o, *usd, *q)).collect();
-            rows.sort_by_key(|row| row.0);
-            rows
-        }
-        Parts::Spend(groups) if groups.len() == 1 => {
-            spend[groups[0]].parts.iter().map(|(o, usd)| (*o, *usd, 0.0)).collect()
-        }
-        Parts::Spend(groups) => {
-            let mut merged: FxIndexMap<i64, f64> = FxIndexMap::default();
-            for group in groups {
-                for (offset, usd) in &spend[*group].parts {
-                    *merged.entry(*offset).or_insert(0.0) += usd;
-                }
-            }
-            let mut rows: Vec<(i64, f64, f64)> = merged.into_iter().map(|(o, usd)| (o, usd, 0.0)).collect();
-            rows.sort_by_key(|row| row.0);
-            rows
-        }
-    };
-    V::List(rows.into_iter().map(|(offset, usd, quantity)| V::List(vec![V::I(offset), V::F(usd), V::F(quantity)])).collect())
 }

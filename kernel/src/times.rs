@@ -53,8 +53,13 @@ pub fn parse_fast(text: &str) -> Option<f64> {
     let year = digits(b, 0, 4)?;
     let (month, day) = (digits(b, 5, 2)?, digits(b, 8, 2)?);
     let (hour, minute, second) = (digits(b, 11, 2)?, digits(b, 14, 2)?, digits(b, 17, 2)?);
-    if !(1970..=2200).contains(&year) || !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month)
-        || hour > 23 || minute > 59 || second > 59
+    if !(1970..=2200).contains(&year)
+        || !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 59
     {
         return None;
     }

@@ -88,7 +88,7 @@ fn write_f64(out: &mut Vec<u8>, x: f64) {
 fn write_str(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
     if !text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
-        out.extend_from_slice(text.as_bytes());  // ids, names and times: nothing to escape
+        out.extend_from_slice(text.as_bytes()); // ids, names and times: nothing to escape
         out.push(b'"');
         return;
     }

@@ -19,6 +19,10 @@ output_tokens, usd, prompt_hash, team]`` (an LLM request), ``["s", "<scope>|<dig
 key, minute, usd, quantity]`` (a batch's sum for one minute of a spend or egress series), ``["t", time]`` (an
 event-time tick from the router's ``Watermark``). Times are epoch seconds.
 
+``route``, ``route_encoded`` and ``latest_by_lane`` have compiled twins in ``kernel/`` (Rust), which the
+stream runs when installed (``detector_kernel.py``): a change to one of them is a change to its twin too,
+and ``tests/unit/test_kernel.py`` fails until both agree.
+
 Event time moves on ticks only, never on a partition's own inputs: a partition holds GPUs, apps and
 scopes together, and one source running ahead of another (a GPU batch late behind LLM traffic) must
 not make a GPU look silent or a session look quiet. The ``Watermark`` is the slowest source that still

@@ -1,0 +1,28 @@
+//! Reading a cost record (a Python dict) as the Python code does.
+
+use pyo3::exceptions::PyKeyError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+
+/// `record[key]`, with Python's `KeyError` when it is missing.
+pub fn item<'py>(record: &Bound<'py, PyDict>, key: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+    record.get_item(key)?.ok_or_else(|| PyKeyError::new_err(key.clone().unbind()))
+}
+
+/// `record.get(key)`: None when missing.
+pub fn get<'py>(record: &Bound<'py, PyDict>, key: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+    Ok(record.get_item(key)?.unwrap_or_else(|| record.py().None().into_bound(record.py())))
+}
+
+pub fn text(value: &Bound<'_, PyAny>) -> PyResult<String> {
+    Ok(value.cast::<PyString>()?.to_str()?.to_owned())
+}
+
+/// A str column that may be None.
+pub fn optional_text(value: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
+    if value.is_none() {
+        Ok(None)
+    } else {
+        text(value).map(Some)
+    }
+}
