@@ -2,10 +2,11 @@
 
 The ``route_detector_inputs`` stage (run by ``price_usage``, ``agents.py``, on the records it has just
 priced: they are not read back from ``costs.priced``) turns each usage message's cost records into
-detector inputs and sends them keyed by entity group (``core/detector_feed.py`` ``route``), so all the
-state one group's detectors read lives in one partition. It also sends every partition an event-time tick
-whenever its ``Watermark`` (the slowest source still reporting; none is let go while a usage partition
-has a backlog unread) moves on by 5 s, so buckets close, and silent GPUs and quiet sessions are noticed
+detector inputs and sends them keyed by entity group (``core/detector_feed.py`` ``route_encoded``, the
+compiled kernel's when installed: ``core/detector_kernel.py``), so all the state one group's detectors
+read lives in one partition. It also sends every partition an event-time tick whenever its
+``Watermark`` (the slowest source still reporting; none is let go while a usage partition has a backlog
+unread) moves on by 5 s, so buckets close, and silent GPUs and quiet sessions are noticed
 while others still report. A 1 s timer makes the same check when no costs arrive, so event time also
 moves on once every source has gone quiet. ``detect_anomalies`` steps one ``PartitionDetectors`` per
 partition, drops inputs already applied, applies a batch's inputs and ticks in order, sends findings to
