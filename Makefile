@@ -120,10 +120,11 @@ demo bench: export BURNWATCH_KAFKA_BOOTSTRAP_SERVERS ?= $(KAFKA_HOST):$(KAFKA_PO
 demo: $(INSTALLED) kafka-start ## start Kafka and run the end-to-end demo (deploy/demo.sh)
 	@deploy/demo.sh
 
-bench: $(INSTALLED) kafka-start ## start Kafka and run the benchmarks (bench.run, bench.budget_alert, bench.detectors)
+bench: $(INSTALLED) kafka-start ## start Kafka and run the benchmarks (bench.run, budget_alert, detectors, feed)
 	@$(BIN)/python -m bench.run
 	@$(BIN)/python -m bench.budget_alert
 	@$(BIN)/python -m bench.detectors
+	@$(BIN)/python -m bench.feed
 
 clean: ## stop Kafka; remove its data, caches and build output
 	@if [ -x $(KAFKA) ]; then $(KAFKA) stop; fi
