@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from streams.names import (
     ALERT_SILENCES,
@@ -69,4 +72,44 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
             if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
     log.info("created topics %s", ", ".join(created) or "(none)")
+    wait_until_visible(admin, {spec.topic: spec.num_partitions for spec in missing}, timeout_s)
     return created
+
+
+class TopicsNotVisible(RuntimeError):
+    """Topics the cluster's metadata does not show yet, with all their partitions led."""
+
+
+def wait_until_visible(
+    admin: AdminClient,
+    partitions: dict[str, int],
+    timeout_s: float,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool:
+    """Wait until the cluster's metadata shows each topic with all its partitions led; False on timeout.
+
+    Creating a topic returns once the controller has it; brokers learn of it a little later. A worker
+    whose consumer group is formed in between is assigned none of its partitions, and its client only
+    asks again at its next metadata refresh (aiokafka: every 5 minutes): on a first start against a new
+    cluster it would sit idle that long. On timeout a warning names the topics still missing, and the
+    caller goes on (the refresh will find them).
+    """
+
+    def check() -> None:
+        topics = admin.list_topics(timeout=max(1.0, timeout_s)).topics
+        missing = sorted(
+            name for name, count in partitions.items()
+            if name not in topics or topics[name].error is not None or len(topics[name].partitions) < count
+            or any(partition.leader < 0 for partition in topics[name].partitions.values())
+        )
+        if missing:
+            raise TopicsNotVisible(", ".join(missing))
+
+    retrying = Retrying(retry=retry_if_exception_type(TopicsNotVisible), stop=stop_after_delay(timeout_s),
+                        wait=wait_fixed(0.2), sleep=sleep, reraise=True)
+    try:
+        retrying(check)
+    except TopicsNotVisible as error:
+        log.warning("topics not yet in the cluster's metadata after %.0f s: %s", timeout_s, error)
+        return False
+    return True
