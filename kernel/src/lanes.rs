@@ -1,11 +1,12 @@
 //! `latest_by_lane`: each reporting lane's latest record time in a batch (the `Watermark`'s input).
 
-use crate::FxIndexMap;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
+use crate::record::{get, item};
 use crate::times::TimeCache;
+use crate::FxIndexMap;
 
 /// Return `{lane: latest time}` over `records`, lanes in order of first appearance (see the Python
 /// `latest_by_lane` in `streams/core/detector_feed.py`): an app's LLM traffic, else the resource.
@@ -22,15 +23,11 @@ pub fn latest_by_lane<'py>(py: Python<'py>, records: &Bound<'py, PyAny>) -> PyRe
     for record in records.try_iter()? {
         let record = record?;
         let record = record.cast::<PyDict>()?;
-        let source = crate::record::item(record, k_source)?;
+        let source = item(record, k_source)?;
         let source = source.cast::<PyString>()?.to_str()?;
-        let owner = if source == "llm.request" {
-            crate::record::get(record, k_app)?
-        } else {
-            crate::record::item(record, k_resource)?
-        };
+        let owner = if source == "llm.request" { get(record, k_app)? } else { item(record, k_resource)? };
         let lane = format!("{source}|{}", owner.str()?.to_str()?);
-        let t = times.parse(py, &crate::record::item(record, k_start)?)?;
+        let t = times.parse(py, &item(record, k_start)?)?;
         let known = latest.entry(lane).or_insert(f64::NEG_INFINITY);
         if t > *known {
             *known = t;

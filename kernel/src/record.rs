@@ -14,6 +14,7 @@ pub fn get<'py>(record: &Bound<'py, PyDict>, key: &Bound<'py, PyString>) -> PyRe
     Ok(record.get_item(key)?.unwrap_or_else(|| record.py().None().into_bound(record.py())))
 }
 
+/// A str column's text (a `TypeError` for anything but a str).
 pub fn text(value: &Bound<'_, PyAny>) -> PyResult<String> {
     Ok(value.cast::<PyString>()?.to_str()?.to_owned())
 }
