@@ -4,6 +4,7 @@
 //! this one gives the same dict (the same keys in the same order, the same items, floats summed in the
 //! same order). Records must be dicts whose `x_` columns are str or None, as `Pricer` makes them.
 
+use pyo3::exceptions::PyKeyError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
@@ -136,7 +137,7 @@ fn build<'py>(
             .cast::<PyString>()
             .is_ok_and(|s| s.to_str().is_ok_and(|s| s == "llm.request"))
         {
-            add_llm_record(record, &mut usages, k_event, k_meter, k_quantity, k_cost)?;
+            add_llm_record(record, meter_text, cost, &mut usages, k_event, k_meter, k_quantity)?;
         }
         let team = get(record, k_team)?;
         let team = if team.is_truthy()? { text(&team)? } else { UNALLOCATED.to_owned() };
@@ -243,11 +244,12 @@ fn whole(py: Python<'_>, x: f64) -> PyResult<V<'_>> {
 /// Fold one LLM cost record into its request's running sums (keyed by `x_EventId`).
 fn add_llm_record<'py>(
     record: &Bound<'py, PyDict>,
+    meter: Option<&str>,
+    cost: f64,
     usages: &mut FxIndexMap<String, Usage<'py>>,
     k_event: &Bound<'py, PyString>,
     k_meter: &Bound<'py, PyString>,
     k_quantity: &Bound<'py, PyString>,
-    k_cost: &Bound<'py, PyString>,
 ) -> PyResult<()> {
     let event_id = item(record, k_event)?;
     let key = text(&event_id)?;
@@ -258,13 +260,13 @@ fn add_llm_record<'py>(
         output: 0.0,
         cost: 0.0,
     });
-    let meter = item(record, k_meter)?;
-    let meter = meter.cast::<PyString>()?.to_str()?;
+    // the record's meter and cost, as route has just read them; an LLM record must have a meter
+    let meter = meter.ok_or_else(|| PyKeyError::new_err(k_meter.clone().unbind()))?;
     if INPUT_METERS.contains(&meter) {
         acc.input += item(record, k_quantity)?.extract::<f64>()?;
     } else if OUTPUT_METERS.contains(&meter) {
         acc.output += item(record, k_quantity)?.extract::<f64>()?;
     }
-    acc.cost += item(record, k_cost)?.extract::<f64>()?;
+    acc.cost += cost;
     Ok(())
 }

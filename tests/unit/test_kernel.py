@@ -194,6 +194,17 @@ def test_floats_of_every_kind_come_out_as_python_writes_them(cost: float) -> Non
         assert kernel == python
 
 
+@pytest.mark.parametrize("missing", ["SkuMeter", "x_EventId", "EffectiveCost", "x_ChargeId"])
+def test_a_record_without_a_column_fails_as_python_fails(missing: str) -> None:
+    record = {"ChargePeriodStart": "2026-03-01T00:00:00Z", "EffectiveCost": 0.5, "ConsumedQuantity": 10.0,
+              "SkuMeter": "input_tokens", "x_EventId": "e1", "x_ChargeId": "e1:i", "x_App": "bot",
+              "x_SourceType": "llm.request"}
+    del record[missing]
+    python = outcome(partial(route_encoded, [record]))
+    assert python == (KeyError, repr(missing))
+    assert outcome(partial(burnwatch_kernel.route_encoded, [record])) == python
+
+
 @settings(max_examples=500, deadline=None)
 @given(times())
 def test_the_kernel_parses_times_as_python_does(text: str) -> None:
