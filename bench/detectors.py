@@ -34,6 +34,14 @@ from streams.core.pricing import Pricer
 BUDGET = 0.25
 console = Console()
 
+# The simulation and timing options of the in-process harnesses (this one and bench.feed)
+Seed = Annotated[int, typer.Option(help="simulation seed")]
+Duration = Annotated[float, typer.Option(help="simulated seconds")]
+Nodes = Annotated[int, typer.Option(help="GPU nodes")]
+Rate = Annotated[float, typer.Option(help="LLM requests per second")]
+Repeat = Annotated[int, typer.Option(help="passes per stage; the fastest counts")]
+JsonOut = Annotated[Path | None, typer.Option("--json", help="write the figures here")]
+
 
 def simulated_events(seed: int, duration_s: float, nodes: int, rate: float) -> list[dict[str, Any]]:
     """Return the eval simulator's events (every incident kind at intensity 1), in time order."""
@@ -90,13 +98,13 @@ def measure(events: list[dict[str, Any]], repeat: int, profile: Path | None = No
 
 
 def main(
-    seed: Annotated[int, typer.Option(help="simulation seed")] = 7,
-    duration: Annotated[float, typer.Option(help="simulated seconds")] = 3600.0,
-    nodes: Annotated[int, typer.Option(help="GPU nodes")] = 6,
-    rate: Annotated[float, typer.Option(help="LLM requests per second")] = 10.0,
-    repeat: Annotated[int, typer.Option(help="passes per stage; the fastest counts")] = 3,
+    seed: Seed = 7,
+    duration: Duration = 3600.0,
+    nodes: Nodes = 6,
+    rate: Rate = 10.0,
+    repeat: Repeat = 3,
     profile: Annotated[Path | None, typer.Option(help="write a cProfile of one detector pass here")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
+    json_out: JsonOut = None,
 ) -> None:
     """Print µs per event of parse, price and the detector stage, and the detector ratio."""
     events = simulated_events(seed, duration, nodes, rate)

@@ -22,7 +22,6 @@ import json
 import time
 import zlib
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -30,7 +29,7 @@ from pydantic_core import from_json, to_json
 from rich.console import Console
 from rich.table import Table
 
-from bench.detectors import BUDGET, best_of, simulated_events
+from bench.detectors import BUDGET, Duration, JsonOut, Nodes, Rate, Repeat, Seed, best_of, simulated_events
 from streams.core.catalog import default_catalog
 from streams.core.detector_feed import PartitionDetectors, Watermark, tick
 from streams.core.detector_kernel import Feed, KernelMissing, load_feed
@@ -122,14 +121,14 @@ def measure(events: list[dict[str, Any]], repeat: int, run_records: int, partiti
 
 
 def main(
-    seed: Annotated[int, typer.Option(help="simulation seed")] = 7,
-    duration: Annotated[float, typer.Option(help="simulated seconds")] = 1800.0,
-    nodes: Annotated[int, typer.Option(help="GPU nodes")] = 6,
-    rate: Annotated[float, typer.Option(help="LLM requests per second")] = 10.0,
-    repeat: Annotated[int, typer.Option(help="passes per stage; the fastest counts")] = 3,
+    seed: Seed = 7,
+    duration: Duration = 1800.0,
+    nodes: Nodes = 6,
+    rate: Rate = 10.0,
+    repeat: Repeat = 3,
     run_records: Annotated[int, typer.Option(help="records routed at once, as the stream's runs")] = 1000,
     partitions: Annotated[int, typer.Option(help="detector.inputs partitions")] = 6,
-    json_out: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
+    json_out: JsonOut = None,
 ) -> None:
     """Print µs per event of each stage of the detector path, Python and compiled side by side."""
     began = time.monotonic()
