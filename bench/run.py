@@ -42,6 +42,8 @@ import typer
 from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka import libversion as librdkafka_version
 from confluent_kafka.admin import AdminClient
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -55,7 +57,10 @@ from streams.names import COSTS_PRICED
 from streams.settings import Settings
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-WORKER_PHASES = ("worker", "detectors")  # phases that run ``burnwatch worker``; the rest, the baseline loop
+WORKER_PHASES = ("worker", "detectors")
+# the detectors phase ends once their event time is this close to the workload's end (a tick is sent
+# every 5 s of event time; a GPU node's GPUs stand in for the node's lane, see Workload.final_event_time)
+DETECTED_MARGIN_S = 60.0  # phases that run ``burnwatch worker``; the rest, the baseline loop
 REPO = Path(__file__).resolve().parents[1]
 PROGRESS_EVERY_S = 1.0
 HEALTH_TIMEOUT_S = 120.0
@@ -252,19 +257,27 @@ class WorkerProcess:
             why = f"worker not healthy in {HEALTH_TIMEOUT_S:g}s ({error})"
             raise PhaseFailed(f"{why}:\n{self.log_tail()}") from None
 
-    def metrics(self) -> dict[str, float]:
-        """Return the worker's ``burnwatch_*_total`` counters summed over labels (empty if unreachable)."""
+    def scrape(self) -> list[Sample]:
+        """Return every sample of the worker's ``/metrics`` (empty if unreachable)."""
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as response:
                 text = response.read().decode()
         except OSError:
-            return {}
+            return []
+        return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+    def metrics(self) -> dict[str, float]:
+        """Return the worker's ``burnwatch_*_total`` counters summed over labels (empty if unreachable)."""
         totals: dict[str, float] = {}
-        for line in text.splitlines():
-            if line.startswith("burnwatch_") and "_total" in line.split(" ")[0]:
-                name = line.split("{")[0].split(" ")[0]
-                totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+        for sample in self.scrape():
+            if sample.name.startswith("burnwatch_") and sample.name.endswith("_total"):
+                totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
         return totals
+
+    def detector_event_times(self) -> dict[str, float]:
+        """Return the event time each detector partition of the worker has reached, by partition."""
+        return {sample.labels["partition"]: sample.value for sample in self.scrape()
+                if sample.name == "burnwatch_detector_event_time_seconds"}
 
     def alive(self) -> bool:
         """Return whether the worker is still running."""
@@ -405,6 +418,10 @@ def run_phase(
                 stage = "detecting" if settings.detectors_enabled else "spend tables"
                 progress.update(task, description=stage)
                 detail["drained_after_priced_s"] = wait_drained(settings, timeout_s, processor)
+            if isinstance(processor, WorkerProcess) and settings.detectors_enabled:
+                detail["detected_after_priced_s"] = wait_detected(
+                    processor, settings, workload.final_event_time - DETECTED_MARGIN_S, timeout_s)
+                wait_drained(settings, timeout_s, processor)  # the state the last ticks saved, committed
         cpu_used = cpu_seconds(processor.pid) - cpu_before
         if isinstance(processor, WorkerProcess):
             detail["worker_metrics"] = processor.metrics()
@@ -450,6 +467,27 @@ def wait_drained(settings: Settings, timeout_s: float, processor: WorkerProcess 
     if not read:
         raise PhaseFailed(f"the worker's input was not all read within {timeout_s:g}s after pricing")
     return round(time.monotonic() - began, 1)
+
+
+def wait_detected(processor: WorkerProcess, settings: Settings, target: float, timeout_s: float) -> float:
+    """Wait until every detector partition's event time has reached ``target``; return the seconds it took.
+
+    Reading ``detector.inputs`` to its end is not the end of the detectors' work: buckets close, and the
+    LLM detectors judge them, only as event-time ticks arrive, and the router holds its first tick back
+    for ``detectors_idle_lane_s`` after it starts (every reporter must have been heard from). A phase
+    shorter than that would otherwise measure the bucketing without the judging.
+    """
+    began = time.monotonic()
+    reached: dict[str, float] = {}
+    while time.monotonic() - began < timeout_s:
+        if not processor.alive():
+            raise PhaseFailed("the worker died before its detectors reached the end of the workload")
+        reached = processor.detector_event_times()
+        if len(reached) == settings.topic_partitions and min(reached.values()) >= target:
+            return round(time.monotonic() - began, 1)
+        time.sleep(0.5)
+    raise PhaseFailed(f"the detectors' event time did not reach {target:.0f} within {timeout_s:g}s "
+                      f"(by partition: {reached})")
 
 
 # --- reporting ---------------------------------------------------------------------------------------

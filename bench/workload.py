@@ -89,11 +89,27 @@ class Workload:
     counts: dict[str, int]
     partitions: int
     envelope_size: int
+    # each reporter's (event type and entity key: a GPU node, an app, a bucket) last event time, epoch s
+    last_by_lane: dict[str, float] = field(default_factory=dict)
 
     @property
     def events(self) -> int:
         """Return the number of events."""
         return len(self.envelope_of)
+
+    @property
+    def final_event_time(self) -> float:
+        """Return where the detectors' event time ends: the last time of the reporter that stops first.
+
+        The router's ``Watermark`` moves with the slowest reporter (GPU, app, bucket), and once the
+        workload ends every reporter falls silent together, so event time stops at the earliest of their
+        last times (a GPU node stands for its GPUs: they report together).
+
+        >>> w = build_workload(50, envelope_size=10, partitions=3, start=datetime(2026, 1, 1, tzinfo=UTC))
+        >>> 1767225600.0 <= w.final_event_time <= 1767225600.0 + 49 / 1000
+        True
+        """
+        return min(self.last_by_lane.values())
 
     @property
     def payload_bytes(self) -> int:
@@ -170,6 +186,7 @@ def build_workload(
     envelopes: list[Envelope] = []
     envelope_of = array("I", bytes(4 * events))
     second, second_at = b"", -1
+    last_at_ms: dict[str, int] = {}
 
     def emit(topic: str, partition: int, buffer: _Buffer) -> None:
         number = len(envelopes)
@@ -187,6 +204,7 @@ def build_workload(
             second = iso_z(start + timedelta(seconds=second_at))[:-5].encode()
         time = b"%s.%03dZ" % (second, at_ms % 1000)
         raw = template.render(b"%s%d" % (EVENT_ID_PREFIX.encode(), index), time)
+        last_at_ms[f"{kind}|{template.key}"] = at_ms
         topic = TOPIC_FOR_TYPE[kind]
         partition = partition_of.get(template.key)
         if partition is None:
@@ -206,7 +224,9 @@ def build_workload(
         if buffer.parts:
             emit(topic, partition, buffer)
     counts = {kind: kinds.count(kind) for kind in weights}
-    return Workload(envelopes, envelope_of, counts, partitions, envelope_size)
+    began = start.timestamp()
+    last_by_lane = {lane: began + at_ms / 1000 for lane, at_ms in last_at_ms.items()}
+    return Workload(envelopes, envelope_of, counts, partitions, envelope_size, last_by_lane)
 
 
 def event_indices(value: bytes) -> list[int]:

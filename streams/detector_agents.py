@@ -18,7 +18,9 @@ from the table, open buckets included, so an open finding is neither lost nor ra
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -143,16 +145,23 @@ def register_detector_agents(
         table.put_batch(done.entries, batch_key=batch.batch_key, partition=partition)
         metrics.detector_inputs.inc(done.applied)
         metrics.detector_inputs_repeated.inc(done.repeated)
+        if detectors.runner.watermark > -math.inf:
+            metrics.detector_event_time.labels(str(partition)).set(detectors.runner.watermark)
 
     @table.on_recover
     async def rebuild_detectors() -> None:
         actives = app.assignor.assigned_actives() if app.assignor else set()
         owned = sorted({tp.partition for tp in actives if tp.topic == inputs_name})
+        for partition in set(live.partitions) - set(owned):  # handed to another worker: its gauge goes
+            with contextlib.suppress(KeyError):
+                metrics.detector_event_time.remove(str(partition))
         live.partitions.clear()
         for partition in owned:
-            live.partitions[partition] = PartitionDetectors.restore(
+            detectors = live.partitions[partition] = PartitionDetectors.restore(
                 partition, table.partition_items([partition]), config
             )
+            if detectors.runner.watermark > -math.inf:
+                metrics.detector_event_time.labels(str(partition)).set(detectors.runner.watermark)
         log.info("rebuilt detectors of partitions %s", owned)
 
     return live

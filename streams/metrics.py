@@ -108,6 +108,13 @@ class WorkerMetrics:
             "burnwatch_detector_inputs_repeated",
             "Detector inputs dropped because their charge was already applied (a redelivery).", registry=r,
         )
+        self.detector_event_time = Gauge(
+            "burnwatch_detector_event_time_seconds",
+            "Event time (Unix seconds) the detectors of each detector.inputs partition this worker owns have "
+            "reached: buckets ending by then are closed and judged. Behind the newest usage by more than a "
+            "minute or two means the detectors lag (or a reporter is starved; see docs/detectors.md).",
+            ["partition"], registry=r,
+        )
         self.batches_failed = Counter(
             "burnwatch_batches_failed",
             "Batches an agent's handler raised on: not acknowledged, read again after 10 s (see the log).",

@@ -80,6 +80,11 @@ def test_idle_gpu_and_agent_loop_alert_once_despite_repeats(stack_factory: Any, 
 
     findings = stack.consume(ANOMALIES, until=lambda fs: {"open", "resolved"} <= idle_states(fs), timeout=10)
     assert {"open", "resolved"} <= idle_states(findings)
+    # every detector partition reports the event time it has judged up to: past the idle GPU's detection
+    reached = [float(line.split()[-1]) for line in stack.metrics().splitlines()
+               if line.startswith("burnwatch_detector_event_time_seconds{")]
+    assert len(reached) == stack.settings.topic_partitions, reached
+    assert min(reached) >= detected.timestamp()
 
     # A pricing worker that crashed after sending re-sends exact copies of its batches' detector inputs
     # (and ticks): nothing fires again.

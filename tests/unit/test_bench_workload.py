@@ -18,6 +18,7 @@ from bench.workload import (
     summarize_latencies,
 )
 from streams.core.catalog import load_catalog
+from streams.core.detector_feed import latest_by_lane
 from streams.core.events import parse_message
 from streams.core.pricing import Pricer
 from streams.names import TOPIC_FOR_TYPE
@@ -142,3 +143,14 @@ def test_percentiles_use_nearest_rank():
     with pytest.raises(ValueError):
         percentile([], 50)
     assert summarize_latencies([0.2, 0.1, 0.3]) == {"p50_ms": 200.0, "p99_ms": 300.0, "max_ms": 300.0}
+
+
+def test_final_event_time_is_the_last_report_of_the_lane_that_stops_first(workload):
+    # the Watermark's lanes, from the priced records of the whole workload (latest_by_lane)
+    pricer = Pricer(load_catalog(None))
+    last: dict[str, float] = {}
+    for item in workload.envelopes:
+        for lane, t in latest_by_lane(pricer.price_many(parse_message(item.value).events)).items():
+            last[lane] = max(last.get(lane, t), t)
+    assert workload.final_event_time == min(last.values())
+    assert len(workload.last_by_lane) <= len(last)  # a node's GPUs are one lane of the workload's
