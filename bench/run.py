@@ -227,6 +227,7 @@ class WorkerProcess:
             "BURNWATCH_DETECTORS_ENABLED": str(settings.detectors_enabled).lower(),
             "BURNWATCH_SPEND_TABLES": str(settings.spend_tables).lower(),
             "BURNWATCH_DETECTOR_KERNEL": settings.detector_kernel,
+            "BURNWATCH_GC_YOUNG_THRESHOLD": str(settings.gc_young_threshold),
         } | (extra_env or {})
         # cProfile writes its file when the worker exits on SIGTERM (SystemExit).
         profiler = ["-m", "cProfile", "-o", str(profile.resolve())] if profile else []
@@ -333,19 +334,22 @@ class BaselineProcess:
 
 
 def phase_settings(
-    bootstrap: str, partitions: int, name: str, spend_tables: bool = False, detector_kernel: str = "compiled"
+    bootstrap: str, partitions: int, name: str, spend_tables: bool = False, detector_kernel: str = "compiled",
+    gc_young_threshold: int = Settings.model_fields["gc_young_threshold"].default,
 ) -> Settings:
     """Return settings with a fresh topic prefix and app id, so no phase sees another's data.
 
     The worker runs the stages these settings name (``WorkerProcess``): ``worker`` pricing alone, as the
     baseline loop does, ``detectors`` with the detector stage too, and both with the spend tables when
     ``spend_tables`` (``--spend-tables``), the detector feed's ``route`` from ``detector_kernel``
-    (``--detector-kernel``). The lag a phase waits on counts only the topics its worker reads.
+    (``--detector-kernel``), its garbage collector's threshold from ``gc_young_threshold``
+    (``--gc-young-threshold``). The lag a phase waits on counts only the topics its worker reads.
     """
     tag = f"{name}-{uuid.uuid4().hex[:8]}"
     return Settings(kafka_bootstrap_servers=bootstrap, topic_prefix=f"bench-{tag}.", app_id=f"bench-{tag}",
                     topic_partitions=partitions, spend_tables=spend_tables,
-                    detectors_enabled=name == "detectors", detector_kernel=detector_kernel)
+                    detectors_enabled=name == "detectors", detector_kernel=detector_kernel,
+                    gc_young_threshold=gc_young_threshold)
 
 
 def delete_topics(settings: Settings) -> None:
@@ -594,6 +598,9 @@ def main(
         envvar="BURNWATCH_DETECTOR_KERNEL",  # python under `make bench KERNEL=off`
         help="the detector feed's route: the compiled kernel (required) or the pure-Python code")
     ] = DetectorKernel.compiled,
+    gc_young_threshold: Annotated[int, typer.Option(
+        min=0, help="the worker's garbage-collector threshold (BURNWATCH_GC_YOUNG_THRESHOLD; 0: Python's)")
+    ] = Settings.model_fields["gc_young_threshold"].default,
 ) -> None:
     """Measure priced events per second and produce-to-priced latency: worker, baseline, in-process."""
     began = time.monotonic()
@@ -621,7 +628,8 @@ def main(
     failures: dict[str, str] = {}
     for name in phases:
         settings = phase_settings(bootstrap, partitions, name, spend_tables=spend_tables,
-                                  detector_kernel=detector_kernel.value)
+                                  detector_kernel=detector_kernel.value,
+                                  gc_young_threshold=gc_young_threshold)
         try:
             results[name] = run_phase(name, workload, settings, timeout, rate, worker_profile)
             console.print(f"{name}: {results[name].events_per_s:,.0f} events/s", highlight=False)
@@ -640,6 +648,7 @@ def main(
         "events": events, "envelope_size": envelope_size, "envelopes": len(workload.envelopes),
         "partitions": partitions, "rate": rate or None, "seed": seed, "events_per_s": events_per_s,
         "spend_tables": spend_tables, "detector_kernel": detector_kernel.value,
+        "gc_young_threshold": gc_young_threshold,
         "mix": workload.counts, "mix_shares": Mix().weights(), "payload_bytes": workload.payload_bytes,
         "workload_build_s": round(build_s, 3),
         "machine": machine_info() | {"load_average_at_start": load_at_start},

@@ -22,6 +22,7 @@ def register(app: typer.Typer) -> None:
         from streams.core.budgets import BudgetError
         from streams.core.catalog import CatalogError
         from streams.core.detector_kernel import KernelMissing
+        from streams.gc_tuning import tune_collector
         from streams.worker import build_worker
 
         settings = load_settings(config)
@@ -34,5 +35,6 @@ def register(app: typer.Typer) -> None:
         except KernelMissing as error:
             raise fail(str(error), code=2) from None
         ensure_topics(settings)
+        tune_collector(settings.gc_young_threshold)
         worker_process = faust.Worker(built.app, loglevel=settings.log_level.lower(), redirect_stdouts=False)
         worker_process.execute_from_commandline()

@@ -126,6 +126,7 @@ def test_source_priority_env_then_secret_file_then_yaml(
         ("BURNWATCH_KAFKA_SECURITY_PROTOCOL", "TLS", "kafka_security_protocol"),
         ("BURNWATCH_STORE", "redis", "store"),
         ("BURNWATCH_DEDUP_HORIZON_HOURS", "-1", "dedup_horizon_hours"),
+        ("BURNWATCH_GC_YOUNG_THRESHOLD", "-5", "gc_young_threshold"),
     ],
 )
 def test_bad_env_value_names_field_and_value(
