@@ -30,6 +30,8 @@ from streams.commands.eval import scenario
 from streams.core.catalog import default_catalog
 from streams.core.events import EVENT_ADAPTER
 from streams.core.pricing import Pricer
+from streams.gc_tuning import tune_collector
+from streams.settings import Settings
 
 BUDGET = 0.25
 console = Console()
@@ -41,6 +43,9 @@ Nodes = Annotated[int, typer.Option(help="GPU nodes")]
 Rate = Annotated[float, typer.Option(help="LLM requests per second")]
 Repeat = Annotated[int, typer.Option(help="passes per stage; the fastest counts")]
 JsonOut = Annotated[Path | None, typer.Option("--json", help="write the figures here")]
+GcYoungThreshold = Annotated[int, typer.Option(
+    min=0, help="the garbage collector's young threshold, as the worker sets it (0: Python's)")]
+GC_DEFAULT = Settings.model_fields["gc_young_threshold"].default
 
 
 def simulated_events(seed: int, duration_s: float, nodes: int, rate: float) -> list[dict[str, Any]]:
@@ -105,11 +110,14 @@ def main(
     repeat: Repeat = 3,
     profile: Annotated[Path | None, typer.Option(help="write a cProfile of one detector pass here")] = None,
     json_out: JsonOut = None,
+    gc_young_threshold: GcYoungThreshold = GC_DEFAULT,
 ) -> None:
     """Print µs per event of parse, price and the detector stage, and the detector ratio."""
     events = simulated_events(seed, duration, nodes, rate)
+    tune_collector(gc_young_threshold)
     result = measure(events, repeat, profile)
-    result["setup"] = {"seed": seed, "duration_s": duration, "nodes": nodes, "rate": rate, "repeat": repeat}
+    result["setup"] = {"seed": seed, "duration_s": duration, "nodes": nodes, "rate": rate, "repeat": repeat,
+                       "gc_young_threshold": gc_young_threshold}
     result["python"] = platform.python_version()
     table = Table(title=f"detector stage cost ({result['events']:,} events, {result['records']:,} records)")
     for column in ("stage", "µs / event"):

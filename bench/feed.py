@@ -29,12 +29,25 @@ from pydantic_core import from_json, to_json
 from rich.console import Console
 from rich.table import Table
 
-from bench.detectors import BUDGET, Duration, JsonOut, Nodes, Rate, Repeat, Seed, best_of, simulated_events
+from bench.detectors import (
+    BUDGET,
+    GC_DEFAULT,
+    Duration,
+    GcYoungThreshold,
+    JsonOut,
+    Nodes,
+    Rate,
+    Repeat,
+    Seed,
+    best_of,
+    simulated_events,
+)
 from streams.core.catalog import default_catalog
 from streams.core.detector_feed import PartitionDetectors, Watermark, tick
 from streams.core.detector_kernel import Feed, KernelMissing, load_feed
 from streams.core.events import EVENT_ADAPTER
 from streams.core.pricing import Pricer
+from streams.gc_tuning import tune_collector
 
 STAGES = ("route", "decode", "apply", "encode")
 console = Console()
@@ -129,13 +142,16 @@ def main(
     run_records: Annotated[int, typer.Option(help="records routed at once, as the stream's runs")] = 1000,
     partitions: Annotated[int, typer.Option(help="detector.inputs partitions")] = 6,
     json_out: JsonOut = None,
+    gc_young_threshold: GcYoungThreshold = GC_DEFAULT,
 ) -> None:
     """Print µs per event of each stage of the detector path, Python and compiled side by side."""
     began = time.monotonic()
     events = simulated_events(seed, duration, nodes, rate)
+    tune_collector(gc_young_threshold)
     result = measure(events, repeat, run_records, partitions)
     result["setup"] = {"seed": seed, "duration_s": duration, "nodes": nodes, "rate": rate, "repeat": repeat,
-                       "run_records": run_records, "partitions": partitions}
+                       "run_records": run_records, "partitions": partitions,
+                       "gc_young_threshold": gc_young_threshold}
     kinds = list(result["us_per_event"])
     table = Table(title=f"detector path in process ({result['events']:,} events, {result['records']:,} "
                         f"records; parse + price {result['parse_price_us_per_event']:.1f} µs / event)")
