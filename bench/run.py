@@ -57,10 +57,10 @@ from streams.names import COSTS_PRICED
 from streams.settings import Settings
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-WORKER_PHASES = ("worker", "detectors")
+WORKER_PHASES = ("worker", "detectors")  # phases that run ``burnwatch worker``; the rest, the baseline loop
 # the detectors phase ends once their event time is this close to the workload's end (a tick is sent
 # every 5 s of event time; a GPU node's GPUs stand in for the node's lane, see Workload.final_event_time)
-DETECTED_MARGIN_S = 60.0  # phases that run ``burnwatch worker``; the rest, the baseline loop
+DETECTED_MARGIN_S = 60.0
 REPO = Path(__file__).resolve().parents[1]
 PROGRESS_EVERY_S = 1.0
 HEALTH_TIMEOUT_S = 120.0
