@@ -590,7 +590,8 @@ def main(
     keep_topics: Annotated[bool, typer.Option(help="keep each phase's topics on the broker")] = False,
     seed: Annotated[int, typer.Option(help="workload seed")] = 7,
     events_per_s: Annotated[float, typer.Option(
-        min=0.001, help="event-time pace of the workload (events per second of event time)")] = 1000.0,
+        min=0.001, help="event-time pace of the workload (events per second of event time; 24 is the pace of "
+        "the simulator pool the events are drawn from, so each entity runs at its own rate)")] = 24.0,
     output: Annotated[Path, typer.Option(help="directory for the JSON result file")] = RESULTS_DIR,
     spend_tables: Annotated[bool, typer.Option(
         help="worker phases with the spend tables on, as `burnwatch worker` runs by default")] = False,
