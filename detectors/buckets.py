@@ -14,13 +14,15 @@ Bucketers close a bucket when the watermark (the largest event time seen) passes
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from operator import attrgetter
-from typing import Any, TypeVar
+from typing import Any
 
 from detectors.state import at
 
@@ -42,7 +44,6 @@ LLM_SOURCE = "llm.request"
 UNALLOCATED = "unallocated"
 MAX_INPUTS = 64
 MAX_PROMPTS = 16
-Key = TypeVar("Key")
 
 
 @lru_cache(maxsize=8192)
@@ -263,9 +264,13 @@ class LlmBucketer:
         self._scopes: tuple[tuple[str, float, dict[str, LlmBucket]], ...] = tuple(
             (scope, self.widths[scope], {}) for scope in ("session", "user", "app")
         )
+        self._tables = {scope: table for scope, _, table in self._scopes}
         # the other open buckets (one left open when a later one began, or a late request's), rare
         self._older: dict[tuple[str, str, float], LlmBucket] = {}
-        # the earliest end of any open bucket, so a flush with nothing to close costs one comparison
+        # every open bucket by end time (the counter orders buckets that end together), and the earliest
+        # end, so a flush with nothing to close costs one comparison
+        self._ends: list[tuple[float, int, LlmBucket]] = []
+        self._made = itertools.count()
         self._first_end = math.inf
 
     def add(self, usage: LlmUsage) -> None:
@@ -321,37 +326,32 @@ class LlmBucketer:
             {} if scope == "session" else _NO_PROMPTS,
             {} if scope == "app" else _NO_MODELS,
         )
+        heapq.heappush(self._ends, (bucket.end, next(self._made), bucket))
         if bucket.end < self._first_end:
             self._first_end = bucket.end
         return bucket
 
     def flush(self, watermark: float) -> list[LlmBucket]:
-        """Close and return every bucket that ended at or before ``watermark``, by end time."""
+        """Close and return every bucket that ended at or before ``watermark``, by end time.
+
+        The open buckets wait in a heap by end time, so a flush costs the buckets it closes, not every
+        open one: while a worker catches up on a backlog, event time trails the inputs of its fastest
+        partitions and tens of thousands of buckets can be open at once.
+        """
         if watermark < self._first_end:
             return []
-        closed: list[LlmBucket] = []
-        first = _close(self._older, watermark, closed)
-        for _, _, table in self._scopes:
-            first = min(first, _close(table, watermark, closed))
-        self._first_end = first
+        ends, closed = self._ends, []
+        while ends and ends[0][0] <= watermark:
+            bucket = heapq.heappop(ends)[2]
+            table = self._tables[bucket.scope]
+            if table.get(bucket.key) is bucket:
+                del table[bucket.key]
+            else:  # left open when a later bucket of its entity began, or a late request's
+                del self._older[(bucket.scope, bucket.key, bucket.start)]
+            closed.append(bucket)
+        self._first_end = ends[0][0] if ends else math.inf
         closed.sort(key=_CLOSING_ORDER)
         return closed
-
-
-def _close(table: dict[Key, LlmBucket], watermark: float, closed: list[LlmBucket]) -> float:
-    """Move the buckets of ``table`` ended by ``watermark`` to ``closed``; return the earliest end left."""
-    done = []
-    first = math.inf
-    for key, bucket in table.items():
-        end = bucket.end
-        if end <= watermark:
-            done.append(key)
-            closed.append(bucket)
-        elif end < first:
-            first = end
-    for key in done:
-        del table[key]
-    return first
 
 
 _CLOSING_ORDER = attrgetter("end", "scope", "key")
