@@ -62,9 +62,11 @@ def path_stages(
     def route() -> None:
         watermark = Watermark(idle_source_s=0.0, lanes=feed.latest_by_lane)
         messages: list[list[list[bytes]]] = []
+        first = 0  # one usage message per record, offsets running on across runs as in a partition
         for run in runs:
             by_partition: list[list[bytes]] = [[] for _ in range(partitions)]
-            offsets = [(offset, 1) for offset in range(len(run))]
+            offsets = [(offset, 1) for offset in range(first, first + len(run))]
+            first += len(run)
             for key, payload in feed.route_encoded(run, source="usage.llm:0", messages=offsets).items():
                 by_partition[zlib.crc32(key.encode()) % partitions].append(payload)
             event_time = watermark.observe(run)
