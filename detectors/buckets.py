@@ -267,11 +267,10 @@ class LlmBucketer:
         self._tables = {scope: table for scope, _, table in self._scopes}
         # the other open buckets (one left open when a later one began, or a late request's), rare
         self._older: dict[tuple[str, str, float], LlmBucket] = {}
-        # every open bucket by end time (the counter orders buckets that end together), and the earliest
-        # end, so a flush with nothing to close costs one comparison
+        # every open bucket by end time (the counter orders buckets that end together): the earliest end
+        # is its first, so a flush with nothing to close costs one comparison
         self._ends: list[tuple[float, int, LlmBucket]] = []
         self._made = itertools.count()
-        self._first_end = math.inf
 
     def add(self, usage: LlmUsage) -> None:
         """Fold one request into its session, user and app buckets."""
@@ -327,8 +326,6 @@ class LlmBucketer:
             {} if scope == "app" else _NO_MODELS,
         )
         heapq.heappush(self._ends, (bucket.end, next(self._made), bucket))
-        if bucket.end < self._first_end:
-            self._first_end = bucket.end
         return bucket
 
     def flush(self, watermark: float) -> list[LlmBucket]:
@@ -338,9 +335,10 @@ class LlmBucketer:
         open one: while a worker catches up on a backlog, event time trails the inputs of its fastest
         partitions and tens of thousands of buckets can be open at once.
         """
-        if watermark < self._first_end:
+        ends: list[tuple[float, int, LlmBucket]] = self._ends
+        if not ends or watermark < ends[0][0]:
             return []
-        ends, closed = self._ends, []
+        closed = []
         while ends and ends[0][0] <= watermark:
             bucket = heapq.heappop(ends)[2]
             table = self._tables[bucket.scope]
@@ -349,7 +347,6 @@ class LlmBucketer:
             else:  # left open when a later bucket of its entity began, or a late request's
                 del self._older[(bucket.scope, bucket.key, bucket.start)]
             closed.append(bucket)
-        self._first_end = ends[0][0] if ends else math.inf
         closed.sort(key=_CLOSING_ORDER)
         return closed
 
