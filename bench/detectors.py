@@ -30,8 +30,7 @@ from streams.commands.eval import scenario
 from streams.core.catalog import default_catalog
 from streams.core.events import EVENT_ADAPTER
 from streams.core.pricing import Pricer
-from streams.gc_tuning import tune_collector
-from streams.settings import Settings
+from streams.gc_tuning import YOUNG_THRESHOLD, tune_collector
 
 BUDGET = 0.25
 console = Console()
@@ -45,7 +44,6 @@ Repeat = Annotated[int, typer.Option(help="passes per stage; the fastest counts"
 JsonOut = Annotated[Path | None, typer.Option("--json", help="write the figures here")]
 GcYoungThreshold = Annotated[int, typer.Option(
     min=0, help="the garbage collector's young threshold, as the worker sets it (0: Python's)")]
-GC_DEFAULT = Settings.model_fields["gc_young_threshold"].default
 
 
 def simulated_events(seed: int, duration_s: float, nodes: int, rate: float) -> list[dict[str, Any]]:
@@ -110,7 +108,7 @@ def main(
     repeat: Repeat = 3,
     profile: Annotated[Path | None, typer.Option(help="write a cProfile of one detector pass here")] = None,
     json_out: JsonOut = None,
-    gc_young_threshold: GcYoungThreshold = GC_DEFAULT,
+    gc_young_threshold: GcYoungThreshold = YOUNG_THRESHOLD,
 ) -> None:
     """Print µs per event of parse, price and the detector stage, and the detector ratio."""
     events = simulated_events(seed, duration, nodes, rate)

@@ -31,7 +31,6 @@ from rich.table import Table
 
 from bench.detectors import (
     BUDGET,
-    GC_DEFAULT,
     Duration,
     GcYoungThreshold,
     JsonOut,
@@ -47,7 +46,7 @@ from streams.core.detector_feed import PartitionDetectors, Watermark, tick
 from streams.core.detector_kernel import Feed, KernelMissing, load_feed
 from streams.core.events import EVENT_ADAPTER
 from streams.core.pricing import Pricer
-from streams.gc_tuning import tune_collector
+from streams.gc_tuning import YOUNG_THRESHOLD, tune_collector
 
 STAGES = ("route", "decode", "apply", "encode")
 console = Console()
@@ -144,7 +143,7 @@ def main(
     run_records: Annotated[int, typer.Option(help="records routed at once, as the stream's runs")] = 1000,
     partitions: Annotated[int, typer.Option(help="detector.inputs partitions")] = 6,
     json_out: JsonOut = None,
-    gc_young_threshold: GcYoungThreshold = GC_DEFAULT,
+    gc_young_threshold: GcYoungThreshold = YOUNG_THRESHOLD,
 ) -> None:
     """Print µs per event of each stage of the detector path, Python and compiled side by side."""
     began = time.monotonic()

@@ -53,6 +53,7 @@ from bench.baseline import MAX_FETCH_BYTES, LoopStats, price_in_process, run_loo
 from bench.workload import Mix, Workload, build_workload, event_indices, summarize_latencies
 from streams.admin import ensure_topics
 from streams.commands.lag import wait_until_read
+from streams.gc_tuning import YOUNG_THRESHOLD
 from streams.names import COSTS_PRICED
 from streams.settings import Settings
 
@@ -335,7 +336,7 @@ class BaselineProcess:
 
 def phase_settings(
     bootstrap: str, partitions: int, name: str, spend_tables: bool = False, detector_kernel: str = "compiled",
-    gc_young_threshold: int = Settings.model_fields["gc_young_threshold"].default,
+    gc_young_threshold: int = YOUNG_THRESHOLD,
 ) -> Settings:
     """Return settings with a fresh topic prefix and app id, so no phase sees another's data.
 
@@ -601,7 +602,7 @@ def main(
     ] = DetectorKernel.compiled,
     gc_young_threshold: Annotated[int, typer.Option(
         min=0, help="the worker's garbage-collector threshold (BURNWATCH_GC_YOUNG_THRESHOLD; 0: Python's)")
-    ] = Settings.model_fields["gc_young_threshold"].default,
+    ] = YOUNG_THRESHOLD,
 ) -> None:
     """Measure priced events per second and produce-to-priced latency: worker, baseline, in-process."""
     began = time.monotonic()

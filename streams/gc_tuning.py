@@ -20,6 +20,8 @@ import logging
 
 log = logging.getLogger("burnwatch.worker")
 
+YOUNG_THRESHOLD = 10_000  # the worker's default (``Settings.gc_young_threshold``) and the benches'
+
 
 def tune_collector(young_threshold: int) -> None:
     """Set the young generation's threshold (0: leave Python's) and freeze what start-up made.

@@ -22,6 +22,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from streams.gc_tuning import YOUNG_THRESHOLD
+
 ENV_PREFIX = "BURNWATCH_"
 
 
@@ -73,7 +75,7 @@ class Settings(BaseSettings):
     # Allocations between the garbage collector's young-generation passes (Python's default: 700; 0 keeps
     # Python's). Reference counting frees the stream's short-lived objects anyway; at 700 the collector's
     # passes, and the older-generation passes they lead to, took a quarter of the detectors' CPU.
-    gc_young_threshold: int = Field(default=10_000, ge=0, le=10_000_000)
+    gc_young_threshold: int = Field(default=YOUNG_THRESHOLD, ge=0, le=10_000_000)
 
     # Pricing and allocation
     catalog_path: Path | None = None
