@@ -145,6 +145,10 @@ def register_detector_agents(
         table.put_batch(done.entries, batch_key=batch.batch_key, partition=partition)
         metrics.detector_inputs.inc(done.applied)
         metrics.detector_inputs_repeated.inc(done.repeated)
+        show_event_time(partition, detectors)
+
+    def show_event_time(partition: int, detectors: PartitionDetectors) -> None:
+        """Set the partition's ``burnwatch_detector_event_time_seconds`` once its event time has begun."""
         if detectors.runner.watermark > -math.inf:
             metrics.detector_event_time.labels(str(partition)).set(detectors.runner.watermark)
 
@@ -160,8 +164,7 @@ def register_detector_agents(
             detectors = live.partitions[partition] = PartitionDetectors.restore(
                 partition, table.partition_items([partition]), config
             )
-            if detectors.runner.watermark > -math.inf:
-                metrics.detector_event_time.labels(str(partition)).set(detectors.runner.watermark)
+            show_event_time(partition, detectors)
         log.info("rebuilt detectors of partitions %s", owned)
 
     return live
