@@ -46,6 +46,16 @@ GcYoungThreshold = Annotated[int, typer.Option(
     min=0, help="the garbage collector's young threshold, as the worker sets it (0: Python's)")]
 
 
+def prepared(
+    seed: int, duration_s: float, nodes: int, rate: float, repeat: int, gc_young_threshold: int
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Return the simulated events and the run's setup, with the collector set as the worker sets it."""
+    events = simulated_events(seed, duration_s, nodes, rate)
+    tune_collector(gc_young_threshold)
+    return events, {"seed": seed, "duration_s": duration_s, "nodes": nodes, "rate": rate, "repeat": repeat,
+                    "gc_young_threshold": gc_young_threshold}
+
+
 def simulated_events(seed: int, duration_s: float, nodes: int, rate: float) -> list[dict[str, Any]]:
     """Return the eval simulator's events (every incident kind at intensity 1), in time order."""
     return list(scenario(seed, 1.0, duration_s=duration_s, nodes=nodes, rate=rate).events())
@@ -111,11 +121,9 @@ def main(
     gc_young_threshold: GcYoungThreshold = YOUNG_THRESHOLD,
 ) -> None:
     """Print µs per event of parse, price and the detector stage, and the detector ratio."""
-    events = simulated_events(seed, duration, nodes, rate)
-    tune_collector(gc_young_threshold)
+    events, setup = prepared(seed, duration, nodes, rate, repeat, gc_young_threshold)
     result = measure(events, repeat, profile)
-    result["setup"] = {"seed": seed, "duration_s": duration, "nodes": nodes, "rate": rate, "repeat": repeat,
-                       "gc_young_threshold": gc_young_threshold}
+    result["setup"] = setup
     result["python"] = platform.python_version()
     table = Table(title=f"detector stage cost ({result['events']:,} events, {result['records']:,} records)")
     for column in ("stage", "µs / event"):

@@ -39,14 +39,14 @@ from bench.detectors import (
     Repeat,
     Seed,
     best_of,
-    simulated_events,
+    prepared,
 )
 from streams.core.catalog import default_catalog
 from streams.core.detector_feed import PartitionDetectors, Watermark, tick
 from streams.core.detector_kernel import Feed, KernelMissing, load_feed
 from streams.core.events import EVENT_ADAPTER
 from streams.core.pricing import Pricer
-from streams.gc_tuning import YOUNG_THRESHOLD, tune_collector
+from streams.gc_tuning import YOUNG_THRESHOLD
 
 STAGES = ("route", "decode", "apply", "encode")
 console = Console()
@@ -147,12 +147,9 @@ def main(
 ) -> None:
     """Print µs per event of each stage of the detector path, Python and compiled side by side."""
     began = time.monotonic()
-    events = simulated_events(seed, duration, nodes, rate)
-    tune_collector(gc_young_threshold)
+    events, setup = prepared(seed, duration, nodes, rate, repeat, gc_young_threshold)
     result = measure(events, repeat, run_records, partitions)
-    result["setup"] = {"seed": seed, "duration_s": duration, "nodes": nodes, "rate": rate, "repeat": repeat,
-                       "run_records": run_records, "partitions": partitions,
-                       "gc_young_threshold": gc_young_threshold}
+    result["setup"] = setup | {"run_records": run_records, "partitions": partitions}
     kinds = list(result["us_per_event"])
     table = Table(title=f"detector path in process ({result['events']:,} events, {result['records']:,} "
                         f"records; parse + price {result['parse_price_us_per_event']:.1f} µs / event)")
