@@ -88,6 +88,31 @@ def excess_cusum(score: float, requests: int, expected: float, lift: float, exce
     return max(0.0, score + gain - excess * expected)
 
 
+def slide(
+    kept: list[list[Any]], bucket: LlmBucket, window_s: float
+) -> tuple[list[list[Any]], list[list[Any]], float, int]:
+    """Move an entity's window ``kept`` on to ``bucket``: ``(dropped, window, usd, requests)``.
+
+    The entries (``[end, usd, requests, start]``, oldest first) that end ``window_s`` or more before
+    the bucket does leave it; the bucket's entry is appended; ``usd`` and ``requests`` are the new
+    window's sums. ``kept`` is not changed.
+
+    >>> b = LlmBucket("session", "s1", "bot", 60.0, 62.0, requests=2, cost_usd=0.5)
+    >>> slide([[1.0, 0.25, 1, 0.0], [10.0, 0.25, 3, 8.0]], b, 60.0)
+    ([[1.0, 0.25, 1, 0.0]], [[10.0, 0.25, 3, 8.0], [62.0, 0.5, 2, 60.0]], 0.75, 5)
+    """
+    cut, edge, size = 0, bucket.end - window_s, len(kept)
+    while cut < size and kept[cut][0] <= edge:
+        cut += 1
+    dropped, window = kept[:cut], kept[cut:]
+    window.append([bucket.end, round(bucket.cost_usd, 7), bucket.requests, bucket.start])
+    usd, requests = 0, 0  # one pass, in order: the same sums as sum() over each column
+    for entry in window:
+        usd += entry[1]
+        requests += entry[2]
+    return dropped, window, usd, requests
+
+
 class TokenRunawayDetector:
     """Per-entity step for ``token_runaway`` over app, user or session ``LlmBucket`` values.
 
@@ -136,17 +161,8 @@ class TokenRunawayDetector:
         cfg = self.config
         state = dict(state)
         state["e"], state["last"] = bucket.entity, bucket.end
-        kept = state.get("w", [])
-        cut, edge, size = 0, bucket.end - cfg.window_s, len(kept)
-        while cut < size and kept[cut][0] <= edge:
-            cut += 1
-        dropped, window = kept[:cut], kept[cut:]
-        window.append([bucket.end, round(bucket.cost_usd, 7), bucket.requests, bucket.start])
+        dropped, window, usd, requests = slide(state.get("w", []), bucket, cfg.window_s)
         state["w"] = window
-        usd, requests = 0, 0  # one pass, in order: the same sums as sum() over each column
-        for entry in window:
-            usd += entry[1]
-            requests += entry[2]
         rate = usd / cfg.window_s * HOUR_S
         scope = bucket.scope
         slot = str(int(bucket.start // HOUR_S % 24)) if scope == "app" else None
