@@ -29,12 +29,13 @@ from detectors.buckets import (
 )
 from detectors.config import DetectorConfig
 from detectors.context_bloat import ContextBloatDetector
+from detectors.deferred import PENDING, bucket_of, entry, wait_below
 from detectors.findings import Finding
 from detectors.idle_gpu import IdleGpuDetector
 from detectors.model_switch import ModelSwitchDetector
 from detectors.spikes import SpikeDetector
 from detectors.state import State, decode, encode
-from detectors.token_runaway import TokenRunawayDetector
+from detectors.token_runaway import HOUR_S, TokenRunawayDetector, slide
 
 TICK_S = 5.0
 EXPIRE_EVERY_S = 600.0
@@ -73,6 +74,7 @@ class DetectorRunner:
         *,
         roundtrip_state: bool = False,
         track_entities: bool = True,
+        wait: bool = True,
     ) -> None:
         self.config = config = config or DetectorConfig()
         self.idle = IdleGpuDetector(config.idle_gpu)
@@ -93,6 +95,9 @@ class DetectorRunner:
         }
         self.states: dict[str, dict[str, State]] = {name: {} for name in self.detectors}
         self.peers: dict[str, State] = {}
+        # sessions and users too young to be judged: their buckets, not yet stepped (``deferred``)
+        self.pending: dict[str, State] = {}
+        self._wait_below = wait_below(config) if wait else {"session": 0, "user": 0}
         self.llm = LlmBucketer(config.buckets)
         self.series: Any = SeriesBucketer(config.buckets.series_s)  # anything with add/flush
         self.findings: list[Finding] = []
@@ -171,6 +176,9 @@ class DetectorRunner:
                 ]:
                     del states[key]
                     self.changed.add((name, key))
+            for key in [k for k, p in self.pending.items() if self.runaway.expired(p, watermark)]:
+                del self.pending[key]
+                self.changed.add((PENDING, key))
         return self.findings[before:]
 
     def finish(self) -> list[Finding]:
@@ -182,8 +190,18 @@ class DetectorRunner:
             self._step("spikes", series_bucket.entity, series_bucket)
         return self.findings[before:]
 
+    def step_pending(self) -> None:
+        """Step every pending entity's buckets now: its states as if each bucket was stepped as it closed."""
+        for key, pending in list(self.pending.items()):
+            del self.pending[key]
+            self.changed.add((PENDING, key))
+            self._step_pending(key, "session" if "session" in pending["e"] else "user", pending)
+
     def restore(self, name: str, key: str, state: State) -> None:
         """Put back an entity's saved state (after a restart); not marked as changed."""
+        if name == PENDING:
+            self.pending[key] = state
+            return
         self.states[name][key] = state
         if "open" in state:
             self._open.add((name, key))
@@ -196,14 +214,76 @@ class DetectorRunner:
         app, scope = bucket.app, bucket.scope
         app_key = "app=" + app
         if scope == "session":
-            self._session(f"{app_key},session={bucket.key}", app_key, bucket)
+            key = f"{app_key},session={bucket.key}"
+            if not self._wait(key, bucket):
+                self._session(key, app_key, bucket)
         elif scope == "user":
-            runaway = self.states["runaway"]
-            self._step_key("runaway", f"{app_key},user={bucket.key}", bucket, app=runaway.get(app_key))
+            key = f"{app_key},user={bucket.key}"
+            if not self._wait(key, bucket):
+                runaway = self.states["runaway"]
+                self._step_key("runaway", key, bucket, app=runaway.get(app_key))
         else:
             self._step_key("runaway", app_key, bucket)
             if scope == "app":
                 self._step_key("model_switch", app_key, bucket)
+
+    def _wait(self, key: str, bucket: LlmBucket) -> bool:
+        """Keep a young session's or user's bucket pending (True), or step its pending buckets (False).
+
+        An entity waits while it has no state and its requests, this bucket's included, stay under
+        ``wait_below``; then every step would take its quiet path (``detectors.deferred``). Once it
+        reaches that count its pending buckets are stepped, in order, and False says to step this one.
+        A waiting session's bucket still teaches its app's peers, as a stepped one would.
+        """
+        below = self._wait_below[bucket.scope]
+        pending = self.pending.get(key)
+        if pending is None:
+            if not below or bucket.requests >= below or key in self.states["runaway"]:
+                return False
+            if bucket.scope == "session" and (key in self.states["agent_loop"] or key in self.states[
+                    "context_bloat"]):
+                return False  # restored from states saved some other way: stepped as they are
+            sent, kept, items = 0, [], []
+        else:
+            if self.roundtrip_state:
+                pending = decode(encode(pending))
+            sent = pending["n"]
+            if sent + bucket.requests >= below:
+                del self.pending[key]
+                self.changed.add((PENDING, key))
+                self._step_pending(key, bucket.scope, pending)
+                return False
+            kept, items = pending["w"], pending["b"]
+        _, window, usd, _ = slide(kept, bucket, self.runaway.config.window_s)
+        self.pending[key] = {"e": bucket.entity, "last": bucket.end, "n": sent + bucket.requests, "w": window,
+                             "b": [*items, entry(bucket)]}
+        self.changed.add((PENDING, key))
+        if self.track_entities:
+            for name in SESSION_STEPS if bucket.scope == "session" else ("runaway",):
+                self._seen(name).add(key)
+        if bucket.scope == "session":  # as the runaway step would leave it: its rate and latest bucket
+            app, peers = bucket.app, self.peers.get(bucket.app)
+            rate = usd / self.runaway.config.window_s * HOUR_S
+            seen = {"rate": rate, "w": window[-1:]}
+            self.peers[app] = self.runaway.learn_peer(peers or {}, seen, owned=not self.roundtrip_state)
+            self.peers_changed.add(app)
+        return True
+
+    def _step_pending(self, key: str, scope: str, pending: State) -> None:
+        """Step a pending entity's buckets in order, as they would have been stepped when they closed.
+
+        Every one takes its steps' quiet path, which reads neither the peers nor the app's state: those
+        are learned (peers) or read (app) as the buckets closed, and need not be passed again.
+        """
+        entity, states = pending["e"], self.states
+        steps = (("runaway", self.runaway), *self._after_runaway) if scope == "session" else (
+            ("runaway", self.runaway),)
+        for item in pending["b"]:
+            bucket = bucket_of(scope, entity, item)
+            for name, detector in steps:
+                state, found = detector.update(self._load(name, key), bucket)
+                states[name][key] = state
+                self._note(name, key, state, found)
 
     def _session(self, key: str, app_key: str, bucket: LlmBucket) -> None:
         """Run the four session steps over one closed session bucket in one pass.

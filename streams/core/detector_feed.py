@@ -70,10 +70,11 @@ from detectors.buckets import (
     usage_of,
 )
 from detectors.config import DetectorConfig
+from detectors.deferred import PENDING
 from detectors.findings import Finding
 from detectors.runner import TICK_S, DetectorRunner
 from detectors.state import State, StateError, from_dict, stamped
-from streams.core.entity_states import LLM_DETECTORS, fuse, split
+from streams.core.entity_states import LLM_DETECTORS, LLM_SECTIONS, fuse, split
 from streams.core.repeats import seen_before
 
 GPU, USAGE, SERIES, TICK = "g", "u", "s", "t"
@@ -568,12 +569,12 @@ class PartitionDetectors:
         runner, states = self.runner, self.runner.states
         fused: dict[str, None] = {}  # LLM entities, in order
         for name, key in sorted(runner.changed):
-            if name in LLM_DETECTORS:
+            if name in LLM_SECTIONS:
                 fused[key] = None
             else:
                 state = states[name].get(key)
                 entries.append((f"{STATE}{name}|{key}", None if state is None else stamped(state)))
-        tables = [(name, states[name]) for name in LLM_DETECTORS]
+        tables = [*((name, states[name]) for name in LLM_DETECTORS), (PENDING, runner.pending)]
         for key in fused:
             entries.append((LLM_STATES + key, fuse(tables, key)))
             if self.legacy and key in self.legacy:  # its states were last saved one entry each
@@ -635,7 +636,7 @@ class PartitionDetectors:
             elif key.startswith(SEEN) and isinstance(value, list):
                 pending.append(value)
         for entity, fused in merged.items():  # newer than any one-entry state of the same entity
-            for name in LLM_DETECTORS:
+            for name in LLM_SECTIONS:
                 states.pop((name, entity), None)
             states.update(((name, entity), state) for name, state in fused.items())
         for (name, entity), state in states.items():

@@ -22,10 +22,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from detectors.deferred import PENDING
 from detectors.state import STATE_VERSION, State, StateError, from_dict
 
 LLM_DETECTORS = ("runaway", "agent_loop", "context_bloat", "model_switch")
 """The detectors whose states of one entity share a document (keyed by the entity id)."""
+LLM_SECTIONS = (*LLM_DETECTORS, PENDING)
+"""What an entity's document may hold: those states, or the buckets of an entity too young to step."""
 
 VERSION = "_v"
 
@@ -49,11 +52,11 @@ def split(doc: Any) -> dict[str, State]:
     """Return the states of a ``fuse`` document by detector name.
 
     Raises ``StateError`` for a document of another version, one that is not JSON-safe, or one that
-    names a detector that keeps no LLM entity state.
+    names a detector that keeps no LLM entity state (nor ``pending``, a young entity's buckets).
     """
     states = from_dict(doc)
     states.pop(VERSION, None)
     for name, state in states.items():
-        if name not in LLM_DETECTORS or not isinstance(state, dict):
+        if name not in LLM_SECTIONS or not isinstance(state, dict):
             raise StateError(f"{name!r} is not an LLM detector's state")
     return states

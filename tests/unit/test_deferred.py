@@ -1,0 +1,105 @@
+"""Young sessions and users wait unstepped (``detectors.deferred``): nothing they find or learn changes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detectors.buckets import LlmUsage
+from detectors.config import DetectorConfig
+from detectors.deferred import PENDING
+from detectors.runner import DetectorRunner
+from detectors.state import encode
+from streams.core.detector_feed import LLM_STATES, PartitionDetectors
+from tests.unit.test_detector_feed import Table, priced_events, run_feed
+
+
+def outcome(runner: DetectorRunner) -> tuple[str, str, list[str]]:
+    """States (every pending entity stepped first) and peers as JSON, and the findings."""
+    runner.step_pending()
+    states = {name: {key: {k: v for k, v in state.items() if k != "_v"} for key, state in table.items()}
+              for name, table in runner.states.items()}
+    return (json.dumps(states, sort_keys=True), json.dumps(runner.peers, sort_keys=True),
+            [repr(finding) for finding in runner.findings])
+
+
+def fed(events: list[list[dict[str, Any]]], *, wait: bool, roundtrip: bool = False) -> DetectorRunner:
+    runner = DetectorRunner(wait=wait, roundtrip_state=roundtrip)
+    for records in events:
+        runner.feed(records)
+    runner.finish()
+    return runner
+
+
+def test_waiting_finds_and_learns_exactly_what_stepping_every_bucket_does() -> None:
+    events = priced_events()
+    for roundtrip in (False, True):
+        waited = fed(events, wait=True, roundtrip=roundtrip)
+        stepped = fed(events, wait=False, roundtrip=roundtrip)
+        assert waited.pending and not stepped.pending  # young sessions did wait
+        assert {f.kind for f in stepped.findings} >= {"agent_loop"}
+        assert waited.entities == stepped.entities  # eval counts entity-days from these
+        assert outcome(waited) == outcome(stepped)
+
+
+# small thresholds, so that entities cross them within a few requests
+configs = st.builds(
+    lambda min_requests, user_min, repeats, turns: DetectorConfig(
+        runaway={"min_requests": min_requests, "user_min_requests": user_min, "min_usd_per_hour": 0.01,
+                 "warmup": 2, "peer_warmup": 3, "confirm": 1, "window_s": 20.0},
+        agent_loop={"repeats": repeats, "window_s": 30.0},
+        context_bloat={"rising_turns": turns, "min_growth": 1.0},
+    ),
+    st.integers(1, 6), st.integers(1, 8), st.integers(1, 5), st.integers(1, 4),
+)
+requests = st.lists(
+    st.tuples(
+        st.one_of(st.floats(0.0, 3.0), st.sampled_from([70.0, 4000.0])),  # since the request before: a
+        # pause long enough to resolve a quiet session's findings, or to expire its state
+        st.sampled_from(["s1", "s2", "s3"]),
+        st.sampled_from(["u1", "u2"]),
+        st.integers(1, 4000),  # input tokens
+        st.sampled_from(["p1", "p2", None]),
+        st.floats(0.0001, 0.5),  # USD
+        st.booleans(),  # move event time on after it
+    ),
+    max_size=80,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(configs, requests)
+def test_any_requests_under_any_thresholds_give_the_same_findings_and_states(
+    config: DetectorConfig, steps: list[tuple[Any, ...]]
+) -> None:
+    runners = [DetectorRunner(config, wait=wait) for wait in (True, False)]
+    t = 0.0
+    for gap, session, user, tokens, prompt, usd, tick in steps:
+        t += gap
+        usage = LlmUsage(t, "bot", user, session, "m", tokens, 10, usd, prompt, "ml")
+        for runner in runners:
+            runner.add_usage(usage)
+            if tick:
+                runner.advance(t)
+    for runner in runners:
+        runner.advance(t + 4000.0)  # closes everything, resolves quiet findings, expires entities
+        runner.finish()
+    waited, stepped = (outcome(runner) for runner in runners)
+    assert waited == stepped
+
+
+def test_a_pending_session_is_saved_in_its_entity_document_and_restored() -> None:
+    events = priced_events()
+    det, table = PartitionDetectors(0), Table()
+    run_feed(iter(events[: len(events) // 2]), det, table)
+    saved = {key[len(LLM_STATES):]: value for key, value in table.data.items()
+             if key.startswith(LLM_STATES) and value is not None and PENDING in value}
+    assert saved and set(saved) == set(det.runner.pending)
+    for doc in saved.values():
+        assert set(doc) == {"_v", PENDING}  # a young session has no states yet, only its buckets
+        assert len(encode(doc[PENDING])) < 2048
+    restored = PartitionDetectors.restore(0, table.data.items())
+    assert restored.runner.pending == json.loads(json.dumps(det.runner.pending))
