@@ -80,6 +80,13 @@ class Only(str, Enum):
     baseline = "baseline"
 
 
+class Sessions(str, Enum):
+    """How the workload takes LLM requests from the simulator pool (``bench.workload.build_workload``)."""
+
+    kept = "kept"
+    drawn = "drawn"
+
+
 class DetectorKernel(str, Enum):
     """Which ``route`` the detectors phase's worker runs (``BURNWATCH_DETECTOR_KERNEL``)."""
 
@@ -593,6 +600,10 @@ def main(
     events_per_s: Annotated[float, typer.Option(
         min=0.001, help="event-time pace of the workload (events per second of event time; 24 is the pace of "
         "the simulator pool the events are drawn from, so each entity runs at its own rate)")] = 24.0,
+    sessions: Annotated[Sessions, typer.Option(
+        help="LLM requests in the simulator pool's order, each pass's sessions renamed, so sessions keep "
+        "their shape (kept), or drawn at random, so a session's few requests spread over the run (drawn)")
+    ] = Sessions.kept,
     output: Annotated[Path, typer.Option(help="directory for the JSON result file")] = RESULTS_DIR,
     spend_tables: Annotated[bool, typer.Option(
         help="worker phases with the spend tables on, as `burnwatch worker` runs by default")] = False,
@@ -618,7 +629,7 @@ def main(
         t0 = time.perf_counter()
         workload = build_workload(events, envelope_size=envelope_size, partitions=partitions, seed=seed,
                                   start=started_at.replace(minute=0, second=0, microsecond=0),
-                                  events_per_s=events_per_s)
+                                  events_per_s=events_per_s, sessions=sessions.value)
         build_s = time.perf_counter() - t0
     console.print(f"workload: {events:,} events in {len(workload.envelopes):,} envelopes "
                   f"({workload.payload_bytes / 1e6:,.0f} MB) built in {build_s:.1f}s; broker {bootstrap}",
@@ -649,6 +660,7 @@ def main(
         "bootstrap": bootstrap,
         "events": events, "envelope_size": envelope_size, "envelopes": len(workload.envelopes),
         "partitions": partitions, "rate": rate or None, "seed": seed, "events_per_s": events_per_s,
+        "sessions": sessions.value,
         "spend_tables": spend_tables, "detector_kernel": detector_kernel.value,
         "gc_young_threshold": gc_young_threshold,
         "mix": workload.counts, "mix_shares": Mix().weights(), "payload_bytes": workload.payload_bytes,

@@ -1,7 +1,13 @@
 """The benchmark's input: N mixed usage events, pre-serialized into batch envelopes before any timing.
 
 Running the full simulator for a million events takes about a minute (~17k events/s), so a small pool of
-simulator events is drawn once and copies of them are stamped with a unique ``event_id`` and ``time``.
+simulator events (15 simulated minutes) is made once and copies of them are stamped with a unique
+``event_id`` and ``time``. GPU samples and storage reports are drawn from it at random. LLM requests are
+taken in the pool's order, pass after pass (``sessions="kept"``, the default), each pass's sessions
+renamed (``<session>~<pass>``): so a session keeps the requests and pace the simulator gave it (most send
+2-5 requests within minutes), while its user and app recur. Drawn at random instead
+(``sessions="drawn"``, the only way before), a session's requests spread over the whole run: on a
+200,000-event run each pool session comes back about ten times, minutes apart, for hours.
 Each pool event is serialized once into a byte template with the id and time cut out, so a copy costs
 one ``bytes.join``. Envelopes are built exactly as ``streams.producer.EventProducer`` builds them: per
 (topic, partition) with ``crc32(entity key) % partitions``, at most ``envelope_size`` events and
@@ -10,14 +16,15 @@ one ``bytes.join``. Envelopes are built exactly as ``streams.producer.EventProdu
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 from streams.core.events import GPU_SAMPLE, LLM_REQUEST, MAX_MESSAGE_BYTES, STORAGE_USAGE
 from streams.core.simulation import Simulation, SimulationConfig, iso_z
@@ -30,6 +37,7 @@ GPUS_PER_SAMPLE = 8
 _ID_MARK = "@@BENCH_ID@@"
 _TIME_MARK = "@@BENCH_TIME@@"
 # Agents write records with json.dumps defaults (", " and ": "); accept the compact form as well.
+_SESSION = re.compile(rb'"session":"([^"]+)"')
 _EVENT_ID_IN_RECORD = re.compile(rb'"x_EventId":\s*"' + re.escape(EVENT_ID_PREFIX.encode()) + rb'(\d+)"')
 
 
@@ -152,6 +160,25 @@ def event_pool(seed: int = 7, start: datetime | None = None) -> dict[str, tuple[
     return {kind: tuple(templates) for kind, templates in pool.items()}
 
 
+def in_passes(templates: Sequence[Template]) -> Iterator[Template]:
+    """Yield ``templates`` in order, again and again, each pass's sessions renamed ``<session>~<pass>``.
+
+    >>> t = template_of({"type": "llm.request", "event_id": "x", "time": "t", "app": "a", "session": "s1"})
+    >>> [p.render(b"i", b"t") for p in itertools.islice(in_passes([t]), 2)][1]
+    b'{"type":"llm.request","event_id":"i","time":"t","app":"a","session":"s1~1"}'
+    """
+    yield from templates
+    for number in itertools.count(1):
+        for template in templates:
+            found = _SESSION.search(template.tail)
+            if found is None:
+                yield template
+                continue
+            renamed = b"%s~%d" % (found.group(1), number)
+            tail = template.tail[:found.start(1)] + renamed + template.tail[found.end(1):]
+            yield Template(template.kind, template.key, template.head, template.middle, tail)
+
+
 def build_workload(
     events: int,
     *,
@@ -162,6 +189,7 @@ def build_workload(
     start: datetime | None = None,
     max_bytes: int = MAX_MESSAGE_BYTES,
     events_per_s: float = 1000.0,
+    sessions: Literal["kept", "drawn"] = "kept",
 ) -> Workload:
     """Build ``events`` events of the given mix and pack them into envelopes.
 
@@ -180,7 +208,10 @@ def build_workload(
     rng = random.Random(seed)
     weights = (mix or Mix()).weights()
     kinds = rng.choices(list(weights), list(weights.values()), k=events)
-    picks = {kind: iter(rng.choices(pool[kind], k=kinds.count(kind))) for kind in weights if pool[kind]}
+    picks: dict[str, Iterator[Template]] = {
+        kind: iter(rng.choices(pool[kind], k=kinds.count(kind))) for kind in weights if pool[kind]}
+    if sessions == "kept" and pool[LLM_REQUEST]:
+        picks[LLM_REQUEST] = in_passes(pool[LLM_REQUEST])
     partition_of: dict[str, int] = {}
     buffers: dict[tuple[str, int], _Buffer] = {}
     envelopes: list[Envelope] = []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
+from collections import Counter, defaultdict
 from datetime import UTC, datetime
 
 import pytest
@@ -14,6 +14,7 @@ from bench.workload import (
     Mix,
     build_workload,
     event_indices,
+    event_pool,
     percentile,
     summarize_latencies,
 )
@@ -154,3 +155,22 @@ def test_final_event_time_is_the_last_report_of_the_lane_that_stops_first(worklo
             last[lane] = max(last.get(lane, t), t)
     assert workload.final_event_time == min(last.values())
     assert len(workload.last_by_lane) <= len(last)  # a node's GPUs are one lane of the workload's
+
+
+def test_kept_sessions_come_in_the_pool_order_and_each_pass_renames_them() -> None:
+    def sessions(mode: str) -> dict[str, list[int]]:
+        w = build_workload(30_000, mix=Mix(llm=1, gpu=0, storage=0), start=START, sessions=mode)
+        out: dict[str, list[int]] = defaultdict(list)
+        for envelope in w.envelopes:
+            for event in json.loads(envelope.value):
+                out[event["session"]].append(int(event["event_id"].removeprefix("bench-")))
+        return out
+
+    kept, drawn = sessions("kept"), sessions("drawn")
+    pool = len(event_pool(7, START)["llm.request"])
+    passes = {name.partition("~")[2] for name in kept}
+    assert passes == {"", *(str(n) for n in range(1, 30_000 // pool + 1))}
+    # a session is one pass's: its requests are no further apart than the pool is long
+    assert all(max(ids) - min(ids) < pool for ids in kept.values())
+    assert len(kept) > len(drawn)  # drawn, pool sessions come back again and again
+    assert max(max(ids) - min(ids) for ids in drawn.values()) > pool
