@@ -82,7 +82,8 @@ def path_stages(
         ]
 
     def apply() -> None:
-        detectors = [PartitionDetectors(partition) for partition in range(partitions)]
+        detectors = [PartitionDetectors(partition, llm_bucketer=feed.llm_bucketer)
+                     for partition in range(partitions)]
         tables: list[dict[str, Any]] = [{} for _ in range(partitions)]
         entries = []
         for run in out["items"]:

@@ -13,6 +13,7 @@ use pyo3::prelude::*;
 /// cost at most that batch's square, not a worker's memory over time.
 pub(crate) type FxIndexMap<K, V> = indexmap::IndexMap<K, V, rustc_hash::FxBuildHasher>;
 
+mod buckets;
 mod lanes;
 mod record;
 mod route;
@@ -22,7 +23,7 @@ mod value;
 
 /// The kernel API: `KERNEL_API` in `streams/core/detector_kernel.py` must name the same number, or
 /// burnwatch does not use this build. Raise both when a function's inputs or outputs change.
-const API: u32 = 3;
+const API: u32 = 4;
 
 #[pymodule]
 fn burnwatch_kernel(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -31,5 +32,6 @@ fn burnwatch_kernel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(route::route_encoded, m)?)?;
     m.add_function(wrap_pyfunction!(lanes::latest_by_lane, m)?)?;
     m.add_function(wrap_pyfunction!(times::parse_time, m)?)?;
+    m.add_class::<buckets::LlmBucketer>()?;
     Ok(())
 }

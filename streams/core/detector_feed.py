@@ -467,9 +467,16 @@ class PartitionDetectors:
     'resolved'
     """
 
-    def __init__(self, partition: int, config: DetectorConfig | None = None) -> None:
+    def __init__(
+        self,
+        partition: int,
+        config: DetectorConfig | None = None,
+        llm_bucketer: Callable[[Any], Any] | None = None,
+    ) -> None:
         self.partition = partition
         self.runner = DetectorRunner(config, track_entities=False)
+        if llm_bucketer is not None:  # the compiled kernel's twin (``detector_kernel.Feed.llm_bucketer``)
+            self.runner.llm = llm_bucketer(self.runner.config.buckets)
         self.legacy: set[str] = set()  # LLM entities restored from one entry per detector (before s|llm|)
         self.runner.series = SeriesContributions(self.runner.config.buckets.series_s)
         # series group and usage partition -> [applied offset ranges, the current run's ranges]
@@ -590,14 +597,18 @@ class PartitionDetectors:
 
     @classmethod
     def restore(
-        cls, partition: int, entries: Iterable[tuple[str, Any]], config: DetectorConfig | None = None
+        cls,
+        partition: int,
+        entries: Iterable[tuple[str, Any]],
+        config: DetectorConfig | None = None,
+        llm_bucketer: Callable[[Any], Any] | None = None,
     ) -> PartitionDetectors:
         """Rebuild a partition's detectors from its saved entries (after a restart or a rebalance).
 
         Open buckets are rebuilt from the seen inputs they hold: those not yet closed when the state
         was saved (bucket end after ``flushed_to``).
         """
-        self = cls(partition, config)
+        self = cls(partition, config, llm_bucketer)
         runner = self.runner
         pending: list[Item] = []
         states: dict[tuple[str, str], State] = {}

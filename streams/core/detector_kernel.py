@@ -3,10 +3,12 @@
 ``burnwatch_kernel`` (Rust, built by ``make install`` with cargo; ``pip install ./kernel`` by hand) holds
 twins of ``route``, ``route_encoded`` (the same inputs as the JSON the stream sends) and
 ``latest_by_lane`` (the ``Watermark``'s loop) that give exactly what the Python functions give, in
-about 0.4 of their time (``python -m bench.feed``). It is optional: ``load_feed("auto")`` (the default,
-``BURNWATCH_DETECTOR_KERNEL``) takes the kernel when it is installed and built with this source's
-kernel API, else the Python code; ``"compiled"`` requires the kernel (a worker that should have it fails at
-start instead of running slower); ``"python"`` never uses it.
+about 0.4 of their time (``python -m bench.feed``), and of ``detectors.buckets.LlmBucketer`` (the same
+closed buckets, in the same order; about 0.4 of its time too), which the stream's detectors bucket LLM
+requests with. It is optional: ``load_feed("auto")`` (the default, ``BURNWATCH_DETECTOR_KERNEL``) takes
+the kernel when it is installed and built with this source's kernel API, else the Python code;
+``"compiled"`` requires the kernel (a worker that should have it fails at start instead of running
+slower); ``"python"`` never uses it.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from detectors.buckets import LlmBucketer
 from streams.core.detector_feed import latest_by_lane, route, route_encoded
 
 KernelMode = Literal["auto", "compiled", "python"]
 # The kernel API this source expects (``API`` in kernel/src/lib.rs): a kernel built from an older or a
 # newer checkout may compute differently, so it is not used.
-KERNEL_API = 3
+KERNEL_API = 4
 MODULE = "burnwatch_kernel"
 log = logging.getLogger("burnwatch.detectors")
 
@@ -39,6 +42,7 @@ class Feed:
     route_encoded: Callable[..., dict[str, bytes]]
     latest_by_lane: Callable[[Iterable[Mapping[str, Any]]], dict[str, float]]
     kind: str
+    llm_bucketer: Callable[[Any], Any] = LlmBucketer  # made with a BucketConfig; ``add`` and ``flush``
 
 
 PYTHON = Feed(route, route_encoded, latest_by_lane, "python")
@@ -60,7 +64,7 @@ def load_feed(mode: KernelMode = "auto") -> Feed:
     if api != KERNEL_API:
         return _fallback(mode, f"{MODULE} has kernel API {api}, this burnwatch needs {KERNEL_API} "
                                "(a stale build)")
-    return Feed(kernel.route, kernel.route_encoded, kernel.latest_by_lane, "compiled")
+    return Feed(kernel.route, kernel.route_encoded, kernel.latest_by_lane, "compiled", kernel.LlmBucketer)
 
 
 def _fallback(mode: KernelMode, why: str) -> Feed:

@@ -23,10 +23,12 @@ from hypothesis import strategies as st
 from pydantic_core import from_json, to_json
 from typer.testing import CliRunner
 
+from detectors.buckets import LlmBucketer, LlmUsage
+from detectors.config import BucketConfig
 from streams.commands.eval import scenario
 from streams.core import detector_kernel
 from streams.core.catalog import load_catalog
-from streams.core.detector_feed import latest_by_lane, route, route_encoded
+from streams.core.detector_feed import PartitionDetectors, latest_by_lane, route, route_encoded
 from streams.core.detector_kernel import KERNEL_API, PYTHON, KernelMissing, load_feed
 from streams.core.events import EVENT_ADAPTER
 from streams.core.pricing import Pricer
@@ -227,6 +229,64 @@ def test_consecutive_times_parse_apart() -> None:
     assert all(a != b for a, b in pairwise(parsed))
 
 
+usages = st.lists(
+    st.tuples(
+        st.one_of(st.floats(0, 120, allow_nan=False), st.floats(1.7e9, 1.7e9 + 120)),  # late ones too
+        st.sampled_from(["", "s1", "s2", "s3", "séance"]),  # session ("": none)
+        st.sampled_from(["", "u1", "u2"]),  # user
+        st.sampled_from(["a1", "a2"]),  # app
+        st.sampled_from(["m1", "m2", "m3"]),  # model
+        st.integers(0, 10**6),  # input tokens
+        st.floats(0, 1, allow_nan=False),  # USD
+        st.one_of(st.none(), st.sampled_from([f"p{i}" for i in range(20)])),  # prompt hash
+        st.sampled_from([None, "ml"]),  # team
+        st.booleans(),  # flush after it
+    ),
+    max_size=150,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(usages, st.one_of(st.sampled_from([2.0, 10.0, 60.0]), st.floats(0.5, 30)))
+def test_the_kernel_buckets_llm_requests_as_python_does(steps: list[tuple[Any, ...]], width: float) -> None:
+    config = BucketConfig(session_s=width, scope_s=10, app_s=60)
+    python, compiled = LlmBucketer(config), burnwatch_kernel.LlmBucketer(config)
+    watermark = 0.0
+    for t, session, user, app, model, tokens, usd, prompt, team, flush in steps:
+        usage = LlmUsage(t, app, user, session, model, tokens, tokens // 7, usd, prompt, team)
+        python.add(usage)
+        compiled.add(usage)
+        if flush:
+            watermark = t - 5.0
+            assert compiled.flush(watermark) == python.flush(watermark)
+    assert compiled.flush(float("inf")) == python.flush(float("inf"))
+    assert len(compiled) == 0
+
+
+def test_a_busy_session_bucket_keeps_as_many_inputs_and_prompts_as_in_python() -> None:
+    config = BucketConfig(session_s=60, scope_s=60, app_s=60)
+    python, compiled = LlmBucketer(config), burnwatch_kernel.LlmBucketer(config)
+    for i in range(80):  # more requests than a bucket keeps inputs of, more prompts than it tracks
+        usage = LlmUsage(i / 2, "a1", "u1", "s1", f"m{i % 3}", 100 + i, 5, 0.001 * i, f"p{i % 40}", "ml")
+        python.add(usage)
+        compiled.add(usage)
+    closed = compiled.flush(60.0)
+    assert closed == python.flush(60.0)
+    assert [len(closed[1].inputs), len(closed[1].prompts), len(closed[0].models)] == [64, 16, 3]
+
+
+def test_the_stream_detectors_find_the_same_with_the_kernel_bucketer() -> None:
+    from tests.unit.test_detector_feed import Table, priced_events, run_feed
+
+    events = priced_events()
+    table, compiled_table = Table(), Table()
+    found = run_feed(iter(events), PartitionDetectors(0), table)
+    compiled = run_feed(iter(events), PartitionDetectors(0, llm_bucketer=burnwatch_kernel.LlmBucketer),
+                        compiled_table)
+    assert [f.to_dict() for f in compiled] == [f.to_dict() for f in found] != []
+    assert compiled_table.data == table.data
+
+
 def test_auto_takes_the_kernel_and_python_mode_never_does() -> None:
     compiled = load_feed("auto")
     assert (compiled.route, compiled.route_encoded, compiled.latest_by_lane, compiled.kind) == (
@@ -236,6 +296,7 @@ def test_auto_takes_the_kernel_and_python_mode_never_does() -> None:
     assert (PYTHON.route, PYTHON.route_encoded, PYTHON.latest_by_lane) == (
         route, route_encoded, latest_by_lane)
     assert burnwatch_kernel.API == KERNEL_API
+    assert (compiled.llm_bucketer, PYTHON.llm_bucketer) == (burnwatch_kernel.LlmBucketer, LlmBucketer)
 
 
 def test_a_missing_or_stale_kernel_falls_back_in_auto_and_fails_when_required(

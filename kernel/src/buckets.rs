@@ -1,0 +1,223 @@
+//! The LLM bucketer: requests folded into session, user and app buckets, the closed ones returned in
+//! closing order, as `detectors.buckets.LlmBucketer` does (the Python class is the reference).
+//!
+//! A request finds its bucket by (scope, entity key, bucket start); open buckets wait by end time, so a
+//! flush touches only the buckets it closes. Sums are kept as the Python class keeps them: counts and
+//! tokens as integers, USD and the per-model figures as floats added in arrival order, session inputs and
+//! prompts and app models in first-seen order. A closed bucket goes back to Python as a
+//! `detectors.buckets.LlmBucket`.
+
+use std::collections::hash_map::Entry;
+use std::collections::BTreeMap;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+use rustc_hash::FxHashMap;
+
+const MAX_INPUTS: usize = 64; // detectors.buckets.MAX_INPUTS
+const MAX_PROMPTS: usize = 16; // detectors.buckets.MAX_PROMPTS
+const SESSION: usize = 0;
+const APP: usize = 2;
+const SCOPES: [&str; 3] = ["session", "user", "app"];
+/// Where each scope sorts among buckets that end together: by name, as the Python sort compares them.
+const SCOPE_ORDER: [u8; 3] = [1, 2, 0];
+
+/// A float as an integer in the same order (IEEE total order), to key maps by time.
+fn ordered(x: f64) -> i64 {
+    let bits = x.to_bits() as i64;
+    bits ^ ((((bits >> 63) as u64) >> 1) as i64)
+}
+
+struct Bucket {
+    scope: usize,
+    key: Py<PyAny>,
+    app: Py<PyAny>,
+    team: Py<PyAny>,
+    start: f64,
+    end: f64,
+    requests: i64,
+    input_tokens: i64,
+    output_tokens: i64,
+    cost_usd: f64,
+    inputs: Vec<i64>,
+    prompts: Vec<(String, i64)>,
+    models: Vec<(String, [f64; 3])>,
+}
+
+type Slot = (usize, String, i64); // scope, entity key, ordered(start)
+
+#[pyclass(module = "burnwatch_kernel")]
+pub struct LlmBucketer {
+    widths: [f64; 3],
+    open: FxHashMap<Slot, Bucket>,
+    ends: BTreeMap<i64, (f64, Vec<Slot>)>, // ordered(end) -> the end, and the open buckets that end then
+    make: Py<PyAny>,                // detectors.buckets.LlmBucket
+    no_inputs: Py<PyAny>,           // the shared empty containers of scopes that fill none
+    no_prompts: Py<PyAny>,
+    no_models: Py<PyAny>,
+}
+
+#[pymethods]
+impl LlmBucketer {
+    /// `config`: a `BucketConfig` (`session_s`, `scope_s` for users, `app_s`).
+    #[new]
+    fn new(py: Python<'_>, config: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let module = py.import("detectors.buckets")?;
+        let width = |name: &str| -> PyResult<f64> { config.getattr(name)?.extract() };
+        Ok(Self {
+            widths: [width("session_s")?, width("scope_s")?, width("app_s")?],
+            open: FxHashMap::default(),
+            ends: BTreeMap::new(),
+            make: module.getattr("LlmBucket")?.unbind(),
+            no_inputs: module.getattr("_NO_INPUTS")?.unbind(),
+            no_prompts: module.getattr("_NO_PROMPTS")?.unbind(),
+            no_models: module.getattr("_NO_MODELS")?.unbind(),
+        })
+    }
+
+    /// Fold one request (an `LlmUsage`) into its session, user and app buckets.
+    fn add(&mut self, usage: &Bound<'_, PyTuple>) -> PyResult<()> {
+        let time: f64 = usage.get_item(0)?.extract()?;
+        let app = usage.get_item(1)?;
+        let model = usage.get_item(4)?;
+        let input_tokens: i64 = usage.get_item(5)?.extract()?;
+        let output_tokens: i64 = usage.get_item(6)?.extract()?;
+        let cost_usd: f64 = usage.get_item(7)?.extract()?;
+        let prompt = usage.get_item(8)?;
+        let prompt: Option<String> = if prompt.is_truthy()? { Some(prompt.extract()?) } else { None };
+        let team = usage.get_item(9)?;
+        for (scope, index) in [(SESSION, 3), (1, 2), (APP, 1)] {
+            let key = usage.get_item(index)?;
+            if !key.is_truthy()? {
+                continue;
+            }
+            let width = self.widths[scope];
+            let start = (time / width).floor() * width;
+            let slot = (scope, key.extract::<String>()?, ordered(start));
+            let bucket = match self.open.entry(slot) {
+                Entry::Occupied(found) => found.into_mut(),
+                Entry::Vacant(new) => {
+                    let end = start + width;
+                    self.ends.entry(ordered(end)).or_insert((end, Vec::new())).1.push(new.key().clone());
+                    new.insert(Bucket {
+                        scope,
+                        key: key.unbind(),
+                        app: app.clone().unbind(),
+                        team: team.clone().unbind(),
+                        start,
+                        end,
+                        requests: 0,
+                        input_tokens: 0,
+                        output_tokens: 0,
+                        cost_usd: 0.0,
+                        inputs: Vec::new(),
+                        prompts: Vec::new(),
+                        models: Vec::new(),
+                    })
+                }
+            };
+            bucket.requests += 1;
+            bucket.input_tokens += input_tokens;
+            bucket.output_tokens += output_tokens;
+            bucket.cost_usd += cost_usd;
+            if scope == SESSION {
+                if bucket.inputs.len() < MAX_INPUTS {
+                    bucket.inputs.push(input_tokens);
+                }
+                if let Some(prompt) = &prompt {
+                    let prompts = &mut bucket.prompts;
+                    match prompts.iter().position(|(p, _)| p == prompt) {
+                        Some(at) => prompts[at].1 += 1,
+                        None if prompts.len() < MAX_PROMPTS => prompts.push((prompt.clone(), 1)),
+                        None => {}
+                    }
+                }
+            } else if scope == APP {
+                let model: String = model.extract()?;
+                let tokens = (input_tokens + output_tokens) as f64;
+                match bucket.models.iter_mut().find(|(m, _)| *m == model) {
+                    Some((_, sums)) => {
+                        sums[0] += 1.0;
+                        sums[1] += tokens;
+                        sums[2] += cost_usd;
+                    }
+                    None => bucket.models.push((model, [1.0, tokens, cost_usd])),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Close and return every bucket that ended at or before `watermark`, by end time, scope and key.
+    fn flush<'py>(&mut self, py: Python<'py>, watermark: f64) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        while let Some(entry) = self.ends.first_entry() {
+            if entry.get().0 > watermark {
+                break;
+            }
+            let mut closing: Vec<(u8, String, Bucket)> = entry
+                .remove()
+                .1
+                .into_iter()
+                .filter_map(|slot| self.open.remove(&slot).map(|bucket| (SCOPE_ORDER[slot.0], slot.1, bucket)))
+                .collect();
+            closing.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+            for (_, _, bucket) in closing {
+                out.append(self.to_python(py, bucket)?)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The number of open buckets.
+    fn __len__(&self) -> usize {
+        self.open.len()
+    }
+}
+
+impl LlmBucketer {
+    fn to_python<'py>(&self, py: Python<'py>, b: Bucket) -> PyResult<Bound<'py, PyAny>> {
+        let inputs = if b.scope == SESSION {
+            PyList::new(py, &b.inputs)?.into_any()
+        } else {
+            self.no_inputs.bind(py).clone()
+        };
+        let prompts = if b.scope == SESSION {
+            let prompts = PyDict::new(py);
+            for (prompt, count) in &b.prompts {
+                prompts.set_item(prompt, count)?;
+            }
+            prompts.into_any()
+        } else {
+            self.no_prompts.bind(py).clone()
+        };
+        let models = if b.scope == APP {
+            let models = PyDict::new(py);
+            for (model, sums) in &b.models {
+                models.set_item(model, PyList::new(py, sums)?)?;
+            }
+            models.into_any()
+        } else {
+            self.no_models.bind(py).clone()
+        };
+        let args = PyTuple::new(
+            py,
+            [
+                SCOPES[b.scope].into_pyobject(py)?.into_any(),
+                b.key.into_bound(py),
+                b.app.into_bound(py),
+                b.start.into_pyobject(py)?.into_any(),
+                b.end.into_pyobject(py)?.into_any(),
+                b.team.into_bound(py),
+                b.requests.into_pyobject(py)?.into_any(),
+                b.input_tokens.into_pyobject(py)?.into_any(),
+                b.output_tokens.into_pyobject(py)?.into_any(),
+                b.cost_usd.into_pyobject(py)?.into_any(),
+                inputs,
+                prompts,
+                models,
+            ],
+        )?;
+        self.make.bind(py).call1(args)
+    }
+}
