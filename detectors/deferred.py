@@ -9,8 +9,8 @@ no context can rise that many turns in a row. Below that count every step takes 
 quiet path reads nothing but the entity's own buckets: no peers, no app state, no event time.
 
 So the runner (``DetectorRunner``) keeps such a session's buckets as they are, in a *pending* document
-(``{"e": entity, "last": end, "n": requests, "w": runaway window, "b": [bucket entries]}``, JSON like
-every state), and
+(``{"e": entity, "last": end, "n": requests, "b": [bucket entries], "w": runaway window}``, JSON like
+every state; a user's has no window), and
 steps them, in order, when the session reaches the count: the same states and the same findings, at
 the same bucket, as stepping each at once. Only the app's peers learn from every session bucket as it
 closes (``learn_peer`` needs the windowed rate alone, and the pending window gives it). A user waits

@@ -253,18 +253,18 @@ class DetectorRunner:
                 self.changed.add((PENDING, key))
                 self._step_pending(key, bucket.scope, pending)
                 return False
-            kept, items = pending["w"], pending["b"]
-        _, window, usd, _ = slide(kept, bucket, self.runaway.config.window_s)
-        self.pending[key] = {"e": bucket.entity, "last": bucket.end, "n": sent + bucket.requests, "w": window,
-                             "b": [*items, entry(bucket)]}
+            kept, items = pending.get("w", []), pending["b"]
+        waiting = self.pending[key] = {"e": bucket.entity, "last": bucket.end, "n": sent + bucket.requests,
+                                       "b": [*items, entry(bucket)]}
         self.changed.add((PENDING, key))
         if self.track_entities:
             for name in SESSION_STEPS if bucket.scope == "session" else ("runaway",):
                 self._seen(name).add(key)
-        if bucket.scope == "session":  # as the runaway step would leave it: its rate and latest bucket
+        if bucket.scope == "session":  # its app's peers learn its rate and latest bucket, as when stepped
+            _, window, usd, _ = slide(kept, bucket, self.runaway.config.window_s)
+            waiting["w"] = window
             app, peers = bucket.app, self.peers.get(bucket.app)
-            rate = usd / self.runaway.config.window_s * HOUR_S
-            seen = {"rate": rate, "w": window[-1:]}
+            seen = {"rate": usd / self.runaway.config.window_s * HOUR_S, "w": window[-1:]}
             self.peers[app] = self.runaway.learn_peer(peers or {}, seen, owned=not self.roundtrip_state)
             self.peers_changed.add(app)
         return True
