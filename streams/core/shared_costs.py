@@ -256,21 +256,32 @@ class SharedCostLedger:
     config: SharedCostsConfig
     pooled_usd: dict[str, float] = field(default_factory=dict)
     usage_usd: dict[str, dict[str, float]] = field(default_factory=dict)
+    # per rule: (rule, its match, its usage match or None), read once: ``add`` runs on every charge, and a
+    # pydantic model's private attribute is read through ``__getattr__`` (most of ``add``'s cost before)
+    _rules: tuple[tuple[SharedCostRule, _Matcher, _Matcher | None], ...] = field(init=False, repr=False)
+    _usage_rules: tuple[tuple[SharedCostRule, _Matcher, _Matcher | None], ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._rules = tuple((rule, rule._match_fn, rule._usage_fn) for rule in self.config.rules)
+        self._usage_rules = tuple(entry for entry in self._rules if entry[0].split == "usage")
 
     def add(self, record: CostRecord, allocation: Allocation) -> SharedCostRule | None:
-        """Count ``record`` as shared spend (returns its rule) or as usage of each rule it counts for."""
-        rules = self.config.rules
-        if not rules:
+        """Count ``record`` as shared spend (returns its rule) or as usage of each rule it counts for.
+
+        The same as ``config.rule_for`` (the first rule that matches) and each usage rule's
+        ``counts_as_usage``, over the rules read once.
+        """
+        if not self._rules:
             return None
         cost = record["EffectiveCost"]
-        rule = self.config.rule_for(record)
-        if rule is not None:
-            self.pooled_usd[rule.name] = self.pooled_usd.get(rule.name, 0.0) + cost
-            return rule
-        for r in rules:
-            if r.split == "usage" and r.counts_as_usage(record):
-                who = allocation.get(r.dimension)
-                table = self.usage_usd.setdefault(r.name, {})
+        for rule, matches, _ in self._rules:
+            if matches(record):
+                self.pooled_usd[rule.name] = self.pooled_usd.get(rule.name, 0.0) + cost
+                return rule
+        for rule, _, counts in self._usage_rules:
+            if counts is None or counts(record):
+                who = allocation.get(rule.dimension)
+                table = self.usage_usd.setdefault(rule.name, {})
                 table[who] = table.get(who, 0.0) + cost
         return None
 
