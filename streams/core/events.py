@@ -33,6 +33,10 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 Labels = dict[str, str]
 NonNegInt = Annotated[int, Field(ge=0)]
+MAX_TOKENS = 10**12
+"""No request has a trillion tokens (the largest context windows hold a few million): a count above it
+is a broken counter, and goes to the dead letters with the field named rather than into the sums."""
+TokenCount = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
 NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 IntervalSeconds = Annotated[float, Field(gt=0, le=86_400, allow_inf_nan=False)]
 Name = Annotated[str, Field(min_length=1, max_length=256)]
@@ -97,11 +101,11 @@ class LlmRequest(_Event):
     type: Literal["llm.request"] = LLM_REQUEST
     provider: Name
     model: Name
-    input_tokens: NonNegInt
-    output_tokens: NonNegInt
-    cached_input_tokens: NonNegInt = 0
-    cache_write_tokens: NonNegInt = 0
-    reasoning_tokens: NonNegInt = 0
+    input_tokens: TokenCount
+    output_tokens: TokenCount
+    cached_input_tokens: TokenCount = 0
+    cache_write_tokens: TokenCount = 0
+    reasoning_tokens: TokenCount = 0
     batch: bool = False
     app: str = "unknown"
     user: str | None = None

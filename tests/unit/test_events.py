@@ -297,6 +297,8 @@ def test_negative_quantity(event: dict[str, Any]) -> None:
         (storage_min(interval_s=86_401), "interval_s"),
         (llm_min(event_id=""), "event_id"),
         (llm_min(input_tokens=1.5), "input_tokens"),
+        (llm_min(input_tokens=10**12 + 1), "input_tokens"),
+        (llm_min(output_tokens=10**20), "output_tokens"),
         (llm_min(labels={"team": 3}), "labels"),
         (llm_min(latency_ms=float("nan")), "latency_ms"),
     ],
