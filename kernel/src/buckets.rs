@@ -10,6 +10,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::BTreeMap;
 
+use pyo3::exceptions::PyOverflowError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use rustc_hash::FxHashMap;
@@ -21,6 +22,10 @@ const APP: usize = 2;
 const SCOPES: [&str; 3] = ["session", "user", "app"];
 /// Where each scope sorts among buckets that end together: by name, as the Python sort compares them.
 const SCOPE_ORDER: [u8; 3] = [1, 2, 0];
+
+fn overflow() -> PyErr {
+    PyOverflowError::new_err("an LLM bucket's token count passed 2**63")
+}
 
 /// A float as an integer in the same order (IEEE total order), to key maps by time.
 fn ordered(x: f64) -> i64 {
@@ -117,8 +122,9 @@ impl LlmBucketer {
                 }
             };
             bucket.requests += 1;
-            bucket.input_tokens += input_tokens;
-            bucket.output_tokens += output_tokens;
+            // events carry at most 10^12 tokens a count (MAX_TOKENS): a bucket overflows after millions
+            bucket.input_tokens = bucket.input_tokens.checked_add(input_tokens).ok_or_else(overflow)?;
+            bucket.output_tokens = bucket.output_tokens.checked_add(output_tokens).ok_or_else(overflow)?;
             bucket.cost_usd += cost_usd;
             if scope == SESSION {
                 if bucket.inputs.len() < MAX_INPUTS {
@@ -134,7 +140,7 @@ impl LlmBucketer {
                 }
             } else if scope == APP {
                 let model: String = model.extract()?;
-                let tokens = (input_tokens + output_tokens) as f64;
+                let tokens = input_tokens.checked_add(output_tokens).ok_or_else(overflow)? as f64;
                 match bucket.models.iter_mut().find(|(m, _)| *m == model) {
                     Some((_, sums)) => {
                         sums[0] += 1.0;
