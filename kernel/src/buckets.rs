@@ -15,9 +15,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use rustc_hash::FxHashMap;
 
-const MAX_INPUTS: usize = 64; // detectors.buckets.MAX_INPUTS
-const MAX_PROMPTS: usize = 16; // detectors.buckets.MAX_PROMPTS
 const SESSION: usize = 0;
+const USER: usize = 1;
 const APP: usize = 2;
 const SCOPES: [&str; 3] = ["session", "user", "app"];
 /// Where each scope sorts among buckets that end together: by name, as the Python sort compares them.
@@ -54,6 +53,8 @@ type Slot = (usize, String, i64); // scope, entity key, ordered(start)
 #[pyclass(module = "burnwatch_kernel")]
 pub struct LlmBucketer {
     widths: [f64; 3],
+    max_inputs: usize,  // detectors.buckets.MAX_INPUTS: input sizes a session bucket keeps
+    max_prompts: usize, // detectors.buckets.MAX_PROMPTS: prompts a session bucket counts
     open: FxHashMap<Slot, Bucket>,
     ends: BTreeMap<i64, (f64, Vec<Slot>)>, // ordered(end) -> the end, and the open buckets that end then
     make: Py<PyAny>,                // detectors.buckets.LlmBucket
@@ -71,6 +72,8 @@ impl LlmBucketer {
         let width = |name: &str| -> PyResult<f64> { config.getattr(name)?.extract() };
         Ok(Self {
             widths: [width("session_s")?, width("scope_s")?, width("app_s")?],
+            max_inputs: module.getattr("MAX_INPUTS")?.extract()?,
+            max_prompts: module.getattr("MAX_PROMPTS")?.extract()?,
             open: FxHashMap::default(),
             ends: BTreeMap::new(),
             make: module.getattr("LlmBucket")?.unbind(),
@@ -91,7 +94,7 @@ impl LlmBucketer {
         let prompt = usage.get_item(8)?;
         let prompt: Option<String> = if prompt.is_truthy()? { Some(prompt.extract()?) } else { None };
         let team = usage.get_item(9)?;
-        for (scope, index) in [(SESSION, 3), (1, 2), (APP, 1)] {
+        for (scope, index) in [(SESSION, 3), (USER, 2), (APP, 1)] {
             let key = usage.get_item(index)?;
             if !key.is_truthy()? {
                 continue;
@@ -127,14 +130,14 @@ impl LlmBucketer {
             bucket.output_tokens = bucket.output_tokens.checked_add(output_tokens).ok_or_else(overflow)?;
             bucket.cost_usd += cost_usd;
             if scope == SESSION {
-                if bucket.inputs.len() < MAX_INPUTS {
+                if bucket.inputs.len() < self.max_inputs {
                     bucket.inputs.push(input_tokens);
                 }
                 if let Some(prompt) = &prompt {
                     let prompts = &mut bucket.prompts;
                     match prompts.iter().position(|(p, _)| p == prompt) {
                         Some(at) => prompts[at].1 += 1,
-                        None if prompts.len() < MAX_PROMPTS => prompts.push((prompt.clone(), 1)),
+                        None if prompts.len() < self.max_prompts => prompts.push((prompt.clone(), 1)),
                         None => {}
                     }
                 }
