@@ -189,10 +189,6 @@ class SharedCostRule(_Strict):
         """Tell whether ``record`` is shared spend of this rule."""
         return self._match_fn(record)
 
-    def counts_as_usage(self, record: CostRecord) -> bool:
-        """Tell whether a non-shared ``record`` counts towards this rule's usage split."""
-        return self._usage_fn is None or self._usage_fn(record)
-
     def split_amount(self, amount: float, usage: Mapping[str, float]) -> dict[str, float]:
         """Split ``amount`` by this rule's method; ``usage`` is each recipient's spend in the same period."""
         if self.split == "weights":
@@ -212,10 +208,27 @@ class SharedCostsConfig(_Strict):
 
     def rule_for(self, record: CostRecord) -> SharedCostRule | None:
         """Return the first rule whose ``match`` selects ``record``, else ``None``."""
-        for rule in self.rules:
-            if rule.matches(record):
-                return rule
-        return None
+        return _first_match(_compiled(self.rules), record)
+
+
+CompiledRule = tuple[SharedCostRule, _Matcher, _Matcher | None]
+"""A rule with its match and its usage match (None: every charge that is not shared counts)."""
+
+
+def _compiled(rules: list[SharedCostRule]) -> tuple[CompiledRule, ...]:
+    """Return each rule with its matchers, read once.
+
+    A pydantic model's private attribute is read through ``__getattr__``: too slow to do for every rule
+    on every charge (it was most of ``SharedCostLedger.add``'s cost).
+    """
+    return tuple((rule, rule._match_fn, rule._usage_fn) for rule in rules)
+
+
+def _first_match(rules: tuple[CompiledRule, ...], record: CostRecord) -> SharedCostRule | None:
+    for rule, matches, _ in rules:
+        if matches(record):
+            return rule
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,29 +269,23 @@ class SharedCostLedger:
     config: SharedCostsConfig
     pooled_usd: dict[str, float] = field(default_factory=dict)
     usage_usd: dict[str, dict[str, float]] = field(default_factory=dict)
-    # per rule: (rule, its match, its usage match or None), read once: ``add`` runs on every charge, and a
-    # pydantic model's private attribute is read through ``__getattr__`` (most of ``add``'s cost before)
-    _rules: tuple[tuple[SharedCostRule, _Matcher, _Matcher | None], ...] = field(init=False, repr=False)
-    _usage_rules: tuple[tuple[SharedCostRule, _Matcher, _Matcher | None], ...] = field(init=False, repr=False)
+    _rules: tuple[CompiledRule, ...] = field(init=False, repr=False)  # read once: ``add`` runs per charge
+    _usage_rules: tuple[CompiledRule, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._rules = tuple((rule, rule._match_fn, rule._usage_fn) for rule in self.config.rules)
+        self._rules = _compiled(self.config.rules)
         self._usage_rules = tuple(entry for entry in self._rules if entry[0].split == "usage")
 
     def add(self, record: CostRecord, allocation: Allocation) -> SharedCostRule | None:
-        """Count ``record`` as shared spend (returns its rule) or as usage of each rule it counts for.
-
-        The same as ``config.rule_for`` (the first rule that matches) and each usage rule's
-        ``counts_as_usage``, over the rules read once.
-        """
+        """Count ``record`` as shared spend (returns its rule) or as usage of each rule it counts for."""
         if not self._rules:
             return None
         cost = record["EffectiveCost"]
-        for rule, matches, _ in self._rules:
-            if matches(record):
-                self.pooled_usd[rule.name] = self.pooled_usd.get(rule.name, 0.0) + cost
-                return rule
-        for rule, _, counts in self._usage_rules:
+        shared = _first_match(self._rules, record)
+        if shared is not None:
+            self.pooled_usd[shared.name] = self.pooled_usd.get(shared.name, 0.0) + cost
+            return shared
+        for rule, _, counts in self._usage_rules:  # its usage_match, or (None) every charge not shared
             if counts is None or counts(record):
                 who = allocation.get(rule.dimension)
                 table = self.usage_usd.setdefault(rule.name, {})
