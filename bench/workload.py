@@ -168,15 +168,17 @@ def in_passes(templates: Sequence[Template]) -> Iterator[Template]:
     b'{"type":"llm.request","event_id":"i","time":"t","app":"a","session":"s1~1"}'
     """
     yield from templates
+    # where each template's session id ends (None: it has none), found once for every pass
+    ends = [(template, found.end(1) if (found := _SESSION.search(template.tail)) else None)
+            for template in templates]
     for number in itertools.count(1):
-        for template in templates:
-            found = _SESSION.search(template.tail)
-            if found is None:
+        suffix = b"~%d" % number
+        for template, end in ends:
+            if end is None:
                 yield template
-                continue
-            renamed = b"%s~%d" % (found.group(1), number)
-            tail = template.tail[:found.start(1)] + renamed + template.tail[found.end(1):]
-            yield Template(template.kind, template.key, template.head, template.middle, tail)
+            else:
+                tail = template.tail[:end] + suffix + template.tail[end:]
+                yield Template(template.kind, template.key, template.head, template.middle, tail)
 
 
 def build_workload(
@@ -210,6 +212,7 @@ def build_workload(
     kinds = rng.choices(list(weights), list(weights.values()), k=events)
     picks: dict[str, Iterator[Template]] = {
         kind: iter(rng.choices(pool[kind], k=kinds.count(kind))) for kind in weights if pool[kind]}
+    # LLM requests were drawn above all the same: the other kinds get the same draws as with "drawn"
     if sessions == "kept" and pool[LLM_REQUEST]:
         picks[LLM_REQUEST] = in_passes(pool[LLM_REQUEST])
     partition_of: dict[str, int] = {}

@@ -10,12 +10,12 @@ quiet path reads nothing but the entity's own buckets: no peers, no app state, n
 
 So the runner (``DetectorRunner``) keeps such a session's buckets as they are, in a *pending* document
 (``{"e": entity, "last": end, "n": requests, "b": [bucket entries], "w": runaway window}``, JSON like
-every state; a user's has no window), and
-steps them, in order, when the session reaches the count: the same states and the same findings, at
-the same bucket, as stepping each at once. Only the app's peers learn from every session bucket as it
-closes (``learn_peer`` needs the windowed rate alone, and the pending window gives it). A user waits
-the same way below ``runaway.user_min_requests``. A pending entity expires like its states would
-(``runaway.expire_after_s``); sessions wait only while the three session detectors expire alike.
+every state; a user's has no window), and steps them, in order, when the session reaches the count: the
+same states and the same findings, at the same bucket, as stepping each at once. Only the app's peers
+learn from every session bucket as it closes (``learn_peer`` needs the windowed rate alone, and the
+pending window gives it). A user waits the same way below ``runaway.user_min_requests``. A pending
+entity expires like its states would (``runaway.expire_after_s``); sessions wait only while the three
+session detectors expire alike.
 """
 
 from __future__ import annotations

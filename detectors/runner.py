@@ -238,10 +238,10 @@ class DetectorRunner:
         below = self._wait_below[bucket.scope]
         pending = self.pending.get(key)
         if pending is None:
-            if not below or bucket.requests >= below or key in self.states["runaway"]:
+            states = self.states
+            if not below or bucket.requests >= below or key in states["runaway"]:
                 return False
-            if bucket.scope == "session" and (key in self.states["agent_loop"] or key in self.states[
-                    "context_bloat"]):
+            if bucket.scope == "session" and (key in states["agent_loop"] or key in states["context_bloat"]):
                 return False  # restored from states saved some other way: stepped as they are
             sent, kept, items = 0, [], []
         else:
