@@ -50,7 +50,7 @@ def test_known_events_are_priced_exactly_once_and_match_replay(stack: Stack, tmp
     events_file = tmp_path / "events.jsonl"
     write_events(events_file, events)
     stack.start_worker()
-    assert "garbage collector: young-generation threshold 10000" in stack.log("w1")
+    assert "garbage collector: young-generation threshold 400000" in stack.log("w1")
 
     result = stack.cli("ingest", str(events_file))
     assert result.returncode == 0, result.stderr.decode()
