@@ -604,13 +604,33 @@ def _walk(route: RouteConfig, where: str) -> Iterator[tuple[str, RouteConfig]]:
         yield from _walk(child, f"{where}.routes.{i}")
 
 
+# a field whose name has one of these may hold a secret (a Slack webhook URL is one): its value is not shown
+SECRET_WORDS = ("token", "key", "secret", "pass", "url", "auth", "header")
+
+
 def describe_error(error: ValidationError, source: str | None = None) -> str:
-    """Turn a validation error into one line per bad field, never showing a secret value."""
+    """Turn a validation error into one line per bad field, with its value unless it may be a secret.
+
+    A value is shown when it is a scalar of a field whose name has none of ``SECRET_WORDS``; an error
+    about a whole entry (a receiver, a route) names its key path and what is wrong, not the mapping.
+
+    >>> try:
+    ...     AlertingConfig.model_validate({"receivers": {"ml": {"type": "console"}},
+    ...                                    "route": {"receivers": ["ml"], "continue": "maybe"}})
+    ... except ValidationError as error:
+    ...     print(describe_error(error, "burnwatch.yaml"))
+    invalid alerting config in burnwatch.yaml at route.continue: Input should be a valid boolean, \
+unable to interpret input (got 'maybe')
+    """
     where = f" in {source}" if source else ""
     lines = []
     for err in error.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "alerting"
         message = str(err["msg"]).removeprefix("Value error, ")
+        value = err.get("input")
+        if not (err["type"] == "missing" or isinstance(value, Mapping | list | tuple)
+                or any(word in loc.lower() for word in SECRET_WORDS)):
+            message += f" (got {value!r})"
         lines.append(f"invalid alerting config{where} at {loc}: {message}")
     return "\n".join(lines)
 

@@ -215,3 +215,19 @@ def test_the_docs_example_is_valid(tmp_path: Path) -> None:
     cfg = load_config(path, env=env)
     assert {"slack", "pagerduty", "webhook", "runbook"} <= {r.type for r in cfg.receivers.values()}
     assert set(build_receivers(cfg)) == set(cfg.receivers)
+
+
+def test_an_error_names_the_field_and_its_value_unless_the_value_may_be_a_secret() -> None:
+    bad_timeout = error_of({"receivers": {"pd": {"type": "pagerduty", "routing_key_env": "PD_KEY",
+                                                 "timeout_s": -1}}})
+    assert "at receivers.pd.pagerduty.timeout_s: Input should be greater than 0 (got -1)" in bad_timeout
+    hook = "https://hooks.slack.com/services/T000/B000/XXXXSECRET"
+    for receiver in ({"type": "slack_webhook", "url": hook, "timeout_s": "soon"},
+                     {"type": "slack_webhook", "url": 12345},
+                     {"type": "slack_webhook", "url": "ftp://" + hook[8:]},
+                     {"type": "slack", "channel": "#spend", "token": ["xoxb-SECRET"]}):
+        message = error_of({"receivers": {"h": receiver}})
+        assert "receivers.h." in message
+        assert "SECRET" not in message and "12345" not in message, message
+    assert "(got 'soon')" in error_of({"receivers": {"h": {"type": "slack_webhook", "url": hook,
+                                                            "timeout_s": "soon"}}})
