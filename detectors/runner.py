@@ -159,10 +159,7 @@ class DetectorRunner:
             return []
         self._next_tick = watermark + TICK_S
         self.flushed_to = watermark
-        for llm_bucket in self.llm.flush(watermark):
-            self._llm(llm_bucket)
-        for series_bucket in self.series.flush(watermark):
-            self._step("spikes", series_bucket.entity, series_bucket)
+        self._close(watermark)
         for key in list(self.states["idle_gpu"]):
             self._tick("idle_gpu", key, watermark)
         for name, key in list(self._open):
@@ -184,11 +181,28 @@ class DetectorRunner:
     def finish(self) -> list[Finding]:
         """Close every open bucket at the end of input (no ticks: event time has not moved on)."""
         before = len(self.findings)
-        for llm_bucket in self.llm.flush(float("inf")):
-            self._llm(llm_bucket)
-        for series_bucket in self.series.flush(float("inf")):
-            self._step("spikes", series_bucket.entity, series_bucket)
+        self._close(float("inf"))
         return self.findings[before:]
+
+    def close_late(self) -> int:
+        """Close and step the buckets that end by ``flushed_to``; return how many there were.
+
+        Every bucket ending by then was closed when event time got there, so these hold only late
+        inputs, added since (older than the buckets already closed). Closed now, they need no saved
+        content of their own: a restart rebuilds only the buckets that end after ``flushed_to``.
+        """
+        return self._close(self.flushed_to)
+
+    def _close(self, upto: float) -> int:
+        """Close the LLM and series buckets that end by ``upto``, and step them; return how many."""
+        closed = 0
+        for llm_bucket in self.llm.flush(upto):
+            self._llm(llm_bucket)
+            closed += 1
+        for series_bucket in self.series.flush(upto):
+            self._step("spikes", series_bucket.entity, series_bucket)
+            closed += 1
+        return closed
 
     def step_pending(self) -> None:
         """Step every pending entity's buckets now: its states as if each bucket was stepped as it closed."""

@@ -439,6 +439,7 @@ class Applied:
     entries: list[tuple[str, Any]] = field(default_factory=list)
     applied: int = 0
     repeated: int = 0
+    late_buckets: int = 0  # buckets of late inputs, closed at the batch's end (``DetectorRunner.close_late``)
 
 
 class PartitionDetectors:
@@ -487,7 +488,8 @@ class PartitionDetectors:
         """Step the detectors with ``items``, skipping inputs already applied.
 
         ``known(keys)`` says which ``i|<input id>`` keys the table holds (one lookup per batch). Items
-        apply in order: a tick closes buckets over the inputs before it, not those after it.
+        apply in order: a tick closes buckets over the inputs before it, not those after it. Buckets that
+        only late inputs opened after the last tick (they end by it) are closed at the end of the batch.
 
         A GPU sample is a repeat when it ends no later than the GPU's last applied sample (its state's
         ``last``, saved with the state): a GPU's samples arrive in time order, so GPU inputs need no
@@ -527,6 +529,9 @@ class PartitionDetectors:
                 runner.series.add(item)
             done.applied += 1
             done.entries.append((seen, item))
+        # a late input's bucket, one that ends by the last flush, is closed now rather than at the next
+        # tick: a restart before that tick would rebuild only the buckets ending after the flush
+        done.late_buckets = runner.close_late()
         done.findings, runner.findings = runner.findings, []
         self._save(done.entries)
         return done
