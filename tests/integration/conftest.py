@@ -2,7 +2,8 @@
 
 Each test gets its own topic prefix and app id, so tests never see each other's data on the shared
 broker. The broker must be running: ``make test`` starts it. A missing broker fails the tests, it
-never skips them.
+never skips them. ``make test`` keeps the broker's data (``.kafka``) between runs, so at its end a
+test session deletes the topics its stacks made (never another session's).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from streams.settings import Settings
@@ -36,13 +37,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.kafka)
 
 
+MADE: list[tuple[str, str]] = []  # every Stack's topic prefix and app id (its topics start with one)
+
+
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> str:
+def kafka_bootstrap() -> Iterator[str]:
     try:
-        AdminClient({"bootstrap.servers": BOOTSTRAP}).list_topics(timeout=15)
+        admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+        admin.list_topics(timeout=15)
     except Exception as error:  # noqa: BLE001 - any failure means no broker
         pytest.fail(f"no Kafka broker at {BOOTSTRAP} ({error}); start it with deploy/kafka/kafka.sh start")
-    return BOOTSTRAP
+    yield BOOTSTRAP
+    prefixes = tuple(prefix for made in MADE for prefix in made)
+    ours = sorted(name for name in admin.list_topics(timeout=15).topics if name.startswith(prefixes))
+    for name, future in admin.delete_topics(ours, operation_timeout=60).items() if ours else ():
+        try:
+            future.result()
+        except KafkaException as error:  # a topic that stays is only clutter on the broker
+            print(f"could not delete the test topic {name}: {error}", file=sys.stderr)
 
 
 def free_port() -> int:
@@ -75,6 +87,7 @@ class Stack:
             topic_partitions=int(self.env["BURNWATCH_TOPIC_PARTITIONS"]),
         )
         self.workers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+        MADE.append((self.settings.topic_prefix, self.settings.app_id))
 
     def topic(self, name: str) -> str:
         return self.settings.topic(name)
