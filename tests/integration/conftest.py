@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,12 @@ def kafka_bootstrap() -> Iterator[str]:
             future.result()
         except KafkaException as error:  # a topic that stays is only clutter on the broker
             print(f"could not delete the test topic {name}: {error}", file=sys.stderr)
+
+
+@pytest.fixture
+def own_topics() -> Callable[[str, str], None]:
+    """Return a function that names topics (a prefix and an app id) for the session to delete at its end."""
+    return lambda prefix, app_id: MADE.append((prefix, app_id))
 
 
 def free_port() -> int:

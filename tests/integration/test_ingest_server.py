@@ -6,7 +6,7 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,8 +15,9 @@ from bench.ingest_load import BAD_TOKEN, SOURCE, TOKEN, Server, read_topics, run
 
 
 @pytest.fixture
-def server(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Server]:
+def server(kafka_bootstrap: str, tmp_path: Path, own_topics: Callable[[str, str], None]) -> Iterator[Server]:
     s = Server(kafka_bootstrap, tmp_path)
+    own_topics(s.settings.topic_prefix, s.env["BURNWATCH_APP_ID"])
     s.start()
     yield s
     s.stop()
