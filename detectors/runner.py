@@ -40,6 +40,7 @@ from detectors.token_runaway import HOUR_S, TokenRunawayDetector, slide
 TICK_S = 5.0
 EXPIRE_EVERY_S = 600.0
 SESSION_STEPS = ("runaway", "agent_loop", "context_bloat")  # what _session steps, in order
+SCOPE_STEPS = {"session": SESSION_STEPS, "user": ("runaway",)}  # the steps of a waiting entity's scope
 
 
 def entity_id(entity: Mapping[str, str]) -> str:
@@ -272,7 +273,7 @@ class DetectorRunner:
                                        "b": [*items, entry(bucket)]}
         self.changed.add((PENDING, key))
         if self.track_entities:
-            for name in SESSION_STEPS if bucket.scope == "session" else ("runaway",):
+            for name in SCOPE_STEPS[bucket.scope]:
                 self._seen(name).add(key)
         if bucket.scope == "session":  # its app's peers learn its rate and latest bucket, as when stepped
             _, window, usd, _ = slide(kept, bucket, self.runaway.config.window_s)
@@ -289,15 +290,11 @@ class DetectorRunner:
         Every one takes its steps' quiet path, which reads neither the peers nor the app's state: those
         are learned (peers) or read (app) as the buckets closed, and need not be passed again.
         """
-        entity, states = pending["e"], self.states
-        steps = (("runaway", self.runaway), *self._after_runaway) if scope == "session" else (
-            ("runaway", self.runaway),)
+        entity = pending["e"]
         for item in pending["b"]:
             bucket = bucket_of(scope, entity, item)
-            for name, detector in steps:
-                state, found = detector.update(self._load(name, key), bucket)
-                states[name][key] = state
-                self._note(name, key, state, found)
+            for name in SCOPE_STEPS[scope]:
+                self._step_key(name, key, bucket)
 
     def _session(self, key: str, app_key: str, bucket: LlmBucket) -> None:
         """Run the four session steps over one closed session bucket in one pass.
