@@ -47,6 +47,7 @@ from streams.core.detector_kernel import Feed, KernelMissing, load_feed
 from streams.core.events import EVENT_ADAPTER
 from streams.core.pricing import Pricer
 from streams.gc_tuning import YOUNG_THRESHOLD
+from streams.tables import encode_entries
 
 STAGES = ("route", "decode", "apply", "encode")
 console = Console()
@@ -94,9 +95,9 @@ def path_stages(
                 entries.append(done.entries)
         out["entries"] = entries
 
-    def encode() -> None:
+    def encode() -> None:  # as ``BatchLoggedTable.put_batch`` encodes a batch's entries
         for entries in out["entries"]:
-            [(to_json(key), to_json(value)) for key, value in entries]
+            encode_entries(entries)
 
     return {"route": route, "decode": decode, "apply": apply, "encode": encode}
 

@@ -99,7 +99,8 @@ class DetectorRunner:
         # sessions and users too young to be judged: their buckets, not yet stepped (``deferred``)
         self.pending: dict[str, State] = {}
         self._wait_below = wait_below(config) if wait else {"session": 0, "user": 0}
-        self.llm = LlmBucketer(config.buckets)
+        self.llm: Any = LlmBucketer(config.buckets)  # or the kernel's twin (``wait_in_bucketer``)
+        self.bucketer_waits = False  # young entities' buckets wait in ``llm``, not in ``pending``
         self.series: Any = SeriesBucketer(config.buckets.series_s)  # anything with add/flush
         self.findings: list[Finding] = []
         self.roundtrip_state = roundtrip_state
@@ -177,6 +178,8 @@ class DetectorRunner:
             for key in [k for k, p in self.pending.items() if self.runaway.expired(p, watermark)]:
                 del self.pending[key]
                 self.changed.add((PENDING, key))
+            if self.bucketer_waits:
+                self.llm.expire_pending(watermark)
         return self.findings[before:]
 
     def finish(self) -> list[Finding]:
@@ -194,12 +197,36 @@ class DetectorRunner:
         """
         return self._close(self.flushed_to)
 
+    def wait_in_bucketer(self) -> None:
+        """Let the LLM bucketer (the compiled kernel's) keep young sessions' and users' buckets.
+
+        It decides as ``_wait`` does and keeps their documents itself (``pending`` stays empty): its
+        ``close`` returns the buckets to step, the peers' lessons of the waiting session buckets and the
+        entities that grew old enough, in order. ``PartitionDetectors`` saves its documents.
+        """
+        if self.track_entities or self.roundtrip_state:  # the eval's modes: they need ``pending`` in Python
+            raise ValueError("only a runner that neither tracks entities nor round-trips states can wait in "
+                             "its bucketer")
+        below, runaway = self._wait_below, self.runaway.config
+        self.llm.wait(below["session"], below["user"], runaway.window_s, runaway.expire_after_s,
+                      self.states["runaway"], self.states["agent_loop"], self.states["context_bloat"])
+        self._wait_below = {"session": 0, "user": 0}
+        self.bucketer_waits = True
+
     def _close(self, upto: float) -> int:
         """Close the LLM and series buckets that end by ``upto``, and step them; return how many."""
         closed = 0
-        for llm_bucket in self.llm.flush(upto):
-            self._llm(llm_bucket)
-            closed += 1
+        if self.bucketer_waits:
+            closed, items = self.llm.close(upto)
+            for item in items:
+                if type(item) is tuple:  # a waiting session's lesson for its app's peers, or a release
+                    self._from_bucketer(item)
+                else:
+                    self._llm(item)
+        else:
+            for llm_bucket in self.llm.flush(upto):
+                self._llm(llm_bucket)
+                closed += 1
         for series_bucket in self.series.flush(upto):
             self._step("spikes", series_bucket.entity, series_bucket)
             closed += 1
@@ -207,6 +234,9 @@ class DetectorRunner:
 
     def step_pending(self) -> None:
         """Step every pending entity's buckets now: its states as if each bucket was stepped as it closed."""
+        if self.bucketer_waits:
+            for item in self.llm.release_pending():
+                self._from_bucketer(item)
         for key, pending in list(self.pending.items()):
             del self.pending[key]
             self.changed.add((PENDING, key))
@@ -215,7 +245,10 @@ class DetectorRunner:
     def restore(self, name: str, key: str, state: State) -> None:
         """Put back an entity's saved state (after a restart); not marked as changed."""
         if name == PENDING:
-            self.pending[key] = state
+            if self.bucketer_waits:
+                self.llm.restore_pending(key, state)
+            else:
+                self.pending[key] = state
             return
         self.states[name][key] = state
         if "open" in state:
@@ -283,6 +316,18 @@ class DetectorRunner:
             self.peers[app] = self.runaway.learn_peer(peers or {}, seen, owned=not self.roundtrip_state)
             self.peers_changed.add(app)
         return True
+
+    def _from_bucketer(self, item: tuple[Any, ...]) -> None:
+        """Apply what the waiting bucketer's ``close`` gave in place of a bucket (``wait_in_bucketer``)."""
+        if item[0] == "p":  # ("p", app, seen): a waiting session's bucket teaches its app's peers
+            app = item[1]
+            self.peers[app] = self.runaway.learn_peer(self.peers.get(app) or {}, item[2],
+                                                     owned=not self.roundtrip_state)
+            self.peers_changed.add(app)
+        else:  # ("r", scope, key, pending document): old enough to be judged, its buckets are stepped
+            _, scope, key, pending = item
+            self.changed.add((PENDING, key))
+            self._step_pending(key, scope, pending)
 
     def _step_pending(self, key: str, scope: str, pending: State) -> None:
         """Step a pending entity's buckets in order, as they would have been stepped when they closed.

@@ -50,14 +50,17 @@ class BatchLoggedTable(faust.Table):  # type: ignore[misc]  # faust ships no typ
     def put_batch(
         self, items: Sequence[tuple[str, Any]], batch_key: str, partition: int | None = None
     ) -> None:
-        """Store ``items`` in ``partition`` (default: the current message's) and log them as one message."""
+        """Store ``items`` in ``partition`` (default: the current message's) and log them as one message.
+
+        A ``bytes`` value is JSON already (the detector kernel writes some entries itself) and is stored as
+        it is.
+        """
         if not items:
             return
         store = self.data
         if partition is None:
             partition = faust.current_event().message.partition
-        # keys and values encoded once (JSON, as faust reads them), for the store and the changelog alike
-        encoded = [(to_json(key), to_json(value)) for key, value in items]
+        encoded = encode_entries(items)
         if getattr(store, "_dbs", None) is None:  # memory store: a decoded copy, as RocksDB would give back
             for (key, _), (_, value) in zip(items, encoded, strict=True):
                 store[key] = from_json(value)
@@ -193,6 +196,17 @@ def define_spend_table(app: faust.App, settings: Settings) -> BatchLoggedTable:
     """
     horizon_s = max(settings.dedup_horizon_hours * 3600, 86_400 + settings.spend_lateness_hours * 3600 + 3600)
     return _batch_logged(app, settings, SPEND_TABLE, int(horizon_s))
+
+
+def encode_entries(items: Sequence[tuple[str, Any]]) -> list[tuple[bytes, bytes]]:
+    """Return each entry's key and value as JSON (as faust reads them), once for the store and the changelog.
+
+    A ``bytes`` value is JSON already and is kept as it is.
+
+    >>> encode_entries([("a", {"x": 1.5}), ("b", b'{"y":2}'), ("c", None)])
+    [(b'"a"', b'{"x":1.5}'), (b'"b"', b'{"y":2}'), (b'"c"', b'null')]
+    """
+    return [(to_json(key), value if type(value) is bytes else to_json(value)) for key, value in items]
 
 
 def batch_message(encoded: Sequence[tuple[bytes, bytes]]) -> bytes:

@@ -10,13 +10,15 @@
 use std::collections::hash_map::Entry;
 use std::collections::BTreeMap;
 
-use pyo3::exceptions::PyOverflowError;
+use pyo3::exceptions::{PyOverflowError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use rustc_hash::FxHashMap;
 
-const SESSION: usize = 0;
-const USER: usize = 1;
+use crate::pending::{Outcome, Waiting};
+
+pub(crate) const SESSION: usize = 0;
+pub(crate) const USER: usize = 1;
 const APP: usize = 2;
 const SCOPES: [&str; 3] = ["session", "user", "app"];
 /// Where each scope sorts among buckets that end together: by name, as the Python sort compares them.
@@ -32,19 +34,19 @@ fn ordered(x: f64) -> i64 {
     bits ^ ((((bits >> 63) as u64) >> 1) as i64)
 }
 
-struct Bucket {
-    scope: usize,
-    key: Py<PyAny>,
-    app: Py<PyAny>,
-    team: Py<PyAny>,
-    start: f64,
-    end: f64,
-    requests: i64,
-    input_tokens: i64,
-    output_tokens: i64,
-    cost_usd: f64,
-    inputs: Vec<i64>,
-    prompts: Vec<(String, i64)>,
+pub(crate) struct Bucket {
+    pub(crate) scope: usize,
+    pub(crate) key: Py<PyAny>,
+    pub(crate) app: Py<PyAny>,
+    pub(crate) team: Py<PyAny>,
+    pub(crate) start: f64,
+    pub(crate) end: f64,
+    pub(crate) requests: i64,
+    pub(crate) input_tokens: i64,
+    pub(crate) output_tokens: i64,
+    pub(crate) cost_usd: f64,
+    pub(crate) inputs: Vec<i64>,
+    pub(crate) prompts: Vec<(String, i64)>,
     models: Vec<(String, [f64; 3])>,
 }
 
@@ -57,10 +59,11 @@ pub struct LlmBucketer {
     max_prompts: usize, // detectors.buckets.MAX_PROMPTS: prompts a session bucket counts
     open: FxHashMap<Slot, Bucket>,
     ends: BTreeMap<i64, (f64, Vec<Slot>)>, // ordered(end) -> the end, and the open buckets that end then
-    make: Py<PyAny>,                // detectors.buckets.LlmBucket
-    no_inputs: Py<PyAny>,           // the shared empty containers of scopes that fill none
+    make: Py<PyAny>,                       // detectors.buckets.LlmBucket
+    no_inputs: Py<PyAny>,                  // the shared empty containers of scopes that fill none
     no_prompts: Py<PyAny>,
     no_models: Py<PyAny>,
+    waiting: Option<Waiting>, // young sessions and users wait here (`wait`), else in the Python runner
 }
 
 #[pymethods]
@@ -80,6 +83,7 @@ impl LlmBucketer {
             no_inputs: module.getattr("_NO_INPUTS")?.unbind(),
             no_prompts: module.getattr("_NO_PROMPTS")?.unbind(),
             no_models: module.getattr("_NO_MODELS")?.unbind(),
+            waiting: None,
         })
     }
 
@@ -160,22 +164,110 @@ impl LlmBucketer {
     /// Close and return every bucket that ended at or before `watermark`, by end time, scope and key.
     fn flush<'py>(&mut self, py: Python<'py>, watermark: f64) -> PyResult<Bound<'py, PyList>> {
         let out = PyList::empty(py);
-        while let Some(entry) = self.ends.first_entry() {
-            if entry.get().0 > watermark {
-                break;
+        for bucket in self.closing(watermark) {
+            out.append(self.to_python(py, bucket)?)?;
+        }
+        Ok(out)
+    }
+
+    /// Keep young sessions' and users' buckets here from now on, as `DetectorRunner._wait` would.
+    ///
+    /// `below`: `detectors.deferred.wait_below`'s counts (session, user); `window_s` and
+    /// `expire_after_s`: the runaway detector's; `runaway`, `agent_loop`, `context_bloat`: the runner's
+    /// states by entity id (an entity with states never waits). `close` then applies it.
+    #[allow(clippy::too_many_arguments)]
+    fn wait(
+        &mut self,
+        below_session: i64,
+        below_user: i64,
+        window_s: f64,
+        expire_after_s: f64,
+        runaway: Bound<'_, PyDict>,
+        agent_loop: Bound<'_, PyDict>,
+        context_bloat: Bound<'_, PyDict>,
+    ) {
+        let states = [runaway.unbind(), agent_loop.unbind(), context_bloat.unbind()];
+        self.waiting = Some(Waiting::new([below_session, below_user], window_s, expire_after_s, states));
+    }
+
+    /// Close the buckets that ended by `watermark`, in `flush`'s order, and return what the runner steps.
+    ///
+    /// A young session's or user's bucket waits here instead (`wait`): in its place comes `("p", app,
+    /// seen)` for a session (its app's peers learn `seen`, as `DetectorRunner._wait` teaches them), or
+    /// nothing for a user. When the entity is old enough, `("r", scope, entity id, pending document)`
+    /// comes before the bucket: the runner steps the pending buckets first. Without `wait`, `flush`.
+    /// Returns `(buckets closed, items)`.
+    fn close<'py>(&mut self, py: Python<'py>, watermark: f64) -> PyResult<(usize, Bound<'py, PyList>)> {
+        let out = PyList::empty(py);
+        let closed = self.closing(watermark);
+        let count = closed.len();
+        if let Some(waiting) = self.waiting.as_mut() {
+            waiting.begin();
+        }
+        for bucket in closed {
+            if let (Some(waiting), true) = (self.waiting.as_mut(), bucket.scope != APP) {
+                match waiting.take(py, &bucket)? {
+                    Outcome::Waits(seen) => {
+                        if let Some(seen) = seen {
+                            out.append(seen)?;
+                        }
+                        continue;
+                    }
+                    Outcome::Release(release) => out.append(release)?,
+                    Outcome::Step => {}
+                }
             }
-            let mut closing: Vec<(u8, String, Bucket)> = entry
-                .remove()
-                .1
-                .into_iter()
-                .filter_map(|slot| self.open.remove(&slot).map(|bucket| (SCOPE_ORDER[slot.0], slot.1, bucket)))
-                .collect();
-            closing.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-            for (_, _, bucket) in closing {
-                out.append(self.to_python(py, bucket)?)?;
+            out.append(self.to_python(py, bucket)?)?;
+        }
+        Ok((count, out))
+    }
+
+    /// Drop the pending entities quiet for longer than the runaway detector's `expire_after_s`.
+    fn expire_pending(&mut self, now: f64) -> usize {
+        self.waiting.as_mut().map_or(0, |waiting| waiting.expire(now))
+    }
+
+    /// Put back a pending entity's saved document (`wait` first).
+    fn restore_pending(&mut self, key: String, doc: &Bound<'_, PyDict>) -> PyResult<()> {
+        self.waiting_mut()?.restore(key, doc)
+    }
+
+    /// The pending entities changed since the last call, by id: `(entity id, JSON of its table entry or
+    /// None once it is gone)`.
+    fn pending_changes<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        if let Some(waiting) = self.waiting.as_mut() {
+            for (key, json) in waiting.changes() {
+                let value = match json {
+                    Some(json) => PyBytes::new(py, &json).into_any(),
+                    None => py.None().into_bound(py),
+                };
+                out.append((key, value))?;
             }
         }
         Ok(out)
+    }
+
+    /// Take every pending entity out, by id, as `close`'s `("r", ...)` items.
+    fn release_pending<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let released = match self.waiting.as_mut() {
+            Some(waiting) => waiting.release_all(py)?,
+            None => Vec::new(),
+        };
+        PyList::new(py, released)
+    }
+
+    /// Every pending document by entity id, as the Python runner would hold it.
+    fn pending_docs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        match &self.waiting {
+            Some(waiting) => waiting.docs(py),
+            None => Ok(PyDict::new(py)),
+        }
+    }
+
+    /// The number of pending entities.
+    fn pending_count(&self) -> usize {
+        self.waiting.as_ref().map_or(0, Waiting::len)
     }
 
     /// The number of open buckets.
@@ -185,6 +277,33 @@ impl LlmBucketer {
 }
 
 impl LlmBucketer {
+    /// Take the buckets that ended by `watermark` out of the open ones: by end time, scope and key.
+    fn closing(&mut self, watermark: f64) -> Vec<Bucket> {
+        let mut closed = Vec::new();
+        while let Some(entry) = self.ends.first_entry() {
+            if entry.get().0 > watermark {
+                break;
+            }
+            let mut closing: Vec<(u8, String, Bucket)> = entry
+                .remove()
+                .1
+                .into_iter()
+                .filter_map(|slot| {
+                    self.open.remove(&slot).map(|bucket| (SCOPE_ORDER[slot.0], slot.1, bucket))
+                })
+                .collect();
+            closing.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+            closed.extend(closing.into_iter().map(|(_, _, bucket)| bucket));
+        }
+        closed
+    }
+
+    fn waiting_mut(&mut self) -> PyResult<&mut Waiting> {
+        self.waiting.as_mut().ok_or_else(|| {
+            PyValueError::new_err("this bucketer keeps no pending entities: call wait() first")
+        })
+    }
+
     fn to_python<'py>(&self, py: Python<'py>, b: Bucket) -> PyResult<Bound<'py, PyAny>> {
         let inputs = if b.scope == SESSION {
             PyList::new(py, &b.inputs)?.into_any()

@@ -15,6 +15,7 @@ pub(crate) type FxIndexMap<K, V> = indexmap::IndexMap<K, V, rustc_hash::FxBuildH
 
 mod buckets;
 mod lanes;
+mod pending;
 mod record;
 mod route;
 mod series;
@@ -23,7 +24,7 @@ mod value;
 
 /// The kernel API: `KERNEL_API` in `streams/core/detector_kernel.py` must name the same number, or
 /// burnwatch does not use this build. Raise both when a function's inputs or outputs change.
-const API: u32 = 4;
+const API: u32 = 5;
 
 #[pymodule]
 fn burnwatch_kernel(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -74,7 +74,7 @@ impl<'py> V<'py> {
 }
 
 /// A JSON float: shortest round-trip digits; `NaN`, `Infinity` and `-Infinity` as pydantic writes them.
-fn write_f64(out: &mut Vec<u8>, x: f64) {
+pub(crate) fn write_f64(out: &mut Vec<u8>, x: f64) {
     if x.is_finite() {
         out.extend_from_slice(ryu::Buffer::new().format_finite(x).as_bytes());
     } else if x.is_nan() {
@@ -85,7 +85,7 @@ fn write_f64(out: &mut Vec<u8>, x: f64) {
 }
 
 /// A JSON string: quotes, backslashes and control characters escaped, the rest as UTF-8.
-fn write_str(out: &mut Vec<u8>, text: &str) {
+pub(crate) fn write_str(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
     if !text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
         out.extend_from_slice(text.as_bytes()); // ids, names and times: nothing to escape

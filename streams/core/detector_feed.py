@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic_core import to_json
+from pydantic_core import from_json, to_json
 
 from alerting.model import Alert, fingerprint
 from detectors.buckets import (
@@ -448,9 +448,10 @@ class PartitionDetectors:
     Entries: ``i|<input id>`` (seen LLM and series inputs: the dedup memory, and the open buckets'
     contents for a restart), ``r|<scope>|<key>|<usage partition>`` (the usage offset ranges a series
     group has applied: ``applied_part``), ``s|llm|<entity id>`` (an app's, user's or session's
-    states, one document for all its LLM detectors: ``entity_states.fuse``), ``s|<detector>|<entity
-    id>`` (a GPU's or a series' state; both ``None`` once expired), ``p|<app>`` (an app's session
-    peers), ``w|<partition>`` (event time reached and buckets closed up to).
+    states, one document for all its LLM detectors: ``entity_states.fuse``; a young entity's is JSON
+    bytes already when the compiled bucketer keeps it: ``DetectorRunner.wait_in_bucketer``),
+    ``s|<detector>|<entity id>`` (a GPU's or a series' state; both ``None`` once expired), ``p|<app>``
+    (an app's session peers), ``w|<partition>`` (event time reached and buckets closed up to).
 
     Examples
     --------
@@ -478,6 +479,8 @@ class PartitionDetectors:
         self.runner = DetectorRunner(config, track_entities=False)
         if llm_bucketer is not None:  # the compiled kernel's twin (``detector_kernel.Feed.llm_bucketer``)
             self.runner.llm = llm_bucketer(self.runner.config.buckets)
+            if hasattr(self.runner.llm, "wait"):  # it keeps young entities' buckets too (kernel API 5)
+                self.runner.wait_in_bucketer()
         self.legacy: set[str] = set()  # LLM entities restored from one entry per detector (before s|llm|)
         self.runner.series = SeriesContributions(self.runner.config.buckets.series_s)
         # series group and usage partition -> [applied offset ranges, the current run's ranges]
@@ -592,6 +595,9 @@ class PartitionDetectors:
             if self.legacy and key in self.legacy:  # its states were last saved one entry each
                 self.legacy.discard(key)
                 entries += [(f"{STATE}{name}|{key}", None) for name in LLM_DETECTORS]
+        if runner.bucketer_waits:  # young entities' documents, as the bucketer's JSON (None: gone)
+            entries += [(LLM_STATES + key, json) for key, json in runner.llm.pending_changes()
+                        if key not in fused]
         for app in sorted(runner.peers_changed):
             entries.append((PEERS + app, stamped(runner.peers[app])))
         entries += [(RANGES + name, self.ranges[name]) for name in sorted(self.ranges_changed)]
@@ -621,6 +627,8 @@ class PartitionDetectors:
         for key, value in entries:
             if value is None:
                 continue
+            if isinstance(value, bytes):  # JSON written by the kernel (``apply``'s entries, not yet stored)
+                value = from_json(value)
             if key.startswith(LLM_STATES):
                 entity = key[len(LLM_STATES):]
                 try:
@@ -656,7 +664,10 @@ class PartitionDetectors:
                 states.pop((name, entity), None)
             states.update(((name, entity), state) for name, state in fused.items())
         for (name, entity), state in states.items():
-            runner.restore(name, entity, state)
+            try:
+                runner.restore(name, entity, state)
+            except ValueError as error:  # a pending document the kernel's bucketer cannot read
+                log.warning("dropped the saved detector state %s of %s: %s", name, entity, error)
         horizon = runner.flushed_to - max((*runner.config.buckets.series_s, runner.config.buckets.app_s,
                                            runner.config.buckets.scope_s, runner.config.buckets.session_s))
         for item in sorted(pending, key=lambda i: i[5] if i[0] == SERIES else i[2]):

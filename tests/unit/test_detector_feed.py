@@ -65,7 +65,9 @@ class Table:
         return [key in self.data for key in keys]
 
     def put(self, entries: list[tuple[str, Any]]) -> None:
-        self.data.update(entries)
+        # the kernel writes some values as JSON already: stored decoded, as the table's store gives them back
+        self.data.update((key, json.loads(value) if isinstance(value, bytes) else value)
+                         for key, value in entries)
 
 
 def inputs(records: tuple[dict[str, Any], ...]) -> list[list[Any]]:

@@ -24,14 +24,19 @@ from pydantic_core import from_json, to_json
 from typer.testing import CliRunner
 
 from detectors.buckets import LlmBucketer, LlmUsage
-from detectors.config import BucketConfig
+from detectors.config import BucketConfig, DetectorConfig
+from detectors.deferred import PENDING
+from detectors.runner import DetectorRunner
 from streams.commands.eval import scenario
 from streams.core import detector_kernel
 from streams.core.catalog import load_catalog
-from streams.core.detector_feed import PartitionDetectors, latest_by_lane, route, route_encoded
+from streams.core.detector_feed import LLM_STATES, PartitionDetectors, latest_by_lane, route, route_encoded
 from streams.core.detector_kernel import KERNEL_API, PYTHON, KernelMissing, load_feed
 from streams.core.events import EVENT_ADAPTER
 from streams.core.pricing import Pricer
+from tests.unit.test_deferred import configs as deferred_configs
+from tests.unit.test_deferred import outcome as deferred_outcome
+from tests.unit.test_deferred import requests as deferred_requests
 
 if os.environ.get("BURNWATCH_DETECTOR_KERNEL") == "python":
     pytest.skip("built without the kernel (make KERNEL=off)", allow_module_level=True)
@@ -281,10 +286,120 @@ def test_the_stream_detectors_find_the_same_with_the_kernel_bucketer() -> None:
     events = priced_events()
     table, compiled_table = Table(), Table()
     found = run_feed(iter(events), PartitionDetectors(0), table)
-    compiled = run_feed(iter(events), PartitionDetectors(0, llm_bucketer=burnwatch_kernel.LlmBucketer),
-                        compiled_table)
+    det = PartitionDetectors(0, llm_bucketer=burnwatch_kernel.LlmBucketer)
+    compiled = run_feed(iter(events), det, compiled_table)
+    assert det.runner.bucketer_waits and det.runner.llm.pending_count() > 0  # young sessions waited there
     assert [f.to_dict() for f in compiled] == [f.to_dict() for f in found] != []
-    assert compiled_table.data == table.data
+    assert compiled_table.data == table.data  # pending documents included: the kernel's JSON reads back equal
+
+
+def kernel_runner(config: DetectorConfig) -> DetectorRunner:
+    runner = DetectorRunner(config, track_entities=False)
+    runner.llm = burnwatch_kernel.LlmBucketer(config.buckets)
+    runner.wait_in_bucketer()
+    return runner
+
+
+@settings(max_examples=200, deadline=None)
+@given(deferred_configs, deferred_requests)
+def test_young_entities_wait_in_the_kernel_as_in_python(
+    config: DetectorConfig, steps: list[tuple[Any, ...]]
+) -> None:
+    """Same decisions, documents, peers, states and findings under any thresholds, expiry included."""
+    python, kernel = DetectorRunner(config, track_entities=False), kernel_runner(config)
+    t = 0.0
+    for gap, session, user, tokens, prompt, usd, tick in steps:
+        t += gap
+        usage = LlmUsage(t, "bot", user, session, "m", tokens, 10, usd, prompt, "ml")
+        for runner in (python, kernel):
+            runner.add_usage(usage)
+            if tick:
+                runner.advance(t)
+        if tick:
+            assert kernel.llm.pending_docs() == python.pending
+            assert kernel.peers == python.peers
+    for runner in (python, kernel):
+        runner.advance(t + 4000.0)  # closes everything, resolves quiet findings, expires entities
+    assert kernel.llm.pending_count() == len(python.pending) == 0
+    assert deferred_outcome(kernel) == deferred_outcome(python)
+
+
+def test_kernel_waiting_saves_and_restores_what_python_does_with_late_inputs_and_expiry() -> None:
+    """The table after every batch is the same, and detectors restored from it find the same.
+
+    Late inputs close buckets at the end of their batch, several of one session in one ``close``; a
+    short expiry drops pending sessions and users (their entries become None in both).
+    """
+    from tests.unit.test_detector_feed import Table, delayed, inputs, outline, priced_events
+
+    config = DetectorConfig(runaway={"expire_after_s": 240.0}, agent_loop={"expire_after_s": 240.0},
+                            context_bloat={"expire_after_s": 240.0})
+    events = delayed(priced_events(), every=5, by=60)
+    batches = [[item for records in events[i:i + 37] for item in inputs(records)]
+               for i in range(0, len(events), 37)]
+    python = PartitionDetectors(0, config)
+    kernel = PartitionDetectors(0, config, burnwatch_kernel.LlmBucketer)
+    python_table, kernel_table, expected, expired = Table(), Table(), [], 0
+    for batch in batches:
+        done = python.apply(batch, python_table.known)
+        python_table.put(done.entries)
+        expected += done.findings
+        kernel_done = kernel.apply(batch, kernel_table.known)
+        kernel_table.put(kernel_done.entries)
+        assert kernel_table.data == python_table.data
+        assert [f.to_dict() for f in kernel_done.findings] == [f.to_dict() for f in done.findings]
+        expired += sum(value is None and ",session=" in key for key, value in done.entries)
+    assert expired > 0 and expected
+    for cut in (5, len(batches) // 2):
+        det, table, found = PartitionDetectors(0, config, burnwatch_kernel.LlmBucketer), Table(), []
+        for number, batch in enumerate(batches):
+            if number == cut:
+                det = PartitionDetectors.restore(0, table.data.items(), config, burnwatch_kernel.LlmBucketer)
+                assert det.runner.llm.pending_docs() == python_pending(table)
+            done = det.apply(batch, table.known)
+            table.put(done.entries)
+            found += done.findings
+        assert outline(found) == outline(expected)
+
+
+def python_pending(table: Any) -> dict[str, Any]:
+    """The pending documents a table holds, by entity id."""
+    return {key[len(LLM_STATES):]: value[PENDING] for key, value in table.data.items()
+            if key.startswith(LLM_STATES) and value is not None and PENDING in value}
+
+
+def test_a_pending_entity_expires_when_the_python_runner_would_drop_it() -> None:
+    config = DetectorConfig()
+    python, kernel = DetectorRunner(config, track_entities=False), kernel_runner(config)
+    for runner in (python, kernel):
+        runner.add_usage(LlmUsage(1.0, "bot", "u1", "s1", "m", 100, 10, 0.01, "p1", "ml"))
+        runner._close(10.0)
+    docs = python.pending  # the session's (last 2.0) and the user's (last 10.0)
+    assert kernel.llm.pending_docs() == docs and len(docs) == 2
+    quiet, gone = config.runaway.expire_after_s, 0
+    for last in sorted(doc["last"] for doc in docs.values()):
+        for now in (last + quiet, last + quiet + 0.001):  # not yet, then just past it
+            expired = sum(python.runaway.expired(doc, now) for doc in docs.values()) - gone
+            assert kernel.llm.expire_pending(now) == expired == int(now > last + quiet)
+            gone += expired
+    assert kernel.llm.pending_count() == 0
+
+
+def test_a_malformed_pending_document_is_refused_by_name_and_dropped_at_a_restart(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runner = kernel_runner(DetectorConfig())
+    bad = {"e": {"app": "bot", "session": "s1"}, "n": 1}  # no "last", no buckets
+    with pytest.raises(ValueError, match="pending document of app=bot,session=s1"):
+        runner.restore(PENDING, "app=bot,session=s1", bad)
+    good = {"e": {"app": "bot", "session": "s2"}, "last": 2.0, "n": 1, "w": [[2.0, 0.01, 1, 0.0]],
+            "b": [[0.0, 2.0, 1, 100, 10, 0.01, [100], {"p1": 1}, None]]}
+    entries = [(LLM_STATES + "app=bot,session=s1", {"_v": 1, PENDING: bad}),
+               (LLM_STATES + "app=bot,session=s2", {"_v": 1, PENDING: good})]
+    with caplog.at_level(logging.WARNING, logger="burnwatch.detectors"):
+        det = PartitionDetectors.restore(0, entries, None, burnwatch_kernel.LlmBucketer)
+    assert det.runner.llm.pending_docs() == {"app=bot,session=s2": good}
+    assert "dropped the saved detector state pending of app=bot,session=s1" in caplog.text
 
 
 def test_auto_takes_the_kernel_and_python_mode_never_does() -> None:
