@@ -145,6 +145,7 @@ def register_detector_agents(
         table.put_batch(done.entries, batch_key=batch.batch_key, partition=partition)
         metrics.detector_inputs.inc(done.applied)
         metrics.detector_inputs_repeated.inc(done.repeated)
+        metrics.detector_late_buckets.inc(done.late_buckets)
         show_event_time(partition, detectors)
 
     def show_event_time(partition: int, detectors: PartitionDetectors) -> None:

@@ -108,6 +108,13 @@ class WorkerMetrics:
             "burnwatch_detector_inputs_repeated",
             "Detector inputs dropped because their charge was already applied (a redelivery).", registry=r,
         )
+        self.detector_late_buckets = Counter(
+            "burnwatch_detector_late_buckets",
+            "Detector buckets opened only by late inputs (older than the buckets already closed), closed "
+            "and judged at the end of their batch. Rising means a usage source sends its usage late, or a "
+            "reporter let go as silent came back (see Late inputs in docs/detectors.md).",
+            registry=r,
+        )
         self.detector_event_time = Gauge(
             "burnwatch_detector_event_time_seconds",
             "Event time (Unix seconds) the detectors of each detector.inputs partition this worker owns have "

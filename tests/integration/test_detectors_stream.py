@@ -129,3 +129,77 @@ def test_sigkill_mid_incident_keeps_the_finding_once(stack_factory: Any, tmp_pat
     for a in alerts:
         if a["kind"] == "idle_gpu" and a["status"] == "resolved":
             assert datetime.fromisoformat(a["resolved_at"]) >= START + timedelta(seconds=1140)
+
+
+def llm_request(event_id: str, app: str, at: datetime) -> dict[str, Any]:
+    """One LLM request of ``app`` at event time ``at``."""
+    return {
+        "type": "llm.request",
+        "event_id": event_id,
+        "time": at.isoformat().replace("+00:00", "Z"),
+        "provider": "openai",
+        "model": "gpt-4o",
+        "input_tokens": 1200,
+        "output_tokens": 300,
+        "app": app,
+        "user": f"{app}-u1",
+        "session": f"{app}-s1",
+        "labels": {"team": "search"},
+    }
+
+
+def metric_values(stack: Stack, name: str) -> list[float]:
+    """The values of every series of metric ``name`` (as exposed) on the worker's ``/metrics``."""
+    return [
+        float(line.split()[-1])
+        for line in stack.metrics().splitlines()
+        if line.startswith((f"{name} ", f"{name}{{"))
+    ]
+
+
+def wait_metric(stack: Stack, name: str, done: Any, timeout: float = 30) -> float:
+    """Wait until ``done(value)`` holds for the single-series metric ``name``; return its last value."""
+    deadline = time.monotonic() + timeout
+    (value,) = metric_values(stack, name)
+    while time.monotonic() < deadline and not done(value):
+        time.sleep(0.5)
+        (value,) = metric_values(stack, name)
+    return value
+
+
+def wait_event_time(stack: Stack, at: datetime, timeout: float = 30) -> None:
+    """Wait until every detector partition's event time has reached ``at``."""
+    deadline = time.monotonic() + timeout
+    reached: list[float] = []
+    while time.monotonic() < deadline:
+        reached = metric_values(stack, "burnwatch_detector_event_time_seconds")
+        if len(reached) == stack.settings.topic_partitions and min(reached) >= at.timestamp():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"event time {reached} never reached {at}")
+
+
+def test_usage_of_a_lane_let_go_as_silent_is_counted_late(stack_factory: Any) -> None:
+    """An app silent past the idle time is let go; the older usage it sends afterwards makes late buckets."""
+    idle_s = 3
+    stack = stack_factory(detectors_idle_lane_s=idle_s)
+    stack.start_worker("w1")
+    producer = EventProducer(stack.settings)
+    producer.send([llm_request("quiet-1", "quiet", START), llm_request("steady-1", "steady", START)])
+    producer.flush()
+    wait_event_time(stack, START)  # both apps reported: event time stands at their time
+
+    time.sleep(idle_s + 2)  # "quiet" is silent past the idle time: the next tick leaves it behind
+    ahead = START + timedelta(minutes=10)
+    producer.send([llm_request("steady-2", "steady", ahead)])
+    producer.flush()
+    wait_event_time(stack, ahead)
+    assert metric_values(stack, "burnwatch_detector_late_buckets_total") == [0.0]
+
+    # "quiet" comes back with usage older than the buckets closed up to ``ahead``: its buckets are late
+    producer.send([llm_request("quiet-2", "quiet", START + timedelta(minutes=2))])
+    producer.flush()
+    # its session, user and app buckets, and the minute of its team's and its model's spend (their hour
+    # buckets are still open); the detector partitions holding them count them as their batches end
+    late = wait_metric(stack, "burnwatch_detector_late_buckets_total", lambda total: total >= 5)
+    assert late == 5
