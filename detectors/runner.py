@@ -200,16 +200,17 @@ class DetectorRunner:
     def wait_in_bucketer(self) -> None:
         """Let the LLM bucketer (the compiled kernel's) keep young sessions' and users' buckets.
 
-        It decides as ``_wait`` does and keeps their documents itself (``pending`` stays empty): its
-        ``close`` returns the buckets to step, the peers' lessons of the waiting session buckets and the
-        entities that grew old enough, in order. ``PartitionDetectors`` saves its documents.
+        It decides as ``_wait`` does and keeps their documents itself (``pending`` stays empty); a waiting
+        session's bucket teaches its app's peers there, in place. Its ``close`` hands the runner, in
+        closing order, the buckets to step and the entities that grew old enough (``_closed``).
+        ``PartitionDetectors`` saves its documents.
         """
         if self.track_entities or self.roundtrip_state:  # the eval's modes: they need ``pending`` in Python
             raise ValueError("only a runner that neither tracks entities nor round-trips states can wait in "
                              "its bucketer")
-        below, runaway = self._wait_below, self.runaway.config
-        self.llm.wait(below["session"], below["user"], runaway.window_s, runaway.expire_after_s,
-                      self.states["runaway"], self.states["agent_loop"], self.states["context_bloat"])
+        below, states = self._wait_below, self.states
+        self.llm.wait(below["session"], below["user"], self.runaway.config, states["runaway"],
+                      states["agent_loop"], states["context_bloat"], self.peers, self.peers_changed)
         self._wait_below = {"session": 0, "user": 0}
         self.bucketer_waits = True
 
@@ -217,12 +218,7 @@ class DetectorRunner:
         """Close the LLM and series buckets that end by ``upto``, and step them; return how many."""
         closed = 0
         if self.bucketer_waits:
-            closed, items = self.llm.close(upto)
-            for item in items:
-                if type(item) is tuple:  # a waiting session's lesson for its app's peers, or a release
-                    self._from_bucketer(item)
-                else:
-                    self._llm(item)
+            closed = self.llm.close(upto, self._closed)
         else:
             for llm_bucket in self.llm.flush(upto):
                 self._llm(llm_bucket)
@@ -236,7 +232,7 @@ class DetectorRunner:
         """Step every pending entity's buckets now: its states as if each bucket was stepped as it closed."""
         if self.bucketer_waits:
             for item in self.llm.release_pending():
-                self._from_bucketer(item)
+                self._closed(item)
         for key, pending in list(self.pending.items()):
             del self.pending[key]
             self.changed.add((PENDING, key))
@@ -317,17 +313,18 @@ class DetectorRunner:
             self.peers_changed.add(app)
         return True
 
-    def _from_bucketer(self, item: tuple[Any, ...]) -> None:
-        """Apply what the waiting bucketer's ``close`` gave in place of a bucket (``wait_in_bucketer``)."""
-        if item[0] == "p":  # ("p", app, seen): a waiting session's bucket teaches its app's peers
-            app = item[1]
-            self.peers[app] = self.runaway.learn_peer(self.peers.get(app) or {}, item[2],
-                                                     owned=not self.roundtrip_state)
-            self.peers_changed.add(app)
-        else:  # ("r", scope, key, pending document): old enough to be judged, its buckets are stepped
+    def _closed(self, item: LlmBucket | tuple[str, str, str, State]) -> None:
+        """Step what the waiting bucketer's ``close`` hands on (``wait_in_bucketer``).
+
+        A bucket, or an entity grown old enough, ``("r", scope, entity id, pending document)``, whose
+        pending buckets are stepped (its bucket comes next).
+        """
+        if type(item) is tuple:
             _, scope, key, pending = item
             self.changed.add((PENDING, key))
             self._step_pending(key, scope, pending)
+        else:
+            self._llm(item)
 
     def _step_pending(self, key: str, scope: str, pending: State) -> None:
         """Step a pending entity's buckets in order, as they would have been stepped when they closed.

@@ -12,9 +12,10 @@ use std::collections::BTreeMap;
 
 use pyo3::exceptions::{PyOverflowError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyTuple};
 use rustc_hash::FxHashMap;
 
+use crate::peers::PeerConfig;
 use crate::pending::{Outcome, Waiting};
 
 pub(crate) const SESSION: usize = 0;
@@ -172,33 +173,48 @@ impl LlmBucketer {
 
     /// Keep young sessions' and users' buckets here from now on, as `DetectorRunner._wait` would.
     ///
-    /// `below`: `detectors.deferred.wait_below`'s counts (session, user); `window_s` and
-    /// `expire_after_s`: the runaway detector's; `runaway`, `agent_loop`, `context_bloat`: the runner's
-    /// states by entity id (an entity with states never waits). `close` then applies it.
+    /// `below`: `detectors.deferred.wait_below`'s counts (session, user); `runaway`, `agent_loop`,
+    /// `context_bloat`: the runner's states by entity id (an entity with states never waits); `peers`
+    /// and `peers_changed`: its session peers by app and the apps whose peers changed, which a waiting
+    /// session's bucket teaches in place; `runaway_config`: the runaway detector's `RunawayConfig`
+    /// (`window_s`, `expire_after_s`, `baseline_tau_s`, `peer_alpha`). `close` then applies it.
     #[allow(clippy::too_many_arguments)]
     fn wait(
         &mut self,
         below_session: i64,
         below_user: i64,
-        window_s: f64,
-        expire_after_s: f64,
+        runaway_config: &Bound<'_, PyAny>,
         runaway: Bound<'_, PyDict>,
         agent_loop: Bound<'_, PyDict>,
         context_bloat: Bound<'_, PyDict>,
-    ) {
+        peers: Bound<'_, PyDict>,
+        peers_changed: Bound<'_, PySet>,
+    ) -> PyResult<()> {
+        let number = |name: &str| -> PyResult<f64> { runaway_config.getattr(name)?.extract() };
+        let peer = PeerConfig {
+            window_s: number("window_s")?,
+            tau_s: number("baseline_tau_s")?,
+            alpha: number("peer_alpha")?,
+        };
         let states = [runaway.unbind(), agent_loop.unbind(), context_bloat.unbind()];
-        self.waiting = Some(Waiting::new([below_session, below_user], window_s, expire_after_s, states));
+        self.waiting = Some(Waiting::new(
+            [below_session, below_user],
+            number("expire_after_s")?,
+            states,
+            (peers.unbind(), peers_changed.unbind()),
+            peer,
+        ));
+        Ok(())
     }
 
-    /// Close the buckets that ended by `watermark`, in `flush`'s order, and return what the runner steps.
+    /// Close the buckets that ended by `watermark`, in `flush`'s order, and hand each one the runner
+    /// steps to `step` as it comes; return how many buckets closed.
     ///
-    /// A young session's or user's bucket waits here instead (`wait`): in its place comes `("p", app,
-    /// seen)` for a session (its app's peers learn `seen`, as `DetectorRunner._wait` teaches them), or
-    /// nothing for a user. When the entity is old enough, `("r", scope, entity id, pending document)`
-    /// comes before the bucket: the runner steps the pending buckets first. Without `wait`, `flush`.
-    /// Returns `(buckets closed, items)`.
-    fn close<'py>(&mut self, py: Python<'py>, watermark: f64) -> PyResult<(usize, Bound<'py, PyList>)> {
-        let out = PyList::empty(py);
+    /// A young session's or user's bucket waits here instead (`wait`); a session's teaches its app's
+    /// peers at once. When an entity is old enough, `step` gets `("r", scope, entity id, pending
+    /// document)` first (the runner steps those buckets), then the bucket. `step` runs before the
+    /// next bucket is looked at, so every step and every lesson comes in closing order.
+    fn close(&mut self, py: Python<'_>, watermark: f64, step: &Bound<'_, PyAny>) -> PyResult<usize> {
         let closed = self.closing(watermark);
         let count = closed.len();
         if let Some(waiting) = self.waiting.as_mut() {
@@ -207,19 +223,16 @@ impl LlmBucketer {
         for bucket in closed {
             if let (Some(waiting), true) = (self.waiting.as_mut(), bucket.scope != APP) {
                 match waiting.take(py, &bucket)? {
-                    Outcome::Waits(seen) => {
-                        if let Some(seen) = seen {
-                            out.append(seen)?;
-                        }
-                        continue;
+                    Outcome::Waits => continue,
+                    Outcome::Release(release) => {
+                        step.call1((release,))?;
                     }
-                    Outcome::Release(release) => out.append(release)?,
                     Outcome::Step => {}
                 }
             }
-            out.append(self.to_python(py, bucket)?)?;
+            step.call1((self.to_python(py, bucket)?,))?;
         }
-        Ok((count, out))
+        Ok(count)
     }
 
     /// Drop the pending entities quiet for longer than the runaway detector's `expire_after_s`.

@@ -15,6 +15,7 @@ pub(crate) type FxIndexMap<K, V> = indexmap::IndexMap<K, V, rustc_hash::FxBuildH
 
 mod buckets;
 mod lanes;
+mod peers;
 mod pending;
 mod record;
 mod route;

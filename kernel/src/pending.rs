@@ -8,10 +8,11 @@
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyDict, PyList, PySet, PyTuple};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::buckets::{Bucket, SESSION, USER};
+use crate::peers::{learn, PeerConfig};
 use crate::value::{write_f64, write_str};
 
 const HOUR_S: f64 = 3600.0;
@@ -45,14 +46,14 @@ struct Pending {
 pub enum Outcome<'py> {
     /// Step it (the entity is old enough, or has states already).
     Step,
-    /// It waits; a session's bucket still teaches its app's peers: `("p", app, seen)`.
-    Waits(Option<Bound<'py, PyTuple>>),
+    /// It waits (a session's bucket has taught its app's peers already, as `_wait` teaches them).
+    Waits,
     /// The entity is old enough now: step its pending buckets (`("r", scope, key, doc)`), then this one.
     Release(Bound<'py, PyTuple>),
 }
 
 /// Python's `round(x, 7)`: the nearest float to `x` correctly rounded to 7 decimals (ties to even).
-fn round7(x: f64) -> f64 {
+pub fn round7(x: f64) -> f64 {
     if !x.is_finite() {
         return x;
     }
@@ -67,6 +68,9 @@ pub struct Waiting {
     runaway: Py<PyDict>,
     agent_loop: Py<PyDict>,
     context_bloat: Py<PyDict>,
+    peers: Py<PyDict>,        // the runner's peers by app, learned in place
+    peers_changed: Py<PySet>, // and the apps whose peers changed since its last save
+    peer: PeerConfig,
     pending: FxHashMap<String, Pending>,
     changed: FxHashSet<String>,
     // entities handed to the runner to step since `begin`: they have states once it has stepped them,
@@ -75,15 +79,24 @@ pub struct Waiting {
 }
 
 impl Waiting {
-    pub fn new(below: [i64; 2], window_s: f64, expire_after_s: f64, states: [Py<PyDict>; 3]) -> Self {
+    pub fn new(
+        below: [i64; 2],
+        expire_after_s: f64,
+        states: [Py<PyDict>; 3],
+        peers: (Py<PyDict>, Py<PySet>),
+        peer: PeerConfig,
+    ) -> Self {
         let [runaway, agent_loop, context_bloat] = states;
         Self {
             below,
-            window_s,
+            window_s: peer.window_s,
             expire_after_s,
             runaway,
             agent_loop,
             context_bloat,
+            peers: peers.0,
+            peers_changed: peers.1,
+            peer,
             pending: FxHashMap::default(),
             changed: FxHashSet::default(),
             handed: FxHashSet::default(),
@@ -157,7 +170,7 @@ impl Waiting {
             prompts: if scope == SESSION { bucket.prompts.clone() } else { Vec::new() },
             team: bucket.team.extract(py)?,
         });
-        let seen = if scope == SESSION {
+        if scope == SESSION {
             // detectors.token_runaway.slide: the window moves on to this bucket, summed in order
             let edge = bucket.end - self.window_s;
             let cut = pending.w.iter().take_while(|entry| entry.0 <= edge).count();
@@ -165,17 +178,23 @@ impl Waiting {
             let latest = (bucket.end, round7(bucket.cost_usd), bucket.requests, bucket.start);
             pending.w.push(latest);
             let usd = pending.w.iter().fold(0.0, |sum, entry| sum + entry.1);
-            let seen = PyDict::new(py);
-            seen.set_item("rate", usd / self.window_s * HOUR_S)?;
-            seen.set_item("w", PyList::new(py, [window_entry(py, &latest)?])?)?;
-            let app = pending.app.as_str().into_pyobject(py)?.into_any();
-            Some(PyTuple::new(py, ["p".into_pyobject(py)?.into_any(), app, seen.into_any()])?)
-        } else {
-            None
-        };
+            // its app's peers learn its rate and latest bucket now, in closing order, as in `_wait`
+            let peers_by_app = self.peers.bind(py);
+            let peers = match peers_by_app.get_item(&pending.app)? {
+                Some(peers) if peers.is_truthy()? => peers.cast_into::<PyDict>()?,
+                _ => {
+                    let peers = PyDict::new(py);
+                    peers_by_app.set_item(&pending.app, &peers)?;
+                    peers
+                }
+            };
+            let rate = usd / self.window_s * HOUR_S;
+            learn(py, &peers, rate, (latest.3, latest.0, latest.1, latest.2), &self.peer)?;
+            self.peers_changed.bind(py).add(&pending.app)?;
+        }
         self.changed.insert(key.clone());
         self.pending.insert(key, pending);
-        Ok(Outcome::Waits(seen))
+        Ok(Outcome::Waits)
     }
 
     /// Drop the entities quiet for more than `expire_after_s` at `now`; return how many.
