@@ -112,11 +112,22 @@ class SpikeDetector:
         return {}
 
     def update(self, state: State, bucket: SeriesBucket) -> Step:
-        """Score one closed bucket, then learn it unless it was flagged."""
+        """Score one closed bucket, then learn it unless it was flagged.
+
+        A *late* bucket, one that ends no later than the scope's last (it holds only inputs that came
+        after their minute was judged: ``DetectorRunner.close_late``), is part of a minute already
+        judged. It can still open or grow a spike on its own, but it is not learned (a part of a
+        minute would pull the baseline down), does not count as a calm bucket toward resolving one,
+        and does not move ``last`` back (the quiet tick would take the scope for silent and resolve
+        an open spike for want of data).
+        """
         cfg = self.config
         state = dict(state)
         kind = bucket.kind
-        state["e"], state["last"], state["w"] = bucket.entity, bucket.end, bucket.end - bucket.start
+        late = bucket.end <= state.get("last", -math.inf)
+        state["e"], state["w"] = bucket.entity, bucket.end - bucket.start
+        if not late:
+            state["last"] = bucket.end
         value = bucket.cost_usd
         s, z, baseline = score(state, value, cfg)
         flagged = s >= 0.5
@@ -150,7 +161,7 @@ class SpikeDetector:
                         evidence=self._evidence(bucket, z, baseline),
                     )
                 )
-        elif is_open(state, kind):
+        elif is_open(state, kind) and not late:
             state["calm"] = state.get("calm", 0) + 1
             if state["calm"] == 1:
                 state["calm_at"] = bucket.start
@@ -160,7 +171,7 @@ class SpikeDetector:
                 )
                 for key in ("calm", "hot", "base"):
                     state.pop(key, None)
-        if not (flagged or is_open(state, kind)) or state.get("hot", 0) > cfg.relearn_after:
+        if not late and (not (flagged or is_open(state, kind)) or state.get("hot", 0) > cfg.relearn_after):
             state.update(learn(state, math.log(max(0.0, value) + cfg.floor_usd), cfg))
         return state, found
 

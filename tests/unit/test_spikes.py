@@ -30,6 +30,28 @@ def test_a_spend_spike_opens_and_resolves_on_event_times() -> None:
     assert found[1].cost_impact_usd > 50
 
 
+def test_a_late_bucket_neither_resolves_an_open_spike_nor_is_learned() -> None:
+    """A late bucket (its minute judged already) keeps ``last``, the baseline and the calm count as they were.
+
+    Before, its end became the scope's ``last``: the next tick saw the scope silent for minutes and
+    resolved the open spike "for want of data" at a time before the spike's own latest minute.
+    """
+    rng = random.Random(1)
+    det, state = SpikeDetector(), {}
+
+    def minute(i: int, usd: float) -> SeriesBucket:
+        return SeriesBucket("spend_spike", "team", "cx", T0 + 60 * i, T0 + 60 * (i + 1), usd)
+
+    for i, v in enumerate([4 + rng.random() for _ in range(60)] + [30.0, 35.0]):
+        state, _ = det.update(state, minute(i, v))
+    assert "open" in state and state["last"] == T0 + 62 * 60
+    before = dict(state)
+    state, found = det.update(state, minute(55, 0.5))  # late: its minute was judged seven minutes ago
+    assert found == [] and state == before
+    state, found = det.tick(state, T0 + 63 * 60)  # a minute after the spike's latest: not silent yet
+    assert found == [] and "open" in state
+
+
 def test_egress_from_mostly_zero_minutes() -> None:
     rng = random.Random(2)
     values = [0.02 * rng.expovariate(1.0) if rng.random() < 0.3 else 0.0 for _ in range(120)] + [4.5]
