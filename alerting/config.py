@@ -32,6 +32,7 @@ from pydantic import (
 
 from alerting.matchers import Matcher, match_all
 from alerting.model import ALERT_KINDS, Severity
+from alerting.secret_fields import may_be_secret
 
 _DURATION = re.compile(
     r"^(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$"
@@ -604,14 +605,11 @@ def _walk(route: RouteConfig, where: str) -> Iterator[tuple[str, RouteConfig]]:
         yield from _walk(child, f"{where}.routes.{i}")
 
 
-# a field whose name has one of these may hold a secret (a Slack webhook URL is one): its value is not shown
-SECRET_WORDS = ("token", "key", "secret", "pass", "url", "auth", "header")
-
-
 def describe_error(error: ValidationError, source: str | None = None) -> str:
     """Turn a validation error into one line per bad field, with its value unless it may be a secret.
 
-    A value is shown when it is a scalar of a field whose name has none of ``SECRET_WORDS``; an error
+    A value is shown when it is a scalar of a field whose name has none of ``SECRET_WORDS``
+    (``alerting.secret_fields``, the worker settings' list too); an error
     about a whole entry (a receiver, a route) names its key path and what is wrong, not the mapping.
 
     >>> try:
@@ -629,7 +627,7 @@ unable to interpret input (got 'maybe')
         message = str(err["msg"]).removeprefix("Value error, ")
         value = err.get("input")
         if not (err["type"] == "missing" or isinstance(value, Mapping | list | tuple)
-                or any(word in loc.lower() for word in SECRET_WORDS)):
+                or may_be_secret(loc)):
             message += f" (got {value!r})"
         lines.append(f"invalid alerting config{where} at {loc}: {message}")
     return "\n".join(lines)

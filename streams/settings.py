@@ -22,6 +22,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from alerting.secret_fields import may_be_secret
 from streams.gc_tuning import YOUNG_THRESHOLD
 
 ENV_PREFIX = "BURNWATCH_"
@@ -157,8 +158,7 @@ def describe_error(error: ValidationError, source: str | None = None) -> str:
     for err in error.errors():
         field = ".".join(str(p) for p in err["loc"]) or "(settings)"
         value = err.get("input")
-        secret_like = any(word in field.lower() for word in ("pass", "secret", "token", "key"))
-        shown = "<secret>" if secret_like else value
+        shown = "<secret>" if may_be_secret(field) else value
         lines.append(f"invalid setting {field!r}{where}: {err['msg']} (got {shown!r})")
     return "\n".join(lines)
 

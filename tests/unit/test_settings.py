@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel, ValidationError
 
-from streams.settings import ConfigError, Settings, get_settings
+from streams.settings import ConfigError, Settings, describe_error, get_settings
 
 SECRET = "s3cr3t-Pa55word"
 
@@ -187,6 +188,21 @@ def test_bad_secret_value_is_masked_in_the_error(monkeypatch: pytest.MonkeyPatch
     assert "kafka_sasl_password" in message
     assert SECRET not in message
     assert "<secret>" in message
+
+
+def test_settings_and_alerting_hide_the_values_of_the_same_secret_looking_fields() -> None:
+    """One list of secret-looking words: a field named like a URL or a header is masked in both."""
+
+    class Fields(BaseModel):
+        webhook_url: int
+        auth_header: int
+        batch_max_messages: int
+
+    with pytest.raises(ValidationError) as caught:
+        Fields.model_validate({"webhook_url": SECRET, "auth_header": SECRET, "batch_max_messages": "many"})
+    message = describe_error(caught.value)
+    assert SECRET not in message and message.count("<secret>") == 2
+    assert "(got 'many')" in message
 
 
 def test_librdkafka_config_for_sasl_ssl(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
