@@ -201,7 +201,8 @@ class DetectorRunner:
         """Let the LLM bucketer (the compiled kernel's) keep young sessions' and users' buckets.
 
         It decides as ``_wait`` does and keeps their documents itself (``pending`` stays empty); a waiting
-        session's bucket teaches its app's peers there, in place. Its ``close`` hands the runner, in
+        session's bucket teaches its app's peers there, in place, and a user's bucket that its runaway
+        step would only learn (the step's quiet path) is stepped there too. Its ``close`` hands the runner, in
         closing order, the buckets to step and the entities that grew old enough (``_closed``).
         ``PartitionDetectors`` saves its documents.
         """
@@ -210,7 +211,8 @@ class DetectorRunner:
                              "its bucketer")
         below, states = self._wait_below, self.states
         self.llm.wait(below["session"], below["user"], self.runaway.config, states["runaway"],
-                      states["agent_loop"], states["context_bloat"], self.peers, self.peers_changed)
+                      states["agent_loop"], states["context_bloat"], self.peers, self.peers_changed,
+                      self.changed)
         self._wait_below = {"session": 0, "user": 0}
         self.bucketer_waits = True
 

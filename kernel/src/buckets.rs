@@ -17,6 +17,7 @@ use rustc_hash::FxHashMap;
 
 use crate::peers::PeerConfig;
 use crate::pending::{Outcome, Waiting};
+use crate::quiet::RunawayQuiet;
 
 pub(crate) const SESSION: usize = 0;
 pub(crate) const USER: usize = 1;
@@ -176,8 +177,9 @@ impl LlmBucketer {
     /// `below`: `detectors.deferred.wait_below`'s counts (session, user); `runaway`, `agent_loop`,
     /// `context_bloat`: the runner's states by entity id (an entity with states never waits); `peers`
     /// and `peers_changed`: its session peers by app and the apps whose peers changed, which a waiting
-    /// session's bucket teaches in place; `runaway_config`: the runaway detector's `RunawayConfig`
-    /// (`window_s`, `expire_after_s`, `baseline_tau_s`, `peer_alpha`). `close` then applies it.
+    /// session's bucket teaches in place; `changed`: the runner's changed states, where a user's bucket
+    /// stepped here on its quiet path (`quiet.rs`) is noted; `runaway_config`: the runaway detector's
+    /// `RunawayConfig`. `close` then applies it.
     #[allow(clippy::too_many_arguments)]
     fn wait(
         &mut self,
@@ -189,12 +191,22 @@ impl LlmBucketer {
         context_bloat: Bound<'_, PyDict>,
         peers: Bound<'_, PyDict>,
         peers_changed: Bound<'_, PySet>,
+        changed: Bound<'_, PySet>,
     ) -> PyResult<()> {
         let number = |name: &str| -> PyResult<f64> { runaway_config.getattr(name)?.extract() };
         let peer = PeerConfig {
             window_s: number("window_s")?,
             tau_s: number("baseline_tau_s")?,
             alpha: number("peer_alpha")?,
+        };
+        let fractions: Vec<f64> = runaway_config.getattr("scan_fractions")?.extract()?;
+        let quiet = RunawayQuiet {
+            window_s: peer.window_s,
+            least: runaway_config.getattr("user_min_requests")?.extract()?,
+            min_usd_per_hour: number("min_usd_per_hour")?,
+            min_fraction: fractions.iter().copied().fold(f64::INFINITY, f64::min),
+            tau_s: peer.tau_s,
+            warmup: runaway_config.getattr("warmup")?.extract()?,
         };
         let states = [runaway.unbind(), agent_loop.unbind(), context_bloat.unbind()];
         self.waiting = Some(Waiting::new(
@@ -203,6 +215,8 @@ impl LlmBucketer {
             states,
             (peers.unbind(), peers_changed.unbind()),
             peer,
+            changed.unbind(),
+            quiet,
         ));
         Ok(())
     }
@@ -227,7 +241,11 @@ impl LlmBucketer {
                     Outcome::Release(release) => {
                         step.call1((release,))?;
                     }
-                    Outcome::Step => {}
+                    Outcome::Step => {
+                        if bucket.scope == USER && waiting.step_quiet_user(py, &bucket)? {
+                            continue;
+                        }
+                    }
                 }
             }
             step.call1((self.to_python(py, bucket)?,))?;

@@ -17,6 +17,7 @@ mod buckets;
 mod lanes;
 mod peers;
 mod pending;
+mod quiet;
 mod record;
 mod route;
 mod series;

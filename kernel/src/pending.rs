@@ -8,11 +8,12 @@
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PySet, PyTuple};
+use pyo3::types::{PyDict, PyList, PySet, PyString, PyTuple};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::buckets::{Bucket, SESSION, USER};
 use crate::peers::{learn, PeerConfig};
+use crate::quiet::{quiet_user_step, RunawayQuiet};
 use crate::value::{write_f64, write_str};
 
 const HOUR_S: f64 = 3600.0;
@@ -71,6 +72,8 @@ pub struct Waiting {
     peers: Py<PyDict>,        // the runner's peers by app, learned in place
     peers_changed: Py<PySet>, // and the apps whose peers changed since its last save
     peer: PeerConfig,
+    changed_states: Py<PySet>, // the runner's `changed`: (detector, entity id) of the states it saves
+    quiet: RunawayQuiet,
     pending: FxHashMap<String, Pending>,
     changed: FxHashSet<String>,
     // entities handed to the runner to step since `begin`: they have states once it has stepped them,
@@ -85,6 +88,8 @@ impl Waiting {
         states: [Py<PyDict>; 3],
         peers: (Py<PyDict>, Py<PySet>),
         peer: PeerConfig,
+        changed_states: Py<PySet>,
+        quiet: RunawayQuiet,
     ) -> Self {
         let [runaway, agent_loop, context_bloat] = states;
         Self {
@@ -97,6 +102,8 @@ impl Waiting {
             peers: peers.0,
             peers_changed: peers.1,
             peer,
+            changed_states,
+            quiet,
             pending: FxHashMap::default(),
             changed: FxHashSet::default(),
             handed: FxHashSet::default(),
@@ -195,6 +202,31 @@ impl Waiting {
         self.changed.insert(key.clone());
         self.pending.insert(key, pending);
         Ok(Outcome::Waits)
+    }
+
+    /// Take a user's bucket through its runaway step's quiet path, as `DetectorRunner._llm` would step it
+    /// (`quiet::quiet_user_step`): True when done here, False when the runner must step it.
+    pub fn step_quiet_user(&mut self, py: Python<'_>, bucket: &Bucket) -> PyResult<bool> {
+        let app = bucket.app.bind(py).cast::<PyString>()?.to_str()?;
+        let name = bucket.key.bind(py).cast::<PyString>()?.to_str()?;
+        let key = entity_id(USER, app, name);
+        let states = self.runaway.bind(py);
+        let Some(state) = states.get_item(&key)? else {
+            return Ok(false);
+        };
+        let Ok(state) = state.cast_into::<PyDict>() else {
+            return Ok(false);
+        };
+        let entity = PyDict::new(py);
+        entity.set_item("app", app)?;
+        entity.set_item("user", name)?;
+        let fields = (bucket.start, bucket.end, bucket.requests, bucket.cost_usd);
+        let Some(new) = quiet_user_step(py, &state, fields, entity, &self.quiet)? else {
+            return Ok(false);
+        };
+        states.set_item(&key, new)?;
+        self.changed_states.bind(py).add(("runaway", key))?;
+        Ok(true)
     }
 
     /// Drop the entities quiet for more than `expire_after_s` at `now`; return how many.

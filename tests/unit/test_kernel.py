@@ -324,6 +324,28 @@ def test_young_entities_wait_in_the_kernel_as_in_python(
     assert deferred_outcome(kernel) == deferred_outcome(python)
 
 
+def test_a_user_runaway_and_its_quiet_buckets_before_and_after_step_as_in_python() -> None:
+    """A user's quiet buckets are stepped in the kernel (the runaway step's quiet path), the rest in Python.
+
+    The user runs away, is flagged (its window's entries are held, never learned) and calms down; the
+    held entries then leave the window while its buckets are quiet again: the same states and findings.
+    """
+    config = DetectorConfig(runaway={"user_min_requests": 3, "min_requests": 2, "warmup": 3, "confirm": 1,
+                                     "min_usd_per_hour": 0.5, "window_s": 30.0})
+    python, kernel = DetectorRunner(config, track_entities=False), kernel_runner(config)
+    t = 0.0
+    for i in range(400):
+        burst = 150 <= i < 190
+        t += 0.4 if burst else 20.0
+        usage = LlmUsage(t, "bot", "u1", f"s{i}", "m", 500, 10, 0.05 if burst else 0.004, None, "ml")
+        for runner in (python, kernel):
+            runner.add_usage(usage)
+            runner.advance(t)
+    kinds = [(f.kind, f.state, f.entity.get("user")) for f in python.findings]
+    assert ("token_runaway", "open", "u1") in kinds and ("token_runaway", "resolved", "u1") in kinds
+    assert deferred_outcome(kernel) == deferred_outcome(python)
+
+
 def test_kernel_waiting_saves_and_restores_what_python_does_with_late_inputs_and_expiry() -> None:
     """The table after every batch is the same, and detectors restored from it find the same.
 

@@ -1,0 +1,143 @@
+//! The quiet path of a user's runaway step: `TokenRunawayDetector.update` for a user bucket that nothing
+//! can flag (too few requests in the window, or too little spend), with nothing open or counted. Such a
+//! bucket is only learned: the window slides, the decayed sums move on and the baseline learns the rate.
+//! The Python step is the reference; any other bucket goes to it (`quiet_user_step` returns None).
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use crate::pending::round7;
+
+const HOUR_S: f64 = 3600.0;
+
+/// What the quiet path reads of `RunawayConfig`.
+pub struct RunawayQuiet {
+    pub window_s: f64,
+    pub least: i64, // user_min_requests
+    pub min_usd_per_hour: f64,
+    pub min_fraction: f64, // min(scan_fractions)
+    pub tau_s: f64,        // baseline_tau_s
+    pub warmup: i64,
+}
+
+fn float(state: &Bound<'_, PyDict>, key: &str, default: f64) -> PyResult<f64> {
+    match state.get_item(key)? {
+        Some(value) => value.extract(),
+        None => Ok(default),
+    }
+}
+
+/// The new state of a user after a quiet bucket `(start, end, requests, cost_usd)`, or None when the
+/// bucket is not quiet (or the state is of a shape only the Python step reads).
+pub fn quiet_user_step<'py>(
+    py: Python<'py>,
+    state: &Bound<'py, PyDict>,
+    (start, end, bucket_requests, cost_usd): (f64, f64, i64, f64),
+    entity: Bound<'py, PyDict>,
+    c: &RunawayQuiet,
+) -> PyResult<Option<Bound<'py, PyDict>>> {
+    if state.contains("open")? || state.contains("hot")? || state.contains("mq")? {
+        return Ok(None);
+    }
+    // detectors.token_runaway.slide
+    let kept = match state.get_item("w")? {
+        Some(window) => window.cast_into::<PyList>()?,
+        None => PyList::empty(py),
+    };
+    let edge = end - c.window_s;
+    let size = kept.len();
+    let mut cut = 0;
+    while cut < size && kept.get_item(cut)?.get_item(0)?.extract::<f64>()? <= edge {
+        cut += 1;
+    }
+    let (mut usd, mut requests) = (0.0, 0i64);
+    for i in cut..size {
+        let entry = kept.get_item(i)?;
+        usd += entry.get_item(1)?.extract::<f64>()?;
+        requests += entry.get_item(2)?.extract::<i64>()?;
+    }
+    let own_usd = round7(cost_usd);
+    usd += own_usd;
+    requests += bucket_requests;
+    let rate = usd / c.window_s * HOUR_S;
+    if !(requests < c.least || rate / c.min_fraction < c.min_usd_per_hour) {
+        return Ok(None); // judged against its baseline: the Python step
+    }
+    let mut dropped = Vec::with_capacity(cut);
+    for i in 0..cut {
+        let entry = kept.get_item(i)?;
+        if entry.len()? >= 5 && !entry.get_item(4)?.is_truthy()? {
+            return Ok(None); // held while flagged: it adds the expected traffic, not its own
+        }
+        dropped.push((
+            entry.get_item(0)?.extract::<f64>()?,
+            entry.get_item(1)?.extract::<f64>()?,
+            entry.get_item(2)?.extract::<f64>()?,
+        ));
+    }
+    let new = state.copy()?;
+    new.set_item("e", entity)?;
+    new.set_item("last", end)?;
+    let window = PyList::empty(py);
+    for i in cut..size {
+        window.append(kept.get_item(i)?)?;
+    }
+    window.append(PyList::new(
+        py,
+        [
+            end.into_pyobject(py)?.into_any(),
+            own_usd.into_pyobject(py)?.into_any(),
+            bucket_requests.into_pyobject(py)?.into_any(),
+            start.into_pyobject(py)?.into_any(),
+        ],
+    )?)?;
+    new.set_item("w", window)?;
+    if new.contains("cs")? {
+        new.del_item("cs")?;
+    }
+    // _count: the buckets that left the window into the decayed sums, then on to a window ago
+    if !new.contains("q0")? {
+        new.set_item("q0", start)?;
+        new.set_item("ql", start)?;
+        new.set_item("uc", 0.0)?;
+        new.set_item("qc", 0.0)?;
+    }
+    let (mut ql, mut uc, mut qc) =
+        (float(&new, "ql", 0.0)?, float(&new, "uc", 0.0)?, float(&new, "qc", 0.0)?);
+    // _advance, learning: both sums decay with one factor, then add what left the window
+    let mut advance = |ql: &mut f64, to: f64, usd: f64, requests: f64| {
+        if to > *ql {
+            let decay = (-(to - *ql) / c.tau_s).exp();
+            uc = uc * decay + usd;
+            qc = qc * decay + requests;
+            *ql = to;
+        }
+    };
+    for (to, usd, requests) in dropped {
+        advance(&mut ql, to, usd, requests);
+    }
+    let upto = end - c.window_s;
+    if upto > ql {
+        advance(&mut ql, upto, 0.0, 0.0);
+    }
+    new.set_item("uc", uc)?;
+    new.set_item("qc", qc)?;
+    new.set_item("ql", ql)?;
+    // _learn (no hour-of-day slot for a user)
+    let elapsed = end - float(&new, "lt", end)?;
+    let elapsed = if elapsed > 0.0 { elapsed } else { 0.0 };
+    new.set_item("lt", end)?;
+    let n: i64 = match new.get_item("n")? {
+        Some(n) => n.extract()?,
+        None => 0,
+    };
+    let alpha = if n < c.warmup { 1.0 / (n + 1) as f64 } else { 1.0 - (-elapsed / c.tau_s).exp() };
+    let (mean, var) = (float(&new, "m", 0.0)?, float(&new, "v", 0.0)?);
+    let diff = rate - mean;
+    let incr = alpha * diff;
+    new.set_item("m", mean + incr)?;
+    new.set_item("v", (1.0 - alpha) * (var + diff * incr))?;
+    new.set_item("n", (n + 1).min(1_000_000))?;
+    new.set_item("rate", rate)?;
+    Ok(Some(new))
+}
