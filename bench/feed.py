@@ -83,7 +83,8 @@ def path_stages(
         ]
 
     def apply() -> None:
-        detectors = [PartitionDetectors(partition, llm_bucketer=feed.llm_bucketer)
+        detectors = [PartitionDetectors(partition, llm_bucketer=feed.llm_bucketer,
+                                        idle_gpu_quiet=feed.idle_gpu_quiet)
                      for partition in range(partitions)]
         tables: list[dict[str, Any]] = [{} for _ in range(partitions)]
         entries = []

@@ -125,7 +125,8 @@ def register_detector_agents(
         partition = batch.partition
         detectors = live.partitions.get(partition)
         if detectors is None:
-            detectors = live.partitions[partition] = PartitionDetectors(partition, config, feed.llm_bucketer)
+            detectors = live.partitions[partition] = PartitionDetectors(
+                partition, config, feed.llm_bucketer, feed.idle_gpu_quiet)
         items: list[Any] = []
         for message in batch.messages:
             items += from_json(message.value)
@@ -163,7 +164,7 @@ def register_detector_agents(
         live.partitions.clear()
         for partition in owned:
             detectors = live.partitions[partition] = PartitionDetectors.restore(
-                partition, table.partition_items([partition]), config, feed.llm_bucketer
+                partition, table.partition_items([partition]), config, feed.llm_bucketer, feed.idle_gpu_quiet
             )
             show_event_time(partition, detectors)
         log.info("rebuilt detectors of partitions %s", owned)

@@ -14,6 +14,7 @@ use pyo3::prelude::*;
 pub(crate) type FxIndexMap<K, V> = indexmap::IndexMap<K, V, rustc_hash::FxBuildHasher>;
 
 mod buckets;
+mod idle;
 mod lanes;
 mod peers;
 mod pending;
@@ -26,7 +27,7 @@ mod value;
 
 /// The kernel API: `KERNEL_API` in `streams/core/detector_kernel.py` must name the same number, or
 /// burnwatch does not use this build. Raise both when a function's inputs or outputs change.
-const API: u32 = 5;
+const API: u32 = 6;
 
 #[pymodule]
 fn burnwatch_kernel(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -36,5 +37,6 @@ fn burnwatch_kernel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(lanes::latest_by_lane, m)?)?;
     m.add_function(wrap_pyfunction!(times::parse_time, m)?)?;
     m.add_class::<buckets::LlmBucketer>()?;
+    m.add_class::<idle::IdleGpuQuiet>()?;
     Ok(())
 }

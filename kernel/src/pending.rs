@@ -53,12 +53,18 @@ pub enum Outcome<'py> {
     Release(Bound<'py, PyTuple>),
 }
 
-/// Python's `round(x, 7)`: the nearest float to `x` correctly rounded to 7 decimals (ties to even).
-pub fn round7(x: f64) -> f64 {
+/// Python's `round(x, digits)`: the nearest float to `x` correctly rounded to `digits` decimals (ties to
+/// even, on the exact binary value, as CPython's `_Py_dg_dtoa` rounds).
+pub fn round_to(x: f64, digits: usize) -> f64 {
     if !x.is_finite() {
         return x;
     }
-    format!("{x:.7}").parse().unwrap_or(x)
+    format!("{x:.digits$}").parse().unwrap_or(x)
+}
+
+/// `round(x, 7)`, as the runaway windows round USD.
+pub fn round7(x: f64) -> f64 {
+    round_to(x, 7)
 }
 
 pub struct Waiting {

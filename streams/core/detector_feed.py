@@ -474,6 +474,7 @@ class PartitionDetectors:
         partition: int,
         config: DetectorConfig | None = None,
         llm_bucketer: Callable[[Any], Any] | None = None,
+        idle_gpu_quiet: Callable[[Any], Any] | None = None,
     ) -> None:
         self.partition = partition
         self.runner = DetectorRunner(config, track_entities=False)
@@ -481,6 +482,8 @@ class PartitionDetectors:
             self.runner.llm = llm_bucketer(self.runner.config.buckets)
             if hasattr(self.runner.llm, "wait"):  # it keeps young entities' buckets too (kernel API 5)
                 self.runner.wait_in_bucketer()
+        # the compiled kernel's quiet path of the idle-GPU step (``detector_kernel.Feed.idle_gpu_quiet``)
+        self.gpu_quiet = None if idle_gpu_quiet is None else idle_gpu_quiet(self.runner.config.idle_gpu)
         self.legacy: set[str] = set()  # LLM entities restored from one entry per detector (before s|llm|)
         self.runner.series = SeriesContributions(self.runner.config.buckets.series_s)
         # series group and usage partition -> [applied offset ranges, the current run's ranges]
@@ -501,7 +504,7 @@ class PartitionDetectors:
         runner, done = self.runner, Applied()
         keys = [SEEN + item[1] for item in items if item[0] != TICK and item[0] != GPU]
         repeats = iter(zip(keys, seen_before(keys, known(keys) if keys else []), strict=True))
-        gpus = runner.states["idle_gpu"]
+        gpus, gpu_quiet = runner.states["idle_gpu"], self.gpu_quiet
         for item in items:
             tag = item[0]
             if tag == TICK:
@@ -509,12 +512,17 @@ class PartitionDetectors:
                     runner.advance(item[1])
                 continue
             if tag == GPU:
-                state = gpus.get("gpu=" + item[9])  # entity_id of a GpuBucket without a node
+                key = "gpu=" + item[9]  # entity_id of a GpuBucket without a node
+                state = gpus.get(key)
                 if state is not None and item[3] <= state.get("last", -math.inf):
                     done.repeated += 1
-                else:
+                    continue
+                quiet = None if gpu_quiet is None else gpu_quiet.step(state, item)
+                if quiet is None:
                     runner.add_gpu(_gpu(item))
-                    done.applied += 1
+                else:
+                    runner.keep_quiet_state("idle_gpu", key, quiet)
+                done.applied += 1
                 continue
             seen, repeated = next(repeats)
             if repeated:
@@ -613,13 +621,14 @@ class PartitionDetectors:
         entries: Iterable[tuple[str, Any]],
         config: DetectorConfig | None = None,
         llm_bucketer: Callable[[Any], Any] | None = None,
+        idle_gpu_quiet: Callable[[Any], Any] | None = None,
     ) -> PartitionDetectors:
         """Rebuild a partition's detectors from its saved entries (after a restart or a rebalance).
 
         Open buckets are rebuilt from the seen inputs they hold: those not yet closed when the state
         was saved (bucket end after ``flushed_to``).
         """
-        self = cls(partition, config, llm_bucketer)
+        self = cls(partition, config, llm_bucketer, idle_gpu_quiet)
         runner = self.runner
         pending: list[Item] = []
         states: dict[tuple[str, str], State] = {}

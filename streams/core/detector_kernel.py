@@ -6,7 +6,8 @@ twins of ``route``, ``route_encoded`` (the same inputs as the JSON the stream se
 about 0.4 of their time (``python -m bench.feed``), and of ``detectors.buckets.LlmBucketer`` (the same
 closed buckets, in the same order; about 0.4 of its time too), which the stream's detectors bucket LLM
 requests with; it also keeps the young sessions and users that wait unstepped
-(``DetectorRunner.wait_in_bucketer``), and writes their table entries as JSON. It is optional:
+(``DetectorRunner.wait_in_bucketer``), and writes their table entries as JSON; ``IdleGpuQuiet`` takes a
+GPU sample through the idle-GPU step's quiet path. It is optional:
 ``load_feed("auto")`` (the default, ``BURNWATCH_DETECTOR_KERNEL``) takes the kernel when it is
 installed and built with this source's kernel API, else the Python code;
 ``"compiled"`` requires the kernel (a worker that should have it fails at start instead of running
@@ -27,7 +28,7 @@ from streams.core.detector_feed import latest_by_lane, route, route_encoded
 KernelMode = Literal["auto", "compiled", "python"]
 # The kernel API this source expects (``API`` in kernel/src/lib.rs): a kernel built from an older or a
 # newer checkout may compute differently, so it is not used.
-KERNEL_API = 5
+KERNEL_API = 6
 MODULE = "burnwatch_kernel"
 log = logging.getLogger("burnwatch.detectors")
 
@@ -45,6 +46,8 @@ class Feed:
     latest_by_lane: Callable[[Iterable[Mapping[str, Any]]], dict[str, float]]
     kind: str
     llm_bucketer: Callable[[Any], Any] = LlmBucketer  # made with a BucketConfig; ``add`` and ``flush``
+    # made with an IdleGpuConfig: ``step(state, input)`` takes a GPU sample's quiet path (None: the kernel's)
+    idle_gpu_quiet: Callable[[Any], Any] | None = None
 
 
 PYTHON = Feed(route, route_encoded, latest_by_lane, "python")
@@ -66,7 +69,8 @@ def load_feed(mode: KernelMode = "auto") -> Feed:
     if api != KERNEL_API:
         return _fallback(mode, f"{MODULE} has kernel API {api}, this burnwatch needs {KERNEL_API} "
                                "(a stale build)")
-    return Feed(kernel.route, kernel.route_encoded, kernel.latest_by_lane, "compiled", kernel.LlmBucketer)
+    return Feed(kernel.route, kernel.route_encoded, kernel.latest_by_lane, "compiled", kernel.LlmBucketer,
+                kernel.IdleGpuQuiet)
 
 
 def _fallback(mode: KernelMode, why: str) -> Feed:

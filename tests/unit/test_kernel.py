@@ -18,14 +18,15 @@ from itertools import pairwise
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic_core import from_json, to_json
 from typer.testing import CliRunner
 
-from detectors.buckets import LlmBucketer, LlmUsage
-from detectors.config import BucketConfig, DetectorConfig
+from detectors.buckets import GpuBucket, LlmBucketer, LlmUsage
+from detectors.config import BucketConfig, DetectorConfig, IdleGpuConfig, IdleOverride
 from detectors.deferred import PENDING
+from detectors.idle_gpu import IdleGpuDetector
 from detectors.runner import DetectorRunner
 from streams.commands.eval import scenario
 from streams.core import detector_kernel
@@ -44,6 +45,7 @@ if os.environ.get("BURNWATCH_DETECTOR_KERNEL") == "python":
 import burnwatch_kernel  # noqa: E402 - after the skip: a missing kernel fails here, not silently
 
 SOURCE = "usage.llm:3"
+GPU_QUIET = burnwatch_kernel.IdleGpuQuiet
 
 
 def same(records: list[dict[str, Any]], *args: Any, **kwargs: Any) -> None:
@@ -286,11 +288,58 @@ def test_the_stream_detectors_find_the_same_with_the_kernel_bucketer() -> None:
     events = priced_events()
     table, compiled_table = Table(), Table()
     found = run_feed(iter(events), PartitionDetectors(0), table)
-    det = PartitionDetectors(0, llm_bucketer=burnwatch_kernel.LlmBucketer)
+    det = PartitionDetectors(0, llm_bucketer=burnwatch_kernel.LlmBucketer, idle_gpu_quiet=GPU_QUIET)
     compiled = run_feed(iter(events), det, compiled_table)
     assert det.runner.bucketer_waits and det.runner.llm.pending_count() > 0  # young sessions waited there
     assert [f.to_dict() for f in compiled] == [f.to_dict() for f in found] != []
     assert compiled_table.data == table.data  # pending documents included: the kernel's JSON reads back equal
+
+
+gpu_samples = st.lists(  # runs of like samples: long enough to be idle or underused for a while
+    st.tuples(
+        st.sampled_from([15.0, 15.0, 15.0, 60.0, 200.0]),  # since the sample before: on time, or a gap
+        st.one_of(st.sampled_from([0.0, 0.5, 4.9, 5.0, 9.99, 10.0, 19.0]), st.floats(0, 100)),  # util
+        st.sampled_from([True, True, True, False]),  # allocated
+        st.floats(0, 0.05, allow_nan=False),  # USD
+        st.integers(1, 60),  # samples in the run
+    ),
+    max_size=20,
+)
+idle_configs = st.builds(
+    lambda for_s, window, rules: IdleGpuConfig(for_s=for_s, underused_window_s=window, overrides=rules),
+    st.sampled_from([60.0, 300.0, 900.0]),
+    st.sampled_from([600.0, 3600.0]),
+    st.sampled_from([
+        (),
+        (IdleOverride(team="rs", for_s=120.0),
+         IdleOverride(cluster="aws", team="ml", util_below_pct=20.0)),
+        (IdleOverride(team="ml", for_s=600.0), IdleOverride(cluster="aws", for_s=120.0)),  # cluster's wins
+    ]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(idle_configs, gpu_samples, st.sampled_from([None, "", "aws"]), st.sampled_from([None, "ml", "rs"]))
+@example(  # the most specific override wins: the cluster's over the team's, whatever their order
+    IdleGpuConfig(overrides=(IdleOverride(team="ml", for_s=600.0), IdleOverride(cluster="aws", for_s=120.0))),
+    [(15.0, 0.0, True, 0.01, 20)], "aws", "ml",
+)
+def test_the_idle_gpu_quiet_path_steps_as_python(
+    config: IdleGpuConfig, samples: list[Any], cluster: str | None, team: str | None
+) -> None:
+    """Whenever the kernel takes a sample's quiet path, the Python step finds nothing, to the same state."""
+    python, quiet, state, t, taken = IdleGpuDetector(config), GPU_QUIET(config), None, 1.7e9, 0
+    for gap, util, allocated, usd in [run[:4] for run in samples for _ in range(run[4])]:
+        item = ["g", f"e{t}", t, t + 15.0, util, allocated, usd, cluster, team, "G1"]
+        t += gap
+        expected, found = python.update(state or {}, GpuBucket("G1", item[2], item[3], util, allocated, usd,
+                                                               None, cluster, team))
+        got = quiet.step(state, item)
+        if got is not None:
+            taken += 1
+            assert found == [] and got == expected
+        state = expected
+    assert taken or len(samples) < 5 or "open" in (state or {})
 
 
 def kernel_runner(config: DetectorConfig) -> DetectorRunner:
@@ -360,7 +409,7 @@ def test_kernel_waiting_saves_and_restores_what_python_does_with_late_inputs_and
     batches = [[item for records in events[i:i + 37] for item in inputs(records)]
                for i in range(0, len(events), 37)]
     python = PartitionDetectors(0, config)
-    kernel = PartitionDetectors(0, config, burnwatch_kernel.LlmBucketer)
+    kernel = PartitionDetectors(0, config, burnwatch_kernel.LlmBucketer, GPU_QUIET)
     python_table, kernel_table, expected, expired = Table(), Table(), [], 0
     for batch in batches:
         done = python.apply(batch, python_table.known)
@@ -373,10 +422,12 @@ def test_kernel_waiting_saves_and_restores_what_python_does_with_late_inputs_and
         expired += sum(value is None and ",session=" in key for key, value in done.entries)
     assert expired > 0 and expected
     for cut in (5, len(batches) // 2):
-        det, table, found = PartitionDetectors(0, config, burnwatch_kernel.LlmBucketer), Table(), []
+        det = PartitionDetectors(0, config, burnwatch_kernel.LlmBucketer, GPU_QUIET)
+        table, found = Table(), []
         for number, batch in enumerate(batches):
             if number == cut:
-                det = PartitionDetectors.restore(0, table.data.items(), config, burnwatch_kernel.LlmBucketer)
+                det = PartitionDetectors.restore(0, table.data.items(), config, burnwatch_kernel.LlmBucketer,
+                                               GPU_QUIET)
                 assert det.runner.llm.pending_docs() == python_pending(table)
             done = det.apply(batch, table.known)
             table.put(done.entries)

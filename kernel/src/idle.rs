@@ -1,0 +1,233 @@
+//! The quiet path of the idle-GPU step: `IdleGpuDetector.update` for a sample that opens, grows, updates
+//! or resolves nothing (no finding open, and neither the idle run nor the hour's mean reaches its bar).
+//! The Python step is the reference; any other sample goes to it (`step` returns None).
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyFloat, PyList, PyString};
+
+use crate::pending::round_to;
+
+const SLOT_S: f64 = 300.0; // detectors.idle_gpu.SLOT_S
+
+/// Python's `a // b` for floats (`float_floor_div`): floor of the exact quotient, as CPython rounds it.
+fn floor_div(a: f64, b: f64) -> f64 {
+    let rem = a % b; // fmod
+    let mut div = (a - rem) / b;
+    if rem != 0.0 && ((b < 0.0) != (rem < 0.0)) {
+        div -= 1.0;
+    }
+    if div != 0.0 {
+        let floor = div.floor();
+        if div - floor > 0.5 {
+            floor + 1.0
+        } else {
+            floor
+        }
+    } else {
+        0.0_f64.copysign(a / b)
+    }
+}
+
+struct Override {
+    cluster: Option<String>,
+    team: Option<String>,
+    util_below_pct: Option<f64>,
+    for_s: Option<f64>,
+}
+
+/// An `IdleGpuConfig` as the quiet path reads it.
+#[pyclass(module = "burnwatch_kernel")]
+pub struct IdleGpuQuiet {
+    util_below_pct: f64,
+    for_s: f64,
+    underused_below_pct: f64,
+    underused_window_s: f64,
+    gap_intervals: f64,
+    overrides: Vec<Override>,
+}
+
+#[pymethods]
+impl IdleGpuQuiet {
+    /// `config`: an `IdleGpuConfig`.
+    #[new]
+    fn new(config: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let number = |name: &str| -> PyResult<f64> { config.getattr(name)?.extract() };
+        let mut overrides = Vec::new();
+        for rule in config.getattr("overrides")?.try_iter()? {
+            let rule = rule?;
+            overrides.push(Override {
+                cluster: rule.getattr("cluster")?.extract()?,
+                team: rule.getattr("team")?.extract()?,
+                util_below_pct: rule.getattr("util_below_pct")?.extract()?,
+                for_s: rule.getattr("for_s")?.extract()?,
+            });
+        }
+        Ok(Self {
+            util_below_pct: number("util_below_pct")?,
+            for_s: number("for_s")?,
+            underused_below_pct: number("underused_below_pct")?,
+            underused_window_s: number("underused_window_s")?,
+            gap_intervals: number("gap_intervals")?,
+            overrides,
+        })
+    }
+
+    /// The GPU's new state after the sample `item` (a detector input: `["g", id, start, end, util,
+    /// allocated, cost, cluster, team, gpu]`), or None when the sample is not quiet for `state`.
+    fn step<'py>(
+        &self,
+        py: Python<'py>,
+        state: Option<Bound<'py, PyDict>>,
+        item: &Bound<'py, PyList>,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let state = match state {
+            Some(state) => state,
+            None => PyDict::new(py),
+        };
+        if state.contains("open")? {
+            return Ok(None);
+        }
+        let util_object = item.get_item(4)?;
+        if !util_object.is_exact_instance_of::<PyFloat>() {
+            return Ok(None); // an int utilization keeps its type in the slots: the Python step
+        }
+        let start: f64 = item.get_item(2)?.extract()?;
+        let end: f64 = item.get_item(3)?.extract()?;
+        let util: f64 = util_object.extract()?;
+        let allocated = item.get_item(5)?.is_truthy()?;
+        let cost: f64 = item.get_item(6)?.extract()?;
+        let cluster = item.get_item(7)?;
+        let team = item.get_item(8)?;
+        let gpu = item.get_item(9)?;
+        let new = state.copy()?;
+        let interval = if end - start > 1e-9 { end - start } else { 1e-9 };
+        if let Some(last) = state.get_item("last")? {
+            if !last.is_none()
+                && start - last.extract::<f64>()? > self.gap_intervals * interval
+                && new.contains("idle")?
+            {
+                new.del_item("idle")?; // missing samples break an idle run
+            }
+        }
+        let entity = PyDict::new(py);
+        entity.set_item("gpu", &gpu)?;
+        new.set_item("e", entity)?;
+        new.set_item("iv", interval)?;
+        new.set_item("last", end)?;
+        let labels = PyDict::new(py);
+        for (name, value) in [("team", &team), ("cluster", &cluster)] {
+            if value.is_truthy()? {
+                labels.set_item(name, value)?;
+            }
+        }
+        new.set_item("lab", labels)?;
+        let (util_below, for_s) = self.thresholds(text(&cluster)?.as_deref(), text(&team)?.as_deref());
+        if allocated && util < util_below {
+            let idle = match new.get_item("idle")? {
+                Some(idle) if !idle.is_none() => idle.extract::<f64>()?,
+                _ => {
+                    new.set_item("idle", start)?;
+                    new.set_item("waste", 0.0)?;
+                    start
+                }
+            };
+            let waste = match new.get_item("waste")? {
+                Some(waste) => waste.extract::<f64>()?,
+                None => 0.0,
+            };
+            new.set_item("waste", waste + cost)?;
+            if end - idle >= for_s - 1e-6 {
+                return Ok(None); // an idle GPU finding opens
+            }
+        } else {
+            for key in ["idle", "waste"] {
+                if new.contains(key)? {
+                    new.del_item(key)?;
+                }
+            }
+        }
+        // _underused
+        if !allocated {
+            if new.contains("slots")? {
+                new.del_item("slots")?;
+            }
+            return Ok(Some(new));
+        }
+        let slot = floor_div(start, SLOT_S) * SLOT_S;
+        let edge = end - self.underused_window_s - SLOT_S;
+        let mut slots: Vec<Bound<'py, PyAny>> = Vec::new();
+        if let Some(old) = state.get_item("slots")? {
+            for entry in old.try_iter()? {
+                let entry = entry?;
+                if entry.get_item(0)?.extract::<f64>()? > edge {
+                    slots.push(entry);
+                }
+            }
+        }
+        let (last_sum, last_count) = match slots.last() {
+            Some(entry) if entry.get_item(0)?.extract::<f64>()? == slot => {
+                let (sum, count): (f64, i64) = (entry.get_item(1)?.extract()?, entry.get_item(2)?.extract()?);
+                slots.pop();
+                (sum + util, count + 1)
+            }
+            _ => (util, 1),
+        };
+        let first = match slots.first() {
+            Some(entry) => entry.get_item(0)?.extract::<f64>()?,
+            None => slot,
+        };
+        let (mut total, mut count) = (0.0, 0i64);
+        for entry in &slots {
+            total += entry.get_item(1)?.extract::<f64>()?;
+            count += entry.get_item(2)?.extract::<i64>()?;
+        }
+        total += last_sum;
+        count += last_count;
+        let mean = total / count as f64;
+        let covered = end - first;
+        if covered >= self.underused_window_s && mean < self.underused_below_pct {
+            return Ok(None); // a GPU underused finding opens
+        }
+        let window = PyList::new(py, &slots)?;
+        window.append(PyList::new(
+            py,
+            [
+                slot.into_pyobject(py)?.into_any(),
+                round_to(last_sum, 3).into_pyobject(py)?.into_any(),
+                last_count.into_pyobject(py)?.into_any(),
+            ],
+        )?)?;
+        new.set_item("slots", window)?;
+        Ok(Some(new))
+    }
+}
+
+impl IdleGpuQuiet {
+    /// `IdleGpuConfig.thresholds`: the most specific override's, else the defaults.
+    fn thresholds(&self, cluster: Option<&str>, team: Option<&str>) -> (f64, f64) {
+        let (mut util, mut span, mut best) = (self.util_below_pct, self.for_s, -1);
+        for rule in &self.overrides {
+            let skip_cluster =
+                matches!(&rule.cluster, Some(c) if !c.is_empty() && Some(c.as_str()) != cluster);
+            let skip_team = matches!(&rule.team, Some(t) if !t.is_empty() && Some(t.as_str()) != team);
+            if skip_cluster || skip_team {
+                continue;
+            }
+            let rank = (rule.cluster.is_some() as i32) * 2 + rule.team.is_some() as i32;
+            if rank > best {
+                best = rank;
+                util = rule.util_below_pct.unwrap_or(self.util_below_pct);
+                span = rule.for_s.unwrap_or(self.for_s);
+            }
+        }
+        (util, span)
+    }
+}
+
+fn text(value: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
+    if value.is_none() {
+        Ok(None)
+    } else {
+        Ok(Some(value.cast::<PyString>()?.to_str()?.to_owned()))
+    }
+}
