@@ -207,6 +207,7 @@ impl LlmBucketer {
             min_fraction: fractions.iter().copied().fold(f64::INFINITY, f64::min),
             tau_s: peer.tau_s,
             warmup: runaway_config.getattr("warmup")?.extract()?,
+            user_ratio: number("user_ratio")?,
         };
         let states = [runaway.unbind(), agent_loop.unbind(), context_bloat.unbind()];
         self.waiting = Some(Waiting::new(

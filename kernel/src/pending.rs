@@ -139,6 +139,9 @@ impl Waiting {
                 if pending.n + bucket.requests >= below {
                     self.changed.insert(key.clone());
                     self.handed.insert(key.clone());
+                    if scope == USER && self.release_quietly(py, &key, &pending)? {
+                        return Ok(Outcome::Step); // its state is made: this bucket steps as any other
+                    }
                     let doc = pending.to_python(py)?;
                     let release = PyTuple::new(
                         py,
@@ -208,6 +211,26 @@ impl Waiting {
         self.changed.insert(key.clone());
         self.pending.insert(key, pending);
         Ok(Outcome::Waits)
+    }
+
+    /// Step a user's pending buckets here, in order, from a new state (`_step_pending`): each one takes
+    /// its runaway step's quiet path, as every bucket of an entity too young to judge does. True when
+    /// they all did (its state is kept and noted); False, and nothing kept, when one did not.
+    fn release_quietly(&self, py: Python<'_>, key: &str, pending: &Pending) -> PyResult<bool> {
+        let mut state = PyDict::new(py);
+        for e in &pending.b {
+            let entity = PyDict::new(py);
+            entity.set_item("app", &pending.app)?;
+            entity.set_item("user", &pending.key)?;
+            let fields = (e.start, e.end, e.requests, e.cost_usd);
+            match quiet_user_step(py, &state, fields, entity, &self.quiet)? {
+                Some(next) => state = next,
+                None => return Ok(false),
+            }
+        }
+        self.runaway.bind(py).set_item(key, state)?;
+        self.changed_states.bind(py).add(("runaway", key))?;
+        Ok(true)
     }
 
     /// Take a user's bucket through its runaway step's quiet path, as `DetectorRunner._llm` would step it

@@ -1,6 +1,7 @@
 //! The quiet path of a user's runaway step: `TokenRunawayDetector.update` for a user bucket that nothing
-//! can flag (too few requests in the window, or too little spend), with nothing open or counted. Such a
-//! bucket is only learned: the window slides, the decayed sums move on and the baseline learns the rate.
+//! can flag, with nothing open or counted: too few requests in the window or too little spend, or a rate
+//! under `user_ratio` times the user's own learned baseline (no span is then judged). Such a bucket is
+//! only learned: the window slides, the decayed sums move on and the baseline learns the rate.
 //! The Python step is the reference; any other bucket goes to it (`quiet_user_step` returns None).
 
 use pyo3::prelude::*;
@@ -18,6 +19,43 @@ pub struct RunawayQuiet {
     pub min_fraction: f64, // min(scan_fractions)
     pub tau_s: f64,        // baseline_tau_s
     pub warmup: i64,
+    pub user_ratio: f64,
+}
+
+/// `detectors.base.time_rate`: the per-second rate of a decayed sum begun at `since`.
+fn time_rate(total: f64, since: f64, now: f64, tau_s: f64) -> f64 {
+    let span = now - since;
+    let norm = if span > 0.0 { tau_s * -(-span / tau_s).exp_m1() } else { 0.0 };
+    if norm > 0.0 {
+        total / norm
+    } else {
+        0.0
+    }
+}
+
+/// Whether a user bucket under neither gate is still unjudged: its own baseline (`_baseline`, a user has
+/// no hour-of-day slot and no peers) is not warm yet, or `user_ratio` times it is above the fastest rate.
+fn below_its_baseline(state: &Bound<'_, PyDict>, rate: f64, c: &RunawayQuiet) -> PyResult<bool> {
+    let n: i64 = match state.get_item("n")? {
+        Some(n) => n.extract()?,
+        None => 0,
+    };
+    let since = match state.get_item("q0")? {
+        Some(q0) => Some(q0.extract::<f64>()?),
+        None => None,
+    };
+    let learned_s = match since {
+        Some(q0) => float(state, "ql", 0.0)? - q0,
+        None => c.window_s,
+    };
+    if !(n >= c.warmup && learned_s >= c.window_s) {
+        return Ok(true); // no baseline: only learned
+    }
+    let mean = match since {
+        Some(q0) => time_rate(float(state, "uc", 0.0)?, q0, float(state, "ql", 0.0)?, c.tau_s) * HOUR_S,
+        None => float(state, "m", 0.0)?,
+    };
+    Ok(rate / c.min_fraction < c.user_ratio * mean)
 }
 
 fn float(state: &Bound<'_, PyDict>, key: &str, default: f64) -> PyResult<f64> {
@@ -60,7 +98,8 @@ pub fn quiet_user_step<'py>(
     usd += own_usd;
     requests += bucket_requests;
     let rate = usd / c.window_s * HOUR_S;
-    if !(requests < c.least || rate / c.min_fraction < c.min_usd_per_hour) {
+    let gated = requests < c.least || rate / c.min_fraction < c.min_usd_per_hour;
+    if !gated && !below_its_baseline(state, rate, c)? {
         return Ok(None); // judged against its baseline: the Python step
     }
     let mut dropped = Vec::with_capacity(cut);
