@@ -5,7 +5,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyList, PyString};
 
-use crate::pending::round_to;
+use crate::rounding::round_to;
 
 const SLOT_S: f64 = 300.0; // detectors.idle_gpu.SLOT_S
 

@@ -4,7 +4,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use crate::pending::round7;
+use crate::rounding::round7;
 
 pub struct PeerConfig {
     pub window_s: f64,

@@ -2,46 +2,20 @@
 //! are kept here, as `DetectorRunner._wait` keeps them in Python (`detectors/deferred.py`; the Python code
 //! is the reference), and never become Python objects unless the entity grows old enough to be stepped.
 //!
-//! A pending entity is the document `{"e": entity, "last": end, "n": requests, "b": [entries], "w":
-//! window}` (a user's has no window), saved as the table's `s|llm|<entity id>` entry: this module writes
-//! that entry's JSON itself, and reads a saved one back from its Python value.
+//! A pending entity is a `pending_doc::Pending`, saved as the table's `s|llm|<entity id>` entry.
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PySet, PyString, PyTuple};
+use pyo3::types::{PyDict, PySet, PyString, PyTuple};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::buckets::{Bucket, SESSION, USER};
 use crate::peers::{learn, PeerConfig};
+use crate::pending_doc::{Entry, Pending, SCOPE_NAMES};
 use crate::quiet::{quiet_user_step, RunawayQuiet};
-use crate::value::{write_f64, write_str};
+use crate::rounding::round7;
 
 const HOUR_S: f64 = 3600.0;
-const STATE_VERSION: i64 = 1; // detectors.state.STATE_VERSION
-
-/// A closed bucket as a pending entry (`detectors.deferred.entry`).
-struct Entry {
-    start: f64,
-    end: f64,
-    requests: i64,
-    input_tokens: i64,
-    output_tokens: i64,
-    cost_usd: f64,
-    inputs: Vec<i64>,
-    prompts: Vec<(String, i64)>,
-    team: Option<String>,
-}
-
-/// One pending entity's document.
-struct Pending {
-    scope: usize,
-    app: String,
-    key: String,
-    last: f64,
-    n: i64,
-    b: Vec<Entry>,
-    w: Vec<(f64, f64, i64, f64)>, // the runaway window: (end, USD rounded to 7 places, requests, start)
-}
 
 /// What `Waiting::take` decided for a closed session or user bucket.
 pub enum Outcome<'py> {
@@ -51,20 +25,6 @@ pub enum Outcome<'py> {
     Waits,
     /// The entity is old enough now: step its pending buckets (`("r", scope, key, doc)`), then this one.
     Release(Bound<'py, PyTuple>),
-}
-
-/// Python's `round(x, digits)`: the nearest float to `x` correctly rounded to `digits` decimals (ties to
-/// even, on the exact binary value, as CPython's `_Py_dg_dtoa` rounds).
-pub fn round_to(x: f64, digits: usize) -> f64 {
-    if !x.is_finite() {
-        return x;
-    }
-    format!("{x:.digits$}").parse().unwrap_or(x)
-}
-
-/// `round(x, 7)`, as the runaway windows round USD.
-pub fn round7(x: f64) -> f64 {
-    round_to(x, 7)
 }
 
 pub struct Waiting {
@@ -326,202 +286,7 @@ impl Waiting {
     }
 }
 
-const SCOPE_NAMES: [&str; 2] = ["session", "user"];
-
 /// `detectors.runner.entity_id` of a session or user: `app=<app>,session=<key>` or `app=<app>,user=<key>`.
 fn entity_id(scope: usize, app: &str, key: &str) -> String {
     format!("app={app},{}={key}", SCOPE_NAMES[scope])
-}
-
-fn window_entry<'py>(py: Python<'py>, entry: &(f64, f64, i64, f64)) -> PyResult<Bound<'py, PyList>> {
-    PyList::new(
-        py,
-        [
-            entry.0.into_pyobject(py)?.into_any(),
-            entry.1.into_pyobject(py)?.into_any(),
-            entry.2.into_pyobject(py)?.into_any(),
-            entry.3.into_pyobject(py)?.into_any(),
-        ],
-    )
-}
-
-impl Pending {
-    fn to_python<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let doc = PyDict::new(py);
-        let entity = PyDict::new(py);
-        entity.set_item("app", &self.app)?;
-        entity.set_item(SCOPE_NAMES[self.scope], &self.key)?;
-        doc.set_item("e", entity)?;
-        doc.set_item("last", self.last)?;
-        doc.set_item("n", self.n)?;
-        let entries = PyList::empty(py);
-        for e in &self.b {
-            let prompts = PyDict::new(py);
-            for (prompt, count) in &e.prompts {
-                prompts.set_item(prompt, count)?;
-            }
-            let item = PyList::new(
-                py,
-                [
-                    e.start.into_pyobject(py)?.into_any(),
-                    e.end.into_pyobject(py)?.into_any(),
-                    e.requests.into_pyobject(py)?.into_any(),
-                    e.input_tokens.into_pyobject(py)?.into_any(),
-                    e.output_tokens.into_pyobject(py)?.into_any(),
-                    e.cost_usd.into_pyobject(py)?.into_any(),
-                    PyList::new(py, &e.inputs)?.into_any(),
-                    prompts.into_any(),
-                    e.team.as_deref().into_pyobject(py)?.into_any(),
-                ],
-            )?;
-            entries.append(item)?;
-        }
-        doc.set_item("b", entries)?;
-        if self.scope == SESSION {
-            let window = PyList::empty(py);
-            for entry in &self.w {
-                window.append(window_entry(py, entry)?)?;
-            }
-            doc.set_item("w", window)?;
-        }
-        Ok(doc)
-    }
-
-    /// The table entry's value: `{"_v": 1, "pending": doc}` (`streams.core.entity_states.fuse`).
-    fn to_json(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(160 + 120 * self.b.len());
-        out.extend_from_slice(b"{\"_v\":");
-        out.extend_from_slice(itoa::Buffer::new().format(STATE_VERSION).as_bytes());
-        out.extend_from_slice(b",\"pending\":{\"e\":{\"app\":");
-        write_str(&mut out, &self.app);
-        out.extend_from_slice(if self.scope == SESSION { b",\"session\":" } else { b",\"user\":" });
-        write_str(&mut out, &self.key);
-        out.extend_from_slice(b"},\"last\":");
-        write_f64(&mut out, self.last);
-        out.extend_from_slice(b",\"n\":");
-        write_i64(&mut out, self.n);
-        out.extend_from_slice(b",\"b\":[");
-        for (i, e) in self.b.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.push(b'[');
-            write_f64(&mut out, e.start);
-            out.push(b',');
-            write_f64(&mut out, e.end);
-            for count in [e.requests, e.input_tokens, e.output_tokens] {
-                out.push(b',');
-                write_i64(&mut out, count);
-            }
-            out.push(b',');
-            write_f64(&mut out, e.cost_usd);
-            out.extend_from_slice(b",[");
-            for (j, size) in e.inputs.iter().enumerate() {
-                if j > 0 {
-                    out.push(b',');
-                }
-                write_i64(&mut out, *size);
-            }
-            out.extend_from_slice(b"],{");
-            for (j, (prompt, count)) in e.prompts.iter().enumerate() {
-                if j > 0 {
-                    out.push(b',');
-                }
-                write_str(&mut out, prompt);
-                out.push(b':');
-                write_i64(&mut out, *count);
-            }
-            out.extend_from_slice(b"},");
-            match &e.team {
-                Some(team) => write_str(&mut out, team),
-                None => out.extend_from_slice(b"null"),
-            }
-            out.push(b']');
-        }
-        out.push(b']');
-        if self.scope == SESSION {
-            out.extend_from_slice(b",\"w\":[");
-            for (i, (end, usd, requests, start)) in self.w.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                out.push(b'[');
-                write_f64(&mut out, *end);
-                out.push(b',');
-                write_f64(&mut out, *usd);
-                out.push(b',');
-                write_i64(&mut out, *requests);
-                out.push(b',');
-                write_f64(&mut out, *start);
-                out.push(b']');
-            }
-            out.push(b']');
-        }
-        out.extend_from_slice(b"}}");
-        out
-    }
-
-    fn from_python(doc: &Bound<'_, PyDict>) -> PyResult<Self> {
-        let field = |name: &str| -> PyResult<Bound<'_, PyAny>> {
-            doc.get_item(name)?.ok_or_else(|| PyValueError::new_err(format!("no {name:?}")))
-        };
-        let entity = field("e")?;
-        let entity = entity.cast::<PyDict>()?;
-        let (scope, key) = match entity.get_item("session")? {
-            Some(key) => (SESSION, key),
-            None => {
-                (USER, entity.get_item("user")?.ok_or_else(|| PyValueError::new_err("no session or user"))?)
-            }
-        };
-        let app = entity.get_item("app")?.ok_or_else(|| PyValueError::new_err("no app"))?;
-        let mut b = Vec::new();
-        for item in field("b")?.try_iter()? {
-            let item = item?;
-            let at = |i: usize| item.get_item(i);
-            let prompts = at(7)?;
-            let prompts = prompts
-                .cast::<PyDict>()?
-                .iter()
-                .map(|(prompt, count)| Ok((prompt.extract::<String>()?, count.extract::<i64>()?)))
-                .collect::<PyResult<Vec<_>>>()?;
-            if item.len()? != 9 {
-                return Err(PyValueError::new_err("an entry is not 9 fields"));
-            }
-            b.push(Entry {
-                start: at(0)?.extract()?,
-                end: at(1)?.extract()?,
-                requests: at(2)?.extract()?,
-                input_tokens: at(3)?.extract()?,
-                output_tokens: at(4)?.extract()?,
-                cost_usd: at(5)?.extract()?,
-                inputs: at(6)?.extract()?,
-                prompts,
-                team: at(8)?.extract()?,
-            });
-        }
-        let mut w = Vec::new();
-        if let Some(window) = doc.get_item("w")? {
-            for entry in window.try_iter()? {
-                let entry = entry?;
-                if entry.len()? != 4 {
-                    return Err(PyValueError::new_err("a window entry is not 4 fields"));
-                }
-                let at = |i: usize| entry.get_item(i);
-                w.push((at(0)?.extract()?, at(1)?.extract()?, at(2)?.extract()?, at(3)?.extract()?));
-            }
-        }
-        Ok(Self {
-            scope,
-            app: app.extract()?,
-            key: key.extract()?,
-            last: field("last")?.extract()?,
-            n: field("n")?.extract()?,
-            b,
-            w,
-        })
-    }
-}
-
-fn write_i64(out: &mut Vec<u8>, x: i64) {
-    out.extend_from_slice(itoa::Buffer::new().format(x).as_bytes());
 }

@@ -7,7 +7,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use crate::pending::round7;
+use crate::rounding::round7;
 
 const HOUR_S: f64 = 3600.0;
 
