@@ -2,6 +2,7 @@
 //! or resolves nothing (no finding open, and neither the idle run nor the hour's mean reaches its bar).
 //! The Python step is the reference; any other sample goes to it (`step` returns None).
 
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyList, PyString};
 
@@ -84,7 +85,7 @@ impl IdleGpuQuiet {
             Some(state) => state,
             None => PyDict::new(py),
         };
-        if state.contains("open")? {
+        if state.contains(intern!(py, "open"))? {
             return Ok(None);
         }
         let util_object = item.get_item(4)?;
@@ -101,41 +102,41 @@ impl IdleGpuQuiet {
         let gpu = item.get_item(9)?;
         let new = state.copy()?;
         let interval = if end - start > 1e-9 { end - start } else { 1e-9 };
-        if let Some(last) = state.get_item("last")? {
+        if let Some(last) = state.get_item(intern!(py, "last"))? {
             if !last.is_none()
                 && start - last.extract::<f64>()? > self.gap_intervals * interval
-                && new.contains("idle")?
+                && new.contains(intern!(py, "idle"))?
             {
-                new.del_item("idle")?; // missing samples break an idle run
+                new.del_item(intern!(py, "idle"))?; // missing samples break an idle run
             }
         }
         let entity = PyDict::new(py);
-        entity.set_item("gpu", &gpu)?;
-        new.set_item("e", entity)?;
-        new.set_item("iv", interval)?;
-        new.set_item("last", end)?;
+        entity.set_item(intern!(py, "gpu"), &gpu)?;
+        new.set_item(intern!(py, "e"), entity)?;
+        new.set_item(intern!(py, "iv"), interval)?;
+        new.set_item(intern!(py, "last"), end)?;
         let labels = PyDict::new(py);
         for (name, value) in [("team", &team), ("cluster", &cluster)] {
             if value.is_truthy()? {
                 labels.set_item(name, value)?;
             }
         }
-        new.set_item("lab", labels)?;
+        new.set_item(intern!(py, "lab"), labels)?;
         let (util_below, for_s) = self.thresholds(text(&cluster)?.as_deref(), text(&team)?.as_deref());
         if allocated && util < util_below {
-            let idle = match new.get_item("idle")? {
+            let idle = match new.get_item(intern!(py, "idle"))? {
                 Some(idle) if !idle.is_none() => idle.extract::<f64>()?,
                 _ => {
-                    new.set_item("idle", start)?;
-                    new.set_item("waste", 0.0)?;
+                    new.set_item(intern!(py, "idle"), start)?;
+                    new.set_item(intern!(py, "waste"), 0.0)?;
                     start
                 }
             };
-            let waste = match new.get_item("waste")? {
+            let waste = match new.get_item(intern!(py, "waste"))? {
                 Some(waste) => waste.extract::<f64>()?,
                 None => 0.0,
             };
-            new.set_item("waste", waste + cost)?;
+            new.set_item(intern!(py, "waste"), waste + cost)?;
             if end - idle >= for_s - 1e-6 {
                 return Ok(None); // an idle GPU finding opens
             }
@@ -148,15 +149,15 @@ impl IdleGpuQuiet {
         }
         // _underused
         if !allocated {
-            if new.contains("slots")? {
-                new.del_item("slots")?;
+            if new.contains(intern!(py, "slots"))? {
+                new.del_item(intern!(py, "slots"))?;
             }
             return Ok(Some(new));
         }
         let slot = floor_div(start, SLOT_S) * SLOT_S;
         let edge = end - self.underused_window_s - SLOT_S;
         let mut slots: Vec<Bound<'py, PyAny>> = Vec::new();
-        if let Some(old) = state.get_item("slots")? {
+        if let Some(old) = state.get_item(intern!(py, "slots"))? {
             for entry in old.try_iter()? {
                 let entry = entry?;
                 if entry.get_item(0)?.extract::<f64>()? > edge {
@@ -197,7 +198,7 @@ impl IdleGpuQuiet {
                 last_count.into_pyobject(py)?.into_any(),
             ],
         )?)?;
-        new.set_item("slots", window)?;
+        new.set_item(intern!(py, "slots"), window)?;
         Ok(Some(new))
     }
 }

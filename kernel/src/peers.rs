@@ -1,8 +1,9 @@
 //! An app's session peers learn a waiting session's bucket in place, as
 //! `TokenRunawayDetector.learn_peer(peers, seen, owned=True)` does (with `app_activity.add_traffic`).
 
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyDict, PyList, PyString};
 
 use crate::rounding::round7;
 
@@ -12,7 +13,7 @@ pub struct PeerConfig {
     pub alpha: f64,
 }
 
-fn get_f64(peers: &Bound<'_, PyDict>, key: &str) -> PyResult<f64> {
+fn get_f64(peers: &Bound<'_, PyDict>, key: &Bound<'_, PyString>) -> PyResult<f64> {
     match peers.get_item(key)? {
         Some(value) => value.extract(),
         None => Ok(0.0),
@@ -34,18 +35,18 @@ pub fn learn(
     config: &PeerConfig,
 ) -> PyResult<()> {
     add_traffic(py, peers, latest, config)?;
-    let n: i64 = match peers.get_item("n")? {
+    let n: i64 = match peers.get_item(intern!(py, "n"))? {
         Some(n) => n.extract()?,
         None => 0,
     };
     let alpha = config.alpha.max(1.0 / (n + 1) as f64);
-    let (mean, var) = (get_f64(peers, "m")?, get_f64(peers, "v")?);
+    let (mean, var) = (get_f64(peers, intern!(py, "m"))?, get_f64(peers, intern!(py, "v"))?);
     let x = rate.ln_1p();
     let diff = x - mean;
     let incr = alpha * diff;
-    peers.set_item("m", mean + incr)?;
-    peers.set_item("v", (1.0 - alpha) * (var + diff * incr))?;
-    peers.set_item("n", (n + 1).min(1_000_000))?;
+    peers.set_item(intern!(py, "m"), mean + incr)?;
+    peers.set_item(intern!(py, "v"), (1.0 - alpha) * (var + diff * incr))?;
+    peers.set_item(intern!(py, "n"), (n + 1).min(1_000_000))?;
     Ok(())
 }
 
@@ -55,17 +56,17 @@ fn add_traffic(
     (start, end, usd, requests): (f64, f64, f64, i64),
     config: &PeerConfig,
 ) -> PyResult<()> {
-    let window = match peers.get_item("cw")? {
+    let window = match peers.get_item(intern!(py, "cw"))? {
         Some(window) => window.cast_into::<PyList>()?,
         None => PyList::empty(py),
     };
-    if !peers.contains("c0")? {
-        peers.set_item("c0", start)?;
-        peers.set_item("ct", start)?;
-        peers.set_item("cu", 0.0)?;
-        peers.set_item("cq", 0.0)?;
+    if !peers.contains(intern!(py, "c0"))? {
+        peers.set_item(intern!(py, "c0"), start)?;
+        peers.set_item(intern!(py, "ct"), start)?;
+        peers.set_item(intern!(py, "cu"), 0.0)?;
+        peers.set_item(intern!(py, "cq"), 0.0)?;
     }
-    peers.set_item("cw", &window)?;
+    peers.set_item(intern!(py, "cw"), &window)?;
     let end_at = |i: usize| -> PyResult<f64> { window.get_item(i)?.get_item(0)?.extract() };
     let mut i = window.len();
     while i > 0 && end_at(i - 1)? > end {
@@ -96,7 +97,11 @@ fn add_traffic(
     }
     let latest = end_at(window.len() - 1)?;
     let edge = latest - config.window_s;
-    let (mut ct, mut cu, mut cq) = (get_f64(peers, "ct")?, get_f64(peers, "cu")?, get_f64(peers, "cq")?);
+    let (mut ct, mut cu, mut cq) = (
+        get_f64(peers, intern!(py, "ct"))?,
+        get_f64(peers, intern!(py, "cu"))?,
+        get_f64(peers, intern!(py, "cq"))?,
+    );
     let mut drop = 0;
     while drop < window.len() && end_at(drop)? <= edge {
         let old = window.get_item(drop)?;
@@ -118,8 +123,8 @@ fn add_traffic(
         cq *= factor;
         ct = edge;
     }
-    peers.set_item("ct", ct)?;
-    peers.set_item("cu", cu)?;
-    peers.set_item("cq", cq)?;
+    peers.set_item(intern!(py, "ct"), ct)?;
+    peers.set_item(intern!(py, "cu"), cu)?;
+    peers.set_item(intern!(py, "cq"), cq)?;
     Ok(())
 }

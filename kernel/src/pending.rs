@@ -5,6 +5,7 @@
 //! A pending entity is a `pending_doc::Pending`, saved as the table's `s|llm|<entity id>` entry.
 
 use pyo3::exceptions::PyValueError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PySet, PyString, PyTuple};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -180,8 +181,8 @@ impl Waiting {
         let mut state = PyDict::new(py);
         for e in &pending.b {
             let entity = PyDict::new(py);
-            entity.set_item("app", &pending.app)?;
-            entity.set_item("user", &pending.key)?;
+            entity.set_item(intern!(py, "app"), &pending.app)?;
+            entity.set_item(intern!(py, "user"), &pending.key)?;
             let fields = (e.start, e.end, e.requests, e.cost_usd);
             match quiet_user_step(py, &state, fields, entity, &self.quiet)? {
                 Some(next) => state = next,
@@ -207,8 +208,8 @@ impl Waiting {
             return Ok(false);
         };
         let entity = PyDict::new(py);
-        entity.set_item("app", app)?;
-        entity.set_item("user", name)?;
+        entity.set_item(intern!(py, "app"), app)?;
+        entity.set_item(intern!(py, "user"), name)?;
         let fields = (bucket.start, bucket.end, bucket.requests, bucket.cost_usd);
         let Some(new) = quiet_user_step(py, &state, fields, entity, &self.quiet)? else {
             return Ok(false);

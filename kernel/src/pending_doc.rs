@@ -4,6 +4,7 @@
 //! `streams.core.entity_states.fuse` saves), handed to the runner as a Python dict, read back from one.
 
 use pyo3::exceptions::PyValueError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
@@ -53,11 +54,11 @@ impl Pending {
     pub fn to_python<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let doc = PyDict::new(py);
         let entity = PyDict::new(py);
-        entity.set_item("app", &self.app)?;
+        entity.set_item(intern!(py, "app"), &self.app)?;
         entity.set_item(SCOPE_NAMES[self.scope], &self.key)?;
-        doc.set_item("e", entity)?;
-        doc.set_item("last", self.last)?;
-        doc.set_item("n", self.n)?;
+        doc.set_item(intern!(py, "e"), entity)?;
+        doc.set_item(intern!(py, "last"), self.last)?;
+        doc.set_item(intern!(py, "n"), self.n)?;
         let entries = PyList::empty(py);
         for e in &self.b {
             let prompts = PyDict::new(py);
@@ -80,13 +81,13 @@ impl Pending {
             )?;
             entries.append(item)?;
         }
-        doc.set_item("b", entries)?;
+        doc.set_item(intern!(py, "b"), entries)?;
         if self.scope == SESSION {
             let window = PyList::empty(py);
             for entry in &self.w {
                 window.append(window_entry(py, entry)?)?;
             }
-            doc.set_item("w", window)?;
+            doc.set_item(intern!(py, "w"), window)?;
         }
         Ok(doc)
     }
@@ -166,18 +167,22 @@ impl Pending {
     }
 
     pub fn from_python(doc: &Bound<'_, PyDict>) -> PyResult<Self> {
+        let py = doc.py();
         let field = |name: &str| -> PyResult<Bound<'_, PyAny>> {
             doc.get_item(name)?.ok_or_else(|| PyValueError::new_err(format!("no {name:?}")))
         };
         let entity = field("e")?;
         let entity = entity.cast::<PyDict>()?;
-        let (scope, key) = match entity.get_item("session")? {
+        let (scope, key) = match entity.get_item(intern!(py, "session"))? {
             Some(key) => (SESSION, key),
-            None => {
-                (USER, entity.get_item("user")?.ok_or_else(|| PyValueError::new_err("no session or user"))?)
-            }
+            None => (
+                USER,
+                entity
+                    .get_item(intern!(py, "user"))?
+                    .ok_or_else(|| PyValueError::new_err("no session or user"))?,
+            ),
         };
-        let app = entity.get_item("app")?.ok_or_else(|| PyValueError::new_err("no app"))?;
+        let app = entity.get_item(intern!(py, "app"))?.ok_or_else(|| PyValueError::new_err("no app"))?;
         let mut b = Vec::new();
         for item in field("b")?.try_iter()? {
             let item = item?;
@@ -204,7 +209,7 @@ impl Pending {
             });
         }
         let mut w = Vec::new();
-        if let Some(window) = doc.get_item("w")? {
+        if let Some(window) = doc.get_item(intern!(py, "w"))? {
             for entry in window.try_iter()? {
                 let entry = entry?;
                 if entry.len()? != 4 {

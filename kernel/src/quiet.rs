@@ -4,8 +4,9 @@
 //! only learned: the window slides, the decayed sums move on and the baseline learns the rate.
 //! The Python step is the reference; any other bucket goes to it (`quiet_user_step` returns None).
 
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyDict, PyList, PyString};
 
 use crate::rounding::round7;
 
@@ -36,29 +37,37 @@ fn time_rate(total: f64, since: f64, now: f64, tau_s: f64) -> f64 {
 /// Whether a user bucket under neither gate is still unjudged: its own baseline (`_baseline`, a user has
 /// no hour-of-day slot and no peers) is not warm yet, or `user_ratio` times it is above the fastest rate.
 fn below_its_baseline(state: &Bound<'_, PyDict>, rate: f64, c: &RunawayQuiet) -> PyResult<bool> {
-    let n: i64 = match state.get_item("n")? {
+    let py = state.py();
+    let n: i64 = match state.get_item(intern!(py, "n"))? {
         Some(n) => n.extract()?,
         None => 0,
     };
-    let since = match state.get_item("q0")? {
+    let since = match state.get_item(intern!(py, "q0"))? {
         Some(q0) => Some(q0.extract::<f64>()?),
         None => None,
     };
     let learned_s = match since {
-        Some(q0) => float(state, "ql", 0.0)? - q0,
+        Some(q0) => float(state, intern!(py, "ql"), 0.0)? - q0,
         None => c.window_s,
     };
     if !(n >= c.warmup && learned_s >= c.window_s) {
         return Ok(true); // no baseline: only learned
     }
     let mean = match since {
-        Some(q0) => time_rate(float(state, "uc", 0.0)?, q0, float(state, "ql", 0.0)?, c.tau_s) * HOUR_S,
-        None => float(state, "m", 0.0)?,
+        Some(q0) => {
+            time_rate(
+                float(state, intern!(py, "uc"), 0.0)?,
+                q0,
+                float(state, intern!(py, "ql"), 0.0)?,
+                c.tau_s,
+            ) * HOUR_S
+        }
+        None => float(state, intern!(py, "m"), 0.0)?,
     };
     Ok(rate / c.min_fraction < c.user_ratio * mean)
 }
 
-fn float(state: &Bound<'_, PyDict>, key: &str, default: f64) -> PyResult<f64> {
+fn float(state: &Bound<'_, PyDict>, key: &Bound<'_, PyString>, default: f64) -> PyResult<f64> {
     match state.get_item(key)? {
         Some(value) => value.extract(),
         None => Ok(default),
@@ -74,11 +83,14 @@ pub fn quiet_user_step<'py>(
     entity: Bound<'py, PyDict>,
     c: &RunawayQuiet,
 ) -> PyResult<Option<Bound<'py, PyDict>>> {
-    if state.contains("open")? || state.contains("hot")? || state.contains("mq")? {
+    if state.contains(intern!(py, "open"))?
+        || state.contains(intern!(py, "hot"))?
+        || state.contains(intern!(py, "mq"))?
+    {
         return Ok(None);
     }
     // detectors.token_runaway.slide
-    let kept = match state.get_item("w")? {
+    let kept = match state.get_item(intern!(py, "w"))? {
         Some(window) => window.cast_into::<PyList>()?,
         None => PyList::empty(py),
     };
@@ -115,8 +127,8 @@ pub fn quiet_user_step<'py>(
         ));
     }
     let new = state.copy()?;
-    new.set_item("e", entity)?;
-    new.set_item("last", end)?;
+    new.set_item(intern!(py, "e"), entity)?;
+    new.set_item(intern!(py, "last"), end)?;
     let window = PyList::empty(py);
     for i in cut..size {
         window.append(kept.get_item(i)?)?;
@@ -130,19 +142,22 @@ pub fn quiet_user_step<'py>(
             start.into_pyobject(py)?.into_any(),
         ],
     )?)?;
-    new.set_item("w", window)?;
-    if new.contains("cs")? {
-        new.del_item("cs")?;
+    new.set_item(intern!(py, "w"), window)?;
+    if new.contains(intern!(py, "cs"))? {
+        new.del_item(intern!(py, "cs"))?;
     }
     // _count: the buckets that left the window into the decayed sums, then on to a window ago
-    if !new.contains("q0")? {
-        new.set_item("q0", start)?;
-        new.set_item("ql", start)?;
-        new.set_item("uc", 0.0)?;
-        new.set_item("qc", 0.0)?;
+    if !new.contains(intern!(py, "q0"))? {
+        new.set_item(intern!(py, "q0"), start)?;
+        new.set_item(intern!(py, "ql"), start)?;
+        new.set_item(intern!(py, "uc"), 0.0)?;
+        new.set_item(intern!(py, "qc"), 0.0)?;
     }
-    let (mut ql, mut uc, mut qc) =
-        (float(&new, "ql", 0.0)?, float(&new, "uc", 0.0)?, float(&new, "qc", 0.0)?);
+    let (mut ql, mut uc, mut qc) = (
+        float(&new, intern!(py, "ql"), 0.0)?,
+        float(&new, intern!(py, "uc"), 0.0)?,
+        float(&new, intern!(py, "qc"), 0.0)?,
+    );
     // _advance, learning: both sums decay with one factor, then add what left the window
     let mut advance = |ql: &mut f64, to: f64, usd: f64, requests: f64| {
         if to > *ql {
@@ -159,24 +174,24 @@ pub fn quiet_user_step<'py>(
     if upto > ql {
         advance(&mut ql, upto, 0.0, 0.0);
     }
-    new.set_item("uc", uc)?;
-    new.set_item("qc", qc)?;
-    new.set_item("ql", ql)?;
+    new.set_item(intern!(py, "uc"), uc)?;
+    new.set_item(intern!(py, "qc"), qc)?;
+    new.set_item(intern!(py, "ql"), ql)?;
     // _learn (no hour-of-day slot for a user)
-    let elapsed = end - float(&new, "lt", end)?;
+    let elapsed = end - float(&new, intern!(py, "lt"), end)?;
     let elapsed = if elapsed > 0.0 { elapsed } else { 0.0 };
-    new.set_item("lt", end)?;
-    let n: i64 = match new.get_item("n")? {
+    new.set_item(intern!(py, "lt"), end)?;
+    let n: i64 = match new.get_item(intern!(py, "n"))? {
         Some(n) => n.extract()?,
         None => 0,
     };
     let alpha = if n < c.warmup { 1.0 / (n + 1) as f64 } else { 1.0 - (-elapsed / c.tau_s).exp() };
-    let (mean, var) = (float(&new, "m", 0.0)?, float(&new, "v", 0.0)?);
+    let (mean, var) = (float(&new, intern!(py, "m"), 0.0)?, float(&new, intern!(py, "v"), 0.0)?);
     let diff = rate - mean;
     let incr = alpha * diff;
-    new.set_item("m", mean + incr)?;
-    new.set_item("v", (1.0 - alpha) * (var + diff * incr))?;
-    new.set_item("n", (n + 1).min(1_000_000))?;
-    new.set_item("rate", rate)?;
+    new.set_item(intern!(py, "m"), mean + incr)?;
+    new.set_item(intern!(py, "v"), (1.0 - alpha) * (var + diff * incr))?;
+    new.set_item(intern!(py, "n"), (n + 1).min(1_000_000))?;
+    new.set_item(intern!(py, "rate"), rate)?;
     Ok(Some(new))
 }
