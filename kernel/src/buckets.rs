@@ -91,74 +91,15 @@ impl LlmBucketer {
 
     /// Fold one request (an `LlmUsage`) into its session, user and app buckets.
     fn add(&mut self, usage: &Bound<'_, PyTuple>) -> PyResult<()> {
-        let time: f64 = usage.get_item(0)?.extract()?;
-        let app = usage.get_item(1)?;
-        let model = usage.get_item(4)?;
-        let input_tokens: i64 = usage.get_item(5)?.extract()?;
-        let output_tokens: i64 = usage.get_item(6)?.extract()?;
-        let cost_usd: f64 = usage.get_item(7)?.extract()?;
-        let prompt = usage.get_item(8)?;
-        let prompt: Option<String> = if prompt.is_truthy()? { Some(prompt.extract()?) } else { None };
-        let team = usage.get_item(9)?;
-        for (scope, index) in [(SESSION, 3), (USER, 2), (APP, 1)] {
-            let key = usage.get_item(index)?;
-            if !key.is_truthy()? {
-                continue;
-            }
-            let width = self.widths[scope];
-            let start = (time / width).floor() * width;
-            let slot = (scope, key.extract::<String>()?, ordered(start));
-            let bucket = match self.open.entry(slot) {
-                Entry::Occupied(found) => found.into_mut(),
-                Entry::Vacant(new) => {
-                    let end = start + width;
-                    self.ends.entry(ordered(end)).or_insert((end, Vec::new())).1.push(new.key().clone());
-                    new.insert(Bucket {
-                        scope,
-                        key: key.unbind(),
-                        app: app.clone().unbind(),
-                        team: team.clone().unbind(),
-                        start,
-                        end,
-                        requests: 0,
-                        input_tokens: 0,
-                        output_tokens: 0,
-                        cost_usd: 0.0,
-                        inputs: Vec::new(),
-                        prompts: Vec::new(),
-                        models: Vec::new(),
-                    })
-                }
-            };
-            bucket.requests += 1;
-            // events carry at most 10^12 tokens a count (MAX_TOKENS): a bucket overflows after millions
-            bucket.input_tokens = bucket.input_tokens.checked_add(input_tokens).ok_or_else(overflow)?;
-            bucket.output_tokens = bucket.output_tokens.checked_add(output_tokens).ok_or_else(overflow)?;
-            bucket.cost_usd += cost_usd;
-            if scope == SESSION {
-                if bucket.inputs.len() < self.max_inputs {
-                    bucket.inputs.push(input_tokens);
-                }
-                if let Some(prompt) = &prompt {
-                    let prompts = &mut bucket.prompts;
-                    match prompts.iter().position(|(p, _)| p == prompt) {
-                        Some(at) => prompts[at].1 += 1,
-                        None if prompts.len() < self.max_prompts => prompts.push((prompt.clone(), 1)),
-                        None => {}
-                    }
-                }
-            } else if scope == APP {
-                let model: String = model.extract()?;
-                let tokens = input_tokens.checked_add(output_tokens).ok_or_else(overflow)? as f64;
-                match bucket.models.iter_mut().find(|(m, _)| *m == model) {
-                    Some((_, sums)) => {
-                        sums[0] += 1.0;
-                        sums[1] += tokens;
-                        sums[2] += cost_usd;
-                    }
-                    None => bucket.models.push((model, [1.0, tokens, cost_usd])),
-                }
-            }
+        self.fold(|i| usage.get_item(i))
+    }
+
+    /// Fold the requests of detector inputs (`["u", id, *LlmUsage fields]` lists), in order, as `add`
+    /// folds each one's `LlmUsage`: no Python tuple is made per request.
+    fn add_inputs(&mut self, items: &Bound<'_, PyList>) -> PyResult<()> {
+        for item in items.iter() {
+            let item = item.cast_into::<PyList>()?;
+            self.fold(|i| item.get_item(i + 2))?;
         }
         Ok(())
     }
@@ -309,6 +250,80 @@ impl LlmBucketer {
 }
 
 impl LlmBucketer {
+    /// Fold one request into its session, user and app buckets; `field(i)` is its `LlmUsage`'s field i.
+    fn fold<'py>(&mut self, field: impl Fn(usize) -> PyResult<Bound<'py, PyAny>>) -> PyResult<()> {
+        let time: f64 = field(0)?.extract()?;
+        let app = field(1)?;
+        let model = field(4)?;
+        let input_tokens: i64 = field(5)?.extract()?;
+        let output_tokens: i64 = field(6)?.extract()?;
+        let cost_usd: f64 = field(7)?.extract()?;
+        let prompt = field(8)?;
+        let prompt: Option<String> = if prompt.is_truthy()? { Some(prompt.extract()?) } else { None };
+        let team = field(9)?;
+        for (scope, index) in [(SESSION, 3), (USER, 2), (APP, 1)] {
+            let key = field(index)?;
+            if !key.is_truthy()? {
+                continue;
+            }
+            let width = self.widths[scope];
+            let start = (time / width).floor() * width;
+            let slot = (scope, key.extract::<String>()?, ordered(start));
+            let bucket = match self.open.entry(slot) {
+                Entry::Occupied(found) => found.into_mut(),
+                Entry::Vacant(new) => {
+                    let end = start + width;
+                    self.ends.entry(ordered(end)).or_insert((end, Vec::new())).1.push(new.key().clone());
+                    new.insert(Bucket {
+                        scope,
+                        key: key.unbind(),
+                        app: app.clone().unbind(),
+                        team: team.clone().unbind(),
+                        start,
+                        end,
+                        requests: 0,
+                        input_tokens: 0,
+                        output_tokens: 0,
+                        cost_usd: 0.0,
+                        inputs: Vec::new(),
+                        prompts: Vec::new(),
+                        models: Vec::new(),
+                    })
+                }
+            };
+            bucket.requests += 1;
+            // events carry at most 10^12 tokens a count (MAX_TOKENS): a bucket overflows after millions
+            bucket.input_tokens = bucket.input_tokens.checked_add(input_tokens).ok_or_else(overflow)?;
+            bucket.output_tokens = bucket.output_tokens.checked_add(output_tokens).ok_or_else(overflow)?;
+            bucket.cost_usd += cost_usd;
+            if scope == SESSION {
+                if bucket.inputs.len() < self.max_inputs {
+                    bucket.inputs.push(input_tokens);
+                }
+                if let Some(prompt) = &prompt {
+                    let prompts = &mut bucket.prompts;
+                    match prompts.iter().position(|(p, _)| p == prompt) {
+                        Some(at) => prompts[at].1 += 1,
+                        None if prompts.len() < self.max_prompts => prompts.push((prompt.clone(), 1)),
+                        None => {}
+                    }
+                }
+            } else if scope == APP {
+                let model: String = model.extract()?;
+                let tokens = input_tokens.checked_add(output_tokens).ok_or_else(overflow)? as f64;
+                match bucket.models.iter_mut().find(|(m, _)| *m == model) {
+                    Some((_, sums)) => {
+                        sums[0] += 1.0;
+                        sums[1] += tokens;
+                        sums[2] += cost_usd;
+                    }
+                    None => bucket.models.push((model, [1.0, tokens, cost_usd])),
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Take the buckets that ended by `watermark` out of the open ones: by end time, scope and key.
     fn closing(&mut self, watermark: f64) -> Vec<Bucket> {
         let mut closed = Vec::new();

@@ -505,9 +505,13 @@ class PartitionDetectors:
         keys = [SEEN + item[1] for item in items if item[0] != TICK and item[0] != GPU]
         repeats = iter(zip(keys, seen_before(keys, known(keys) if keys else []), strict=True))
         gpus, gpu_quiet = runner.states["idle_gpu"], self.gpu_quiet
+        usages: list[Item] = []  # LLM requests since the last tick, bucketed together before the next one
         for item in items:
             tag = item[0]
             if tag == TICK:
+                if usages:
+                    self._add_usages(usages)
+                    usages = []
                 if item[1] > runner.watermark:
                     runner.advance(item[1])
                 continue
@@ -529,7 +533,7 @@ class PartitionDetectors:
                 done.repeated += 1
                 continue
             if tag == USAGE:
-                runner.add_usage(_usage(item))
+                usages.append(item)
             else:
                 if len(item) > SERIES_FIELDS:
                     part = self.applied_part(item)
@@ -540,12 +544,23 @@ class PartitionDetectors:
                 runner.series.add(item)
             done.applied += 1
             done.entries.append((seen, item))
+        if usages:
+            self._add_usages(usages)
         # a late input's bucket, one that ends by the last flush, is closed now rather than at the next
         # tick: a restart before that tick would rebuild only the buckets ending after the flush
         done.late_buckets = runner.close_late()
         done.findings, runner.findings = runner.findings, []
         self._save(done.entries)
         return done
+
+    def _add_usages(self, usages: list[Item]) -> None:
+        """Bucket LLM request inputs (only a tick closes buckets, so those between two go in together)."""
+        add_inputs = getattr(self.runner.llm, "add_inputs", None)  # the kernel's: no LlmUsage per request
+        if add_inputs is not None:
+            add_inputs(usages)
+        else:
+            for item in usages:
+                self.runner.add_usage(_usage(item))
 
     def applied_part(self, item: Item) -> Item | None:
         """Return the part of a series input from messages its group has not applied yet (None: none).
