@@ -106,60 +106,46 @@ impl Pending {
         out.extend_from_slice(b",\"n\":");
         write_i64(&mut out, self.n);
         out.extend_from_slice(b",\"b\":[");
-        for (i, e) in self.b.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
+        joined(&mut out, &self.b, |out, e| {
             out.push(b'[');
-            write_f64(&mut out, e.start);
+            write_f64(out, e.start);
             out.push(b',');
-            write_f64(&mut out, e.end);
+            write_f64(out, e.end);
             for count in [e.requests, e.input_tokens, e.output_tokens] {
                 out.push(b',');
-                write_i64(&mut out, count);
+                write_i64(out, count);
             }
             out.push(b',');
-            write_f64(&mut out, e.cost_usd);
+            write_f64(out, e.cost_usd);
             out.extend_from_slice(b",[");
-            for (j, size) in e.inputs.iter().enumerate() {
-                if j > 0 {
-                    out.push(b',');
-                }
-                write_i64(&mut out, *size);
-            }
+            joined(out, &e.inputs, |out, size| write_i64(out, *size));
             out.extend_from_slice(b"],{");
-            for (j, (prompt, count)) in e.prompts.iter().enumerate() {
-                if j > 0 {
-                    out.push(b',');
-                }
-                write_str(&mut out, prompt);
+            joined(out, &e.prompts, |out, (prompt, count)| {
+                write_str(out, prompt);
                 out.push(b':');
-                write_i64(&mut out, *count);
-            }
+                write_i64(out, *count);
+            });
             out.extend_from_slice(b"},");
             match &e.team {
-                Some(team) => write_str(&mut out, team),
+                Some(team) => write_str(out, team),
                 None => out.extend_from_slice(b"null"),
             }
             out.push(b']');
-        }
+        });
         out.push(b']');
         if self.scope == SESSION {
             out.extend_from_slice(b",\"w\":[");
-            for (i, (end, usd, requests, start)) in self.w.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
+            joined(&mut out, &self.w, |out, (end, usd, requests, start)| {
                 out.push(b'[');
-                write_f64(&mut out, *end);
+                write_f64(out, *end);
                 out.push(b',');
-                write_f64(&mut out, *usd);
+                write_f64(out, *usd);
                 out.push(b',');
-                write_i64(&mut out, *requests);
+                write_i64(out, *requests);
                 out.push(b',');
-                write_f64(&mut out, *start);
+                write_f64(out, *start);
                 out.push(b']');
-            }
+            });
             out.push(b']');
         }
         out.extend_from_slice(b"}}");
@@ -228,6 +214,16 @@ impl Pending {
             b,
             w,
         })
+    }
+}
+
+/// Write `items` with `write`, separated by commas.
+fn joined<T>(out: &mut Vec<u8>, items: impl IntoIterator<Item = T>, mut write: impl FnMut(&mut Vec<u8>, T)) {
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write(out, item);
     }
 }
 
