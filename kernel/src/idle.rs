@@ -4,8 +4,9 @@
 
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyFloat, PyList, PyString};
+use pyo3::types::{PyDict, PyFloat, PyList};
 
+use crate::record::{number_or, optional_text};
 use crate::rounding::round_to;
 
 const SLOT_S: f64 = 300.0; // detectors.idle_gpu.SLOT_S
@@ -122,7 +123,8 @@ impl IdleGpuQuiet {
             }
         }
         new.set_item(intern!(py, "lab"), labels)?;
-        let (util_below, for_s) = self.thresholds(text(&cluster)?.as_deref(), text(&team)?.as_deref());
+        let (util_below, for_s) =
+            self.thresholds(optional_text(&cluster)?.as_deref(), optional_text(&team)?.as_deref());
         if allocated && util < util_below {
             let idle = match new.get_item(intern!(py, "idle"))? {
                 Some(idle) if !idle.is_none() => idle.extract::<f64>()?,
@@ -132,10 +134,7 @@ impl IdleGpuQuiet {
                     start
                 }
             };
-            let waste = match new.get_item(intern!(py, "waste"))? {
-                Some(waste) => waste.extract::<f64>()?,
-                None => 0.0,
-            };
+            let waste: f64 = number_or(&new, intern!(py, "waste"), 0.0)?;
             new.set_item(intern!(py, "waste"), waste + cost)?;
             if end - idle >= for_s - 1e-6 {
                 return Ok(None); // an idle GPU finding opens
@@ -222,13 +221,5 @@ impl IdleGpuQuiet {
             }
         }
         (util, span)
-    }
-}
-
-fn text(value: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
-    if value.is_none() {
-        Ok(None)
-    } else {
-        Ok(Some(value.cast::<PyString>()?.to_str()?.to_owned()))
     }
 }

@@ -3,21 +3,15 @@
 
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::types::{PyDict, PyList};
 
+use crate::record::number_or;
 use crate::rounding::round7;
 
 pub struct PeerConfig {
     pub window_s: f64,
     pub tau_s: f64,
     pub alpha: f64,
-}
-
-fn get_f64(peers: &Bound<'_, PyDict>, key: &Bound<'_, PyString>) -> PyResult<f64> {
-    match peers.get_item(key)? {
-        Some(value) => value.extract(),
-        None => Ok(0.0),
-    }
 }
 
 fn decay(last: f64, now: f64, tau_s: f64) -> f64 {
@@ -35,12 +29,9 @@ pub fn learn(
     config: &PeerConfig,
 ) -> PyResult<()> {
     add_traffic(py, peers, latest, config)?;
-    let n: i64 = match peers.get_item(intern!(py, "n"))? {
-        Some(n) => n.extract()?,
-        None => 0,
-    };
+    let n: i64 = number_or(peers, intern!(py, "n"), 0)?;
     let alpha = config.alpha.max(1.0 / (n + 1) as f64);
-    let (mean, var) = (get_f64(peers, intern!(py, "m"))?, get_f64(peers, intern!(py, "v"))?);
+    let (mean, var) = (number_or(peers, intern!(py, "m"), 0.0)?, number_or(peers, intern!(py, "v"), 0.0)?);
     let x = rate.ln_1p();
     let diff = x - mean;
     let incr = alpha * diff;
@@ -98,9 +89,9 @@ fn add_traffic(
     let latest = end_at(window.len() - 1)?;
     let edge = latest - config.window_s;
     let (mut ct, mut cu, mut cq) = (
-        get_f64(peers, intern!(py, "ct"))?,
-        get_f64(peers, intern!(py, "cu"))?,
-        get_f64(peers, intern!(py, "cq"))?,
+        number_or(peers, intern!(py, "ct"), 0.0)?,
+        number_or(peers, intern!(py, "cu"), 0.0)?,
+        number_or(peers, intern!(py, "cq"), 0.0)?,
     );
     let mut drop = 0;
     while drop < window.len() && end_at(drop)? <= edge {

@@ -179,12 +179,12 @@ impl Waiting {
     /// they all did (its state is kept and noted); False, and nothing kept, when one did not.
     fn release_quietly(&self, py: Python<'_>, key: &str, pending: &Pending) -> PyResult<bool> {
         let mut state = PyDict::new(py);
+        let entity = PyDict::new(py); // only the last state, and so one entity, is kept
+        entity.set_item(intern!(py, "app"), &pending.app)?;
+        entity.set_item(intern!(py, "user"), &pending.key)?;
         for e in &pending.b {
-            let entity = PyDict::new(py);
-            entity.set_item(intern!(py, "app"), &pending.app)?;
-            entity.set_item(intern!(py, "user"), &pending.key)?;
             let fields = (e.start, e.end, e.requests, e.cost_usd);
-            match quiet_user_step(py, &state, fields, entity, &self.quiet)? {
+            match quiet_user_step(py, &state, fields, entity.clone(), &self.quiet)? {
                 Some(next) => state = next,
                 None => return Ok(false),
             }

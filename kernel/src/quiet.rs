@@ -6,8 +6,9 @@
 
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::types::{PyDict, PyList};
 
+use crate::record::number_or;
 use crate::rounding::round7;
 
 const HOUR_S: f64 = 3600.0;
@@ -38,16 +39,13 @@ fn time_rate(total: f64, since: f64, now: f64, tau_s: f64) -> f64 {
 /// no hour-of-day slot and no peers) is not warm yet, or `user_ratio` times it is above the fastest rate.
 fn below_its_baseline(state: &Bound<'_, PyDict>, rate: f64, c: &RunawayQuiet) -> PyResult<bool> {
     let py = state.py();
-    let n: i64 = match state.get_item(intern!(py, "n"))? {
-        Some(n) => n.extract()?,
-        None => 0,
-    };
+    let n: i64 = number_or(state, intern!(py, "n"), 0)?;
     let since = match state.get_item(intern!(py, "q0"))? {
         Some(q0) => Some(q0.extract::<f64>()?),
         None => None,
     };
     let learned_s = match since {
-        Some(q0) => float(state, intern!(py, "ql"), 0.0)? - q0,
+        Some(q0) => number_or(state, intern!(py, "ql"), 0.0)? - q0,
         None => c.window_s,
     };
     if !(n >= c.warmup && learned_s >= c.window_s) {
@@ -56,22 +54,15 @@ fn below_its_baseline(state: &Bound<'_, PyDict>, rate: f64, c: &RunawayQuiet) ->
     let mean = match since {
         Some(q0) => {
             time_rate(
-                float(state, intern!(py, "uc"), 0.0)?,
+                number_or(state, intern!(py, "uc"), 0.0)?,
                 q0,
-                float(state, intern!(py, "ql"), 0.0)?,
+                number_or(state, intern!(py, "ql"), 0.0)?,
                 c.tau_s,
             ) * HOUR_S
         }
-        None => float(state, intern!(py, "m"), 0.0)?,
+        None => number_or(state, intern!(py, "m"), 0.0)?,
     };
     Ok(rate / c.min_fraction < c.user_ratio * mean)
-}
-
-fn float(state: &Bound<'_, PyDict>, key: &Bound<'_, PyString>, default: f64) -> PyResult<f64> {
-    match state.get_item(key)? {
-        Some(value) => value.extract(),
-        None => Ok(default),
-    }
 }
 
 /// The new state of a user after a quiet bucket `(start, end, requests, cost_usd)`, or None when the
@@ -154,9 +145,9 @@ pub fn quiet_user_step<'py>(
         new.set_item(intern!(py, "qc"), 0.0)?;
     }
     let (mut ql, mut uc, mut qc) = (
-        float(&new, intern!(py, "ql"), 0.0)?,
-        float(&new, intern!(py, "uc"), 0.0)?,
-        float(&new, intern!(py, "qc"), 0.0)?,
+        number_or(&new, intern!(py, "ql"), 0.0)?,
+        number_or(&new, intern!(py, "uc"), 0.0)?,
+        number_or(&new, intern!(py, "qc"), 0.0)?,
     );
     // _advance, learning: both sums decay with one factor, then add what left the window
     let mut advance = |ql: &mut f64, to: f64, usd: f64, requests: f64| {
@@ -178,15 +169,12 @@ pub fn quiet_user_step<'py>(
     new.set_item(intern!(py, "qc"), qc)?;
     new.set_item(intern!(py, "ql"), ql)?;
     // _learn (no hour-of-day slot for a user)
-    let elapsed = end - float(&new, intern!(py, "lt"), end)?;
+    let elapsed = end - number_or(&new, intern!(py, "lt"), end)?;
     let elapsed = if elapsed > 0.0 { elapsed } else { 0.0 };
     new.set_item(intern!(py, "lt"), end)?;
-    let n: i64 = match new.get_item(intern!(py, "n"))? {
-        Some(n) => n.extract()?,
-        None => 0,
-    };
+    let n: i64 = number_or(&new, intern!(py, "n"), 0)?;
     let alpha = if n < c.warmup { 1.0 / (n + 1) as f64 } else { 1.0 - (-elapsed / c.tau_s).exp() };
-    let (mean, var) = (float(&new, intern!(py, "m"), 0.0)?, float(&new, intern!(py, "v"), 0.0)?);
+    let (mean, var) = (number_or(&new, intern!(py, "m"), 0.0)?, number_or(&new, intern!(py, "v"), 0.0)?);
     let diff = rate - mean;
     let incr = alpha * diff;
     new.set_item(intern!(py, "m"), mean + incr)?;

@@ -1,4 +1,4 @@
-//! Reading a cost record (a Python dict) as the Python code does.
+//! Reading a cost record or a detector state (Python dicts) as the Python code does.
 
 use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
@@ -25,5 +25,16 @@ pub fn optional_text(value: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
         Ok(None)
     } else {
         text(value).map(Some)
+    }
+}
+
+/// `mapping.get(key, default)` for a number (a `TypeError` for anything else that is there).
+pub fn number_or<'py, T>(mapping: &Bound<'py, PyDict>, key: &Bound<'py, PyString>, default: T) -> PyResult<T>
+where
+    T: pyo3::conversion::FromPyObjectOwned<'py, Error = PyErr>,
+{
+    match mapping.get_item(key)? {
+        Some(value) => value.extract(),
+        None => Ok(default),
     }
 }
