@@ -179,15 +179,11 @@ impl LlmBucketer {
         for bucket in closed {
             if let (Some(waiting), true) = (self.waiting.as_mut(), bucket.scope != APP) {
                 match waiting.take(py, &bucket)? {
-                    Outcome::Waits => continue,
+                    Outcome::Done => continue,
                     Outcome::Release(release) => {
                         step.call1((release,))?;
                     }
-                    Outcome::Step => {
-                        if bucket.scope == USER && waiting.step_quiet_user(py, &bucket)? {
-                            continue;
-                        }
-                    }
+                    Outcome::Step => {}
                 }
             }
             step.call1((self.to_python(py, bucket)?,))?;

@@ -20,10 +20,11 @@ const HOUR_S: f64 = 3600.0;
 
 /// What `Waiting::take` decided for a closed session or user bucket.
 pub enum Outcome<'py> {
-    /// Step it (the entity is old enough, or has states already).
+    /// The runner steps it (the entity is old enough, or has states already).
     Step,
-    /// It waits (a session's bucket has taught its app's peers already, as `_wait` teaches them).
-    Waits,
+    /// Nothing for the runner: it waits (a session's bucket has taught its app's peers already, as
+    /// `_wait` teaches them), or it was a user's and took its runaway step's quiet path here.
+    Done,
     /// The entity is old enough now: step its pending buckets (`("r", scope, key, doc)`), then this one.
     Release(Bound<'py, PyTuple>),
 }
@@ -82,18 +83,19 @@ impl Waiting {
         self.handed.clear();
     }
 
-    /// Decide for a closed session or user bucket, as `DetectorRunner._wait` does.
+    /// Decide for a closed session or user bucket, as `DetectorRunner._wait` does; a user's bucket to
+    /// step takes its quiet path here when it can (`stepped`).
     pub fn take<'py>(&mut self, py: Python<'py>, bucket: &Bucket) -> PyResult<Outcome<'py>> {
         let scope = bucket.scope;
         let below = self.below[scope];
-        if below <= 0 {
+        if below <= 0 && scope == SESSION {
             return Ok(Outcome::Step);
         }
-        let app: String = bucket.app.extract(py)?;
-        let name: String = bucket.key.extract(py)?;
-        let key = entity_id(scope, &app, &name);
-        if self.handed.contains(&key) {
-            return Ok(Outcome::Step);
+        let app = bucket.app.bind(py).cast::<PyString>()?.to_str()?;
+        let name = bucket.key.bind(py).cast::<PyString>()?.to_str()?;
+        let key = entity_id(scope, app, name);
+        if below <= 0 || self.handed.contains(&key) {
+            return self.stepped(py, &key, app, name, bucket);
         }
         let mut pending = match self.pending.remove(&key) {
             Some(pending) => {
@@ -101,7 +103,7 @@ impl Waiting {
                     self.changed.insert(key.clone());
                     self.handed.insert(key.clone());
                     if scope == USER && self.release_quietly(py, &key, &pending)? {
-                        return Ok(Outcome::Step); // its state is made: this bucket steps as any other
+                        return self.stepped(py, &key, app, name, bucket); // its state is made
                     }
                     let doc = pending.to_python(py)?;
                     let release = PyTuple::new(
@@ -119,11 +121,11 @@ impl Waiting {
             }
             None => {
                 if bucket.requests >= below {
-                    self.handed.insert(key);
-                    return Ok(Outcome::Step);
+                    self.handed.insert(key.clone());
+                    return self.stepped(py, &key, app, name, bucket);
                 }
                 if self.runaway.bind(py).contains(&key)? {
-                    return Ok(Outcome::Step);
+                    return self.stepped(py, &key, app, name, bucket);
                 }
                 if scope == SESSION
                     && (self.agent_loop.bind(py).contains(&key)?
@@ -131,7 +133,8 @@ impl Waiting {
                 {
                     return Ok(Outcome::Step); // restored from states saved some other way: stepped as they are
                 }
-                Pending { scope, app, key: name, last: 0.0, n: 0, b: Vec::new(), w: Vec::new() }
+                let (app, key) = (app.to_owned(), name.to_owned());
+                Pending { scope, app, key, last: 0.0, n: 0, b: Vec::new(), w: Vec::new() }
             }
         };
         pending.last = bucket.end;
@@ -171,7 +174,7 @@ impl Waiting {
         }
         self.changed.insert(key.clone());
         self.pending.insert(key, pending);
-        Ok(Outcome::Waits)
+        Ok(Outcome::Done)
     }
 
     /// Step a user's pending buckets here, in order, from a new state (`_step_pending`): each one takes
@@ -194,29 +197,36 @@ impl Waiting {
         Ok(true)
     }
 
-    /// Take a user's bucket through its runaway step's quiet path, as `DetectorRunner._llm` would step it
-    /// (`quiet::quiet_user_step`): True when done here, False when the runner must step it.
-    pub fn step_quiet_user(&mut self, py: Python<'_>, bucket: &Bucket) -> PyResult<bool> {
-        let app = bucket.app.bind(py).cast::<PyString>()?.to_str()?;
-        let name = bucket.key.bind(py).cast::<PyString>()?.to_str()?;
-        let key = entity_id(USER, app, name);
+    /// A bucket the runner would step: a user's takes its runaway step's quiet path here when it can
+    /// (`quiet::quiet_user_step`, as `DetectorRunner._llm` would step it), else it goes to the runner.
+    fn stepped<'py>(
+        &self,
+        py: Python<'py>,
+        key: &str,
+        app: &str,
+        name: &str,
+        bucket: &Bucket,
+    ) -> PyResult<Outcome<'py>> {
+        if bucket.scope != USER {
+            return Ok(Outcome::Step);
+        }
         let states = self.runaway.bind(py);
-        let Some(state) = states.get_item(&key)? else {
-            return Ok(false);
+        let Some(state) = states.get_item(key)? else {
+            return Ok(Outcome::Step);
         };
         let Ok(state) = state.cast_into::<PyDict>() else {
-            return Ok(false);
+            return Ok(Outcome::Step);
         };
         let entity = PyDict::new(py);
         entity.set_item(intern!(py, "app"), app)?;
         entity.set_item(intern!(py, "user"), name)?;
         let fields = (bucket.start, bucket.end, bucket.requests, bucket.cost_usd);
         let Some(new) = quiet_user_step(py, &state, fields, entity, &self.quiet)? else {
-            return Ok(false);
+            return Ok(Outcome::Step);
         };
-        states.set_item(&key, new)?;
+        states.set_item(key, new)?;
         self.changed_states.bind(py).add(("runaway", key))?;
-        Ok(true)
+        Ok(Outcome::Done)
     }
 
     /// Drop the entities quiet for more than `expire_after_s` at `now`; return how many.
