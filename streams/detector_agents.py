@@ -1,17 +1,22 @@
-"""The detector stage: priced records -> detector.inputs (by entity group) -> detectors -> anomalies, alerts.
+"""The detector stage: priced records -> detectors by entity group, in place or via detector.inputs.
 
 The ``route_detector_inputs`` stage (run by ``price_usage``, ``agents.py``, on the records it has just
 priced: they are not read back from ``costs.priced``) turns each usage message's cost records into
-detector inputs and sends them keyed by entity group (``core/detector_feed.py`` ``route_encoded``, the
-compiled kernel's when installed: ``core/detector_kernel.py``), so all the state one group's detectors
-read lives in one partition. It also sends every partition an event-time tick whenever its
-``Watermark`` (the slowest source still reporting; none is let go while a usage partition has a backlog
-unread) moves on by 5 s, so buckets close, and silent GPUs and quiet sessions are noticed
-while others still report. A 1 s timer makes the same check when no costs arrive, so event time also
-moves on once every source has gone quiet. ``detect_anomalies`` steps one ``PartitionDetectors`` per
-partition, drops inputs already applied, applies a batch's inputs and ticks in order, sends findings to
+detector inputs by entity group (``core/detector_feed.py`` ``route``, the compiled kernel's when
+installed: ``core/detector_kernel.py``), so all the state one group's detectors read lives in one
+partition of ``detector.inputs`` (Kafka's keyed partitioner: ``group_partitions.py``). A group whose
+partition this worker owns is applied in place, with no message; the others are sent to the topic,
+where ``detect_anomalies`` applies them. The stage also ticks every partition (in place or through the
+topic) whenever its ``Watermark`` (the slowest source still reporting; none is let go while a usage
+partition has a backlog unread) moves on by 5 s, so buckets close, and silent GPUs and quiet sessions
+are noticed while others still report. A 1 s timer makes the same check when no costs arrive, so event
+time also moves on once every source has gone quiet.
+
+Either way a ``step`` runs one partition's ``PartitionDetectors`` (one step at a time per partition):
+it drops inputs already applied, applies the inputs and ticks in order, sends findings to
 ``anomalies`` and their alerts to ``alerts``, then saves the changed state, the seen inputs and the
-marks in one changelog message. After a restart or a rebalance each partition's detectors are rebuilt
+marks in one changelog message (an in-place step's is one of the sends its usage messages wait for
+before their ids are stored). After a restart or a rebalance each partition's detectors are rebuilt
 from the table, open buckets included, so an open finding is neither lost nor raised again.
 """
 
@@ -19,9 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import time
+import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +49,7 @@ from streams.core.detector_feed import (
     tick,
 )
 from streams.core.detector_kernel import load_feed
+from streams.group_partitions import GroupPartitions
 from streams.metrics import WorkerMetrics
 from streams.names import DETECTOR_INPUTS
 from streams.settings import Settings
@@ -59,12 +67,23 @@ TICK_EVERY_S = 1.0  # wall seconds between the router's checks for event time mo
 class LiveDetectors:
     """The detectors of the ``detector.inputs`` partitions this worker owns.
 
-    With the router's ``Watermark`` and its ``Backlog`` (what holds event time back while catching up).
+    With the router's ``Watermark`` and its ``Backlog`` (what holds event time back while catching up),
+    and ``in_place``: the partitions rebuilt since the last rebalance, whose inputs the router applies
+    itself rather than send them through the topic.
     """
 
     watermark: Watermark
     backlog: Backlog
     partitions: dict[int, PartitionDetectors] = field(default_factory=dict)
+    in_place: set[int] = field(default_factory=set)
+    locks: dict[int, asyncio.Lock] = field(default_factory=dict)
+
+    def lock(self, partition: int) -> asyncio.Lock:
+        """Return the lock of one partition's steps: a step applies, sends and saves before the next."""
+        lock = self.locks.get(partition)
+        if lock is None:
+            lock = self.locks[partition] = asyncio.Lock()
+        return lock
 
 
 def register_detector_agents(
@@ -86,32 +105,60 @@ def register_detector_agents(
         backlog=Backlog(limit=settings.batch_max_messages, keep_s=2 * settings.detectors_idle_lane_s),
     )
     inputs_name = settings.topic(DETECTOR_INPUTS)
+    partition_of = GroupPartitions(settings.topic_partitions)
+    # changelog keys of in-place steps: unique to this process (a key written twice would be compacted)
+    in_place_keys = (f"in-place:{uuid.uuid4().hex[:12]}:{n}" for n in itertools.count())
 
-    async def tick_sends(event_time: float | None) -> list[Awaitable[Any]]:
+    async def send_ticks(event_time: float | None, local: dict[int, list[Any]]) -> list[Awaitable[Any]]:
+        """Tick every partition: through the topic, or after the in-place inputs in ``local``."""
         if event_time is None:
             return []
-        payload = to_json([tick(event_time)])
-        return [await topics.detector_inputs_topic.send(key=TICK_KEY, value=payload, partition=partition)
-                for partition in range(settings.topic_partitions)]
+        acks: list[Awaitable[Any]] = []
+        for partition in range(settings.topic_partitions):
+            if partition in live.in_place:
+                local.setdefault(partition, []).append(tick(event_time))
+            else:
+                acks.append(await topics.detector_inputs_topic.send(
+                    key=TICK_KEY, value=to_json([tick(event_time)]), partition=partition))
+        return acks
 
     async def route_detector_inputs(
         batch: PartitionBatch, records: list[CostRecord], messages: list[tuple[int, int]]
     ) -> list[Any]:
         acks: list[Any] = []
         source = f"{batch.topic}:{batch.partition}"
-        for key, payload in feed.route_encoded(records, source=source, messages=messages).items():
-            acks.append(await topics.detector_inputs_topic.send(key=key.encode(), value=payload))
+        local: dict[int, list[Any]] = {}
+        if live.in_place:
+            for key, items in feed.route(records, source=source, messages=messages).items():
+                partition = partition_of(key)
+                if partition in live.in_place:
+                    local.setdefault(partition, []).extend(items)
+                else:
+                    acks.append(await topics.detector_inputs_topic.send(
+                        key=key.encode(), value=to_json(items), partition=partition))
+        else:
+            for key, payload in feed.route_encoded(records, source=source, messages=messages).items():
+                acks.append(await topics.detector_inputs_topic.send(
+                    key=key.encode(), value=payload, partition=partition_of(key)))
         # observed after the inputs are sent: a tick never overtakes the inputs it closes buckets over
         now = time.monotonic()
         live.backlog.record((batch.topic, batch.partition), unread_after(app, batch), now)
-        return acks + await tick_sends(live.watermark.observe(records, now, live.backlog.behind(now)))
+        metrics.detector_inputs_in_place.inc(sum(map(len, local.values())))
+        acks += await send_ticks(live.watermark.observe(records, now, live.backlog.behind(now)), local)
+        for partition, items in local.items():  # what they save is acknowledged before the run's ids are
+            acks += await step(partition, items, next(in_place_keys))
+        return acks
 
     @app.timer(TICK_EVERY_S, on_leader=False)
     @quiet_at_stop(app)
     async def tick_quiet_router() -> None:
         """Move event time when no costs arrive: lanes gone quiet stop holding it back, after start too."""
         now = time.monotonic()
-        await asyncio.gather(*await tick_sends(live.watermark.observe((), now, live.backlog.behind(now))))
+        local: dict[int, list[Any]] = {}
+        acks = await send_ticks(live.watermark.observe((), now, live.backlog.behind(now)), local)
+        for partition, items in local.items():
+            await step(partition, items, next(in_place_keys))
+        await asyncio.gather(*acks)
 
     priced_stages.append(route_detector_inputs)
 
@@ -122,37 +169,57 @@ def register_detector_agents(
                              failed=metrics.batches_failed.labels("detect_anomalies").inc)
 
     async def detect(batch: PartitionBatch) -> None:
-        partition = batch.partition
-        detectors = live.partitions.get(partition)
-        if detectors is None:
-            detectors = live.partitions[partition] = PartitionDetectors(
-                partition, config, feed.llm_bucketer, feed.idle_gpu_quiet)
         items: list[Any] = []
         for message in batch.messages:
             items += from_json(message.value)
-        done = detectors.apply(items, lambda keys: table.contains_many(keys, partition))
-        acks: list[Awaitable[Any]] = []
-        for finding in done.findings:
-            acks.append(await topics.anomalies_topic.send(
-                key=finding_key(finding).encode(), value=to_json(finding.to_dict())))
-            metrics.findings_sent.labels(finding.kind, finding.state).inc()
-            alert = finding_alert(finding)
-            if alert is not None:
-                acks.append(await topics.alerts_topic.send(
-                    key=alert.fingerprint.encode(), value=alert.model_dump_json().encode()))
-                metrics.alerts_sent.labels(alert.kind).inc()
-        # Sent before the state is saved: a crash in between repeats a finding rather than losing it.
-        await asyncio.gather(*acks)
-        table.put_batch(done.entries, batch_key=batch.batch_key, partition=partition)
+        await step(batch.partition, items, batch.batch_key)
+
+    async def step(partition: int, items: list[Any], batch_key: str) -> list[Awaitable[Any]]:
+        """Apply one partition's inputs; send the findings and their alerts; then save the changed state.
+
+        Return the save's changelog send (if any), not awaited.
+        """
+        async with live.lock(partition):
+            detectors = live.partitions.get(partition)
+            if detectors is None:
+                detectors = live.partitions[partition] = PartitionDetectors(
+                    partition, config, feed.llm_bucketer, feed.idle_gpu_quiet)
+            done = detectors.apply(items, lambda keys: table.contains_many(keys, partition))
+            acks: list[Awaitable[Any]] = []
+            for finding in done.findings:
+                acks.append(await topics.anomalies_topic.send(
+                    key=finding_key(finding).encode(), value=to_json(finding.to_dict())))
+                metrics.findings_sent.labels(finding.kind, finding.state).inc()
+                alert = finding_alert(finding)
+                if alert is not None:
+                    acks.append(await topics.alerts_topic.send(
+                        key=alert.fingerprint.encode(), value=alert.model_dump_json().encode()))
+                    metrics.alerts_sent.labels(alert.kind).inc()
+            # Sent before the state is saved: a crash in between repeats a finding rather than losing it.
+            await asyncio.gather(*acks)
+            saved = table.put_batch(done.entries, batch_key=batch_key, partition=partition)
         metrics.detector_inputs.inc(done.applied)
         metrics.detector_inputs_repeated.inc(done.repeated)
         metrics.detector_late_buckets.inc(done.late_buckets)
         show_event_time(partition, detectors)
+        return [] if saved is None else [saved]
 
     def show_event_time(partition: int, detectors: PartitionDetectors) -> None:
         """Set the partition's ``burnwatch_detector_event_time_seconds`` once its event time has begun."""
         if detectors.runner.watermark > -math.inf:
             metrics.detector_event_time.labels(str(partition)).set(detectors.runner.watermark)
+
+    @app.on_partitions_revoked.connect
+    async def stop_in_place(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
+        """Send every input through the topic until the partitions this worker keeps are rebuilt.
+
+        An in-place step under way (the tick timer's: faust waits for the agents') finishes first, so
+        no step saves to a partition after it has been handed over.
+        """
+        live.in_place.clear()
+        for lock in list(live.locks.values()):
+            async with lock:
+                pass
 
     @table.on_recover
     async def rebuild_detectors() -> None:
@@ -167,6 +234,8 @@ def register_detector_agents(
                 partition, table.partition_items([partition]), config, feed.llm_bucketer, feed.idle_gpu_quiet
             )
             show_event_time(partition, detectors)
+        if settings.detectors_in_place:
+            live.in_place = set(owned)
         log.info("rebuilt detectors of partitions %s", owned)
 
     return live

@@ -104,6 +104,12 @@ class WorkerMetrics:
             "Detector inputs applied (GPU samples, LLM requests, series shares).",
             registry=r,
         )
+        self.detector_inputs_in_place = Counter(
+            "burnwatch_detector_inputs_in_place",
+            "Detector inputs the router applied itself, their detector.inputs partition being this worker's "
+            "(the rest go through the topic; BURNWATCH_DETECTORS_IN_PLACE).",
+            registry=r,
+        )
         self.detector_inputs_repeated = Counter(
             "burnwatch_detector_inputs_repeated",
             "Detector inputs dropped because their charge was already applied (a redelivery).", registry=r,

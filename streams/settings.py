@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     detectors_idle_lane_s: float = Field(default=30.0, gt=0)
     # The detector feed's hot loop: the compiled kernel if installed (auto), required, or never.
     detector_kernel: Literal["auto", "compiled", "python"] = "auto"
+    # The router applies the inputs of detector partitions its own worker owns in place; false sends
+    # every input through detector.inputs (the only way before; see docs/detectors.md).
+    detectors_in_place: bool = True
 
     # Alert delivery (`burnwatch notifier`, its own faust app `<app_id>-notifier`)
     alerting_path: Path | None = None

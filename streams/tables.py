@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Iterator, Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -49,14 +50,17 @@ class BatchLoggedTable(faust.Table):  # type: ignore[misc]  # faust ships no typ
 
     def put_batch(
         self, items: Sequence[tuple[str, Any]], batch_key: str, partition: int | None = None
-    ) -> None:
+    ) -> asyncio.Future[Any] | None:
         """Store ``items`` in ``partition`` (default: the current message's) and log them as one message.
 
         A ``bytes`` value is JSON already (the detector kernel writes some entries itself) and is stored as
-        it is.
+        it is. Return the changelog send's future (None when there is nothing to write): an agent whose
+        input offsets are committed after it need not wait (faust flushes the producer before it
+        commits), but a write whose inputs are not a message of its own must be acknowledged before
+        what depends on it is (the detectors' in-place steps, ``streams/detector_agents.py``).
         """
         if not items:
-            return
+            return None
         store = self.data
         if partition is None:
             partition = faust.current_event().message.partition
@@ -70,10 +74,11 @@ class BatchLoggedTable(faust.Table):  # type: ignore[misc]  # faust ships no typ
             for key_json, value_json in encoded:
                 batch.put(key_json, value_json)
             store._db_for_partition(partition).write(batch)
-        self.send_changelog(
+        sent: asyncio.Future[Any] = self.send_changelog(
             partition, key=to_json(batch_key), value=batch_message(encoded),
             key_serializer="raw", value_serializer="raw",
         )
+        return sent
 
     def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
         """Expand batch messages from the changelog into one store entry per item."""

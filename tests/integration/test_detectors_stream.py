@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from streams.core.simulation import IncidentSpec, Simulation, SimulationConfig
 from streams.names import ALERTS, ANOMALIES, DETECTOR_INPUTS
 from streams.producer import EventProducer
@@ -59,7 +61,8 @@ def wait_alerts(stack: Stack, done: Any, timeout: float = 40) -> list[dict[str, 
 
 
 def test_idle_gpu_and_agent_loop_alert_once_despite_repeats(stack_factory: Any, tmp_path: Path) -> None:
-    stack = stack_factory(detectors_idle_lane_s=5)
+    # every input through detector.inputs, so the topic carries them all and they can be re-sent below
+    stack = stack_factory(detectors_idle_lane_s=5, detectors_in_place=False)
     incidents = (IncidentSpec("idle_gpu", 60, 1080), IncidentSpec("runaway_loop", 300, 90))
     events = simulated(incidents, 1320)
     stack.start_worker("w1")
@@ -85,6 +88,7 @@ def test_idle_gpu_and_agent_loop_alert_once_despite_repeats(stack_factory: Any, 
                if line.startswith("burnwatch_detector_event_time_seconds{")]
     assert len(reached) == stack.settings.topic_partitions, reached
     assert min(reached) >= detected.timestamp()
+    assert metric_values(stack, "burnwatch_detector_inputs_in_place_total") == [0.0]
 
     # A pricing worker that crashed after sending re-sends exact copies of its batches' detector inputs
     # (and ticks): nothing fires again.
@@ -102,7 +106,11 @@ def test_idle_gpu_and_agent_loop_alert_once_despite_repeats(stack_factory: Any, 
     assert float(repeated[0].split()[-1]) > 0
 
 
-def test_sigkill_mid_incident_keeps_the_finding_once(stack_factory: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("in_place_after", [True, False], ids=["in-place", "then-through-the-topic"])
+def test_sigkill_mid_incident_keeps_the_finding_once(
+    stack_factory: Any, tmp_path: Path, in_place_after: bool
+) -> None:
+    """The worker applies inputs in place (it owns every partition); restarted either way, it goes on."""
     stack = stack_factory(detectors_idle_lane_s=5)  # a restarted router waits this long for every lane
     incidents = (IncidentSpec("idle_gpu", 60, 1080),)
     events = simulated(incidents, 1320)
@@ -117,8 +125,10 @@ def test_sigkill_mid_incident_keeps_the_finding_once(stack_factory: Any, tmp_pat
     opened = transitions(alerts, "idle_gpu")
     assert opened and all(c == {"firing": 1} for c in opened.values()), opened
     time.sleep(2)  # let the state reach the changelog and the store: the kill comes mid-incident
+    assert metric_values(stack, "burnwatch_detector_inputs_in_place_total")[0] > 0
 
     stack.kill_worker("w1")
+    stack.env["BURNWATCH_DETECTORS_IN_PLACE"] = str(in_place_after).lower()
     stack.start_worker("w1")
     produce_live(stack, after)
     alerts = wait_alerts(stack, lambda rs: once(rs, "idle_gpu"))
@@ -148,11 +158,11 @@ def llm_request(event_id: str, app: str, at: datetime) -> dict[str, Any]:
     }
 
 
-def metric_values(stack: Stack, name: str) -> list[float]:
-    """The values of every series of metric ``name`` (as exposed) on the worker's ``/metrics``."""
+def metric_values(stack: Stack, name: str, worker: str = "w1") -> list[float]:
+    """The values of every series of metric ``name`` (as exposed) on ``worker``'s ``/metrics``."""
     return [
         float(line.split()[-1])
-        for line in stack.metrics().splitlines()
+        for line in stack.metrics(worker).splitlines()
         if line.startswith((f"{name} ", f"{name}{{"))
     ]
 
@@ -203,3 +213,42 @@ def test_usage_of_a_lane_let_go_as_silent_is_counted_late(stack_factory: Any) ->
     # buckets are still open); the detector partitions holding them count them as their batches end
     late = wait_metric(stack, "burnwatch_detector_late_buckets_total", lambda total: total >= 5)
     assert late == 5
+
+
+def test_two_workers_one_sigkilled_mid_incident_keep_each_finding_once(stack_factory: Any) -> None:
+    """Each router applies its own partitions' groups in place and sends the rest; the survivor takes over.
+
+    A group's usage partition and its detector partition need not be the same worker's, so both workers'
+    inputs go both ways: in place and through detector.inputs. Killed mid-incident, the second worker's
+    partitions move to the first, which rebuilds them and goes on: every idle GPU and the agent loop fire
+    and resolve once.
+    """
+    stack = stack_factory(detectors_idle_lane_s=5, topic_partitions=4)
+    incidents = (IncidentSpec("idle_gpu", 60, 1080), IncidentSpec("runaway_loop", 300, 90))
+    events = simulated(incidents, 1320)
+    cut = START + timedelta(seconds=1050)  # the idle GPU's finding opened at about 960 s and is still open
+    before = [e for e in events if datetime.fromisoformat(e["time"].replace("Z", "+00:00")) < cut]
+    stack.start_worker("w1")
+    stack.start_worker("w2")
+    produce_live(stack, before)
+    alerts = wait_alerts(stack, lambda rs: len(transitions(rs, "idle_gpu")) >= 2)
+    time.sleep(3)
+    alerts = wait_alerts(stack, lambda rs: False, timeout=3)
+    opened = transitions(alerts, "idle_gpu")
+    assert opened and all(c == {"firing": 1} for c in opened.values()), opened
+    in_place = [metric_values(stack, "burnwatch_detector_inputs_in_place_total", w)[0] for w in ("w1", "w2")]
+    sent = stack.consume(DETECTOR_INPUTS, until=lambda rs: False, timeout=5, raw=True)
+    assert any(key != b"tick" for _, key, _ in sent), "no input went through detector.inputs"
+
+    stack.kill_worker("w2")
+    produce_live(stack, events[len(before):])
+
+    def complete(rs: list[dict[str, Any]]) -> bool:
+        return once(rs, "idle_gpu") and once(rs, "agent_loop")
+
+    alerts = wait_alerts(stack, complete, timeout=90)
+    time.sleep(3)
+    alerts = wait_alerts(stack, lambda rs: False, timeout=5)
+    assert complete(alerts), Counter((a["kind"], a["fingerprint"][:6], a["status"]) for a in alerts)
+    assert set(transitions(alerts, "idle_gpu")) == set(opened)  # the same GPUs: none lost, none new
+    assert in_place and all(count > 0 for count in in_place), in_place
