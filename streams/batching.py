@@ -81,6 +81,21 @@ def unread_after(app: Any, batch: PartitionBatch) -> int:
     return max(0, end - batch.events[-1].message.offset - 1) if end is not None else 0
 
 
+def read_to_end(app: Any, batch: PartitionBatch) -> bool:
+    """Whether the batch's last message was its partition's last one known (False when the end is not known).
+
+    >>> from types import SimpleNamespace as M
+    >>> batch = PartitionBatch("detector.inputs", 0, [M(message=M(offset=41))])
+    >>> [read_to_end(M(consumer=M(highwater=lambda tp: end)), batch) for end in (42, 50, None)]
+    [True, False, False]
+    """
+    try:
+        end = app.consumer.highwater(TP(batch.topic, batch.partition))
+    except AssertionError:  # revoked since the batch was read
+        return False
+    return end is not None and batch.events[-1].message.offset + 1 >= end
+
+
 def partition_batches(events: Iterable[Any], generation_id: int) -> Iterator[PartitionBatch]:
     """Split buffered events into per-partition batches, leaving out those of an older generation.
 

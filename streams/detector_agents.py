@@ -38,7 +38,7 @@ from pydantic_core import from_json, to_json
 
 from detectors.config import DetectorConfig
 from streams.agents import PricedStage
-from streams.batching import PartitionBatch, handle_batches, unread_after
+from streams.batching import PartitionBatch, handle_batches, read_to_end, unread_after
 from streams.core.costs import CostRecord
 from streams.core.detector_feed import (
     Backlog,
@@ -68,14 +68,17 @@ class LiveDetectors:
     """The detectors of the ``detector.inputs`` partitions this worker owns.
 
     With the router's ``Watermark`` and its ``Backlog`` (what holds event time back while catching up),
-    and ``in_place``: the partitions rebuilt since the last rebalance, whose inputs the router applies
-    itself rather than send them through the topic.
+    ``in_place``: the partitions rebuilt since the last rebalance, whose inputs the router applies
+    itself rather than send them through the topic; and ``drained``: those of them whose
+    ``detector.inputs`` messages ``detect_anomalies`` has read to the end since, whose ticks the router
+    applies in place too (until then a tick goes through the topic, behind the inputs sent before it).
     """
 
     watermark: Watermark
     backlog: Backlog
     partitions: dict[int, PartitionDetectors] = field(default_factory=dict)
     in_place: set[int] = field(default_factory=set)
+    drained: set[int] = field(default_factory=set)
     locks: dict[int, asyncio.Lock] = field(default_factory=dict)
 
     def lock(self, partition: int) -> asyncio.Lock:
@@ -110,12 +113,12 @@ def register_detector_agents(
     in_place_keys = (f"in-place:{uuid.uuid4().hex[:12]}:{n}" for n in itertools.count())
 
     async def send_ticks(event_time: float | None, local: dict[int, list[Any]]) -> list[Awaitable[Any]]:
-        """Tick every partition: through the topic, or after the in-place inputs in ``local``."""
+        """Tick every partition: through the topic, or (``drained``) after the inputs placed in ``local``."""
         if event_time is None:
             return []
         acks: list[Awaitable[Any]] = []
         for partition in range(settings.topic_partitions):
-            if partition in live.in_place:
+            if partition in live.drained:
                 local.setdefault(partition, []).append(tick(event_time))
             else:
                 acks.append(await topics.detector_inputs_topic.send(
@@ -173,6 +176,8 @@ def register_detector_agents(
         for message in batch.messages:
             items += from_json(message.value)
         await step(batch.partition, items, batch.batch_key)
+        if batch.partition in live.in_place and read_to_end(app, batch):
+            live.drained.add(batch.partition)
 
     async def step(partition: int, items: list[Any], batch_key: str) -> list[Awaitable[Any]]:
         """Apply one partition's inputs; send the findings and their alerts; then save the changed state.
@@ -217,6 +222,7 @@ def register_detector_agents(
         no step saves to a partition after it has been handed over.
         """
         live.in_place.clear()
+        live.drained.clear()
         for lock in list(live.locks.values()):
             async with lock:
                 pass
@@ -234,6 +240,7 @@ def register_detector_agents(
                 partition, table.partition_items([partition]), config, feed.llm_bucketer, feed.idle_gpu_quiet
             )
             show_event_time(partition, detectors)
+        live.drained.clear()
         if settings.detectors_in_place:
             live.in_place = set(owned)
         log.info("rebuilt detectors of partitions %s", owned)
