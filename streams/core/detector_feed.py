@@ -540,7 +540,9 @@ class PartitionDetectors:
                     if part is None:  # every message of it was applied in an earlier run
                         done.repeated += 1
                         continue
-                    item = part
+                    # its run's offsets are in the ``r|`` ranges now; the ``i|`` entry keeps what a restore
+                    # refills the bucket with, not the sums of every usage message in the run
+                    item = part[:SERIES_FIELDS]
                 runner.series.add(item)
             done.applied += 1
             done.entries.append((seen, item))
