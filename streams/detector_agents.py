@@ -29,7 +29,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +49,7 @@ from streams.core.detector_feed import (
     tick,
 )
 from streams.core.detector_kernel import load_feed
+from streams.faust_fixes import refuse_acks
 from streams.group_partitions import GroupPartitions
 from streams.metrics import WorkerMetrics
 from streams.names import DETECTOR_INPUTS
@@ -79,7 +80,48 @@ class LiveDetectors:
     partitions: dict[int, PartitionDetectors] = field(default_factory=dict)
     in_place: set[int] = field(default_factory=set)
     drained: set[int] = field(default_factory=set)
+    held: dict[int, int] = field(default_factory=dict)  # partition -> first offset of its failed batch
     locks: dict[int, asyncio.Lock] = field(default_factory=dict)
+
+    async def step_in_place(
+        self,
+        local: dict[int, list[Any]],
+        step: Callable[[int, list[Any]], Awaitable[list[Awaitable[Any]]]],
+        send: Callable[[int, list[Any]], Awaitable[Awaitable[Any]]],
+    ) -> list[Awaitable[Any]]:
+        """Step each partition of ``local`` with its inputs; return the acknowledgements to wait for.
+
+        A partition whose step raises is no longer stepped in place (until the next rebuild): its
+        inputs, these first, go through the topic, whose agent retries and counts a failing batch. So a
+        detector's bug never holds pricing up, as it could not before in-place steps.
+
+        >>> async def demo():
+        ...     live = LiveDetectors(Watermark(), Backlog(limit=1, keep_s=1), in_place={0, 1}, drained={0, 1})
+        ...     stepped, sent = [], []
+        ...     async def step(partition, items):
+        ...         if partition == 1:
+        ...             raise ValueError("a detector's bug")
+        ...         stepped.append((partition, items))
+        ...         return ["saved"]
+        ...     async def send(partition, items):
+        ...         sent.append((partition, items))
+        ...         return "sent"
+        ...     acks = await live.step_in_place({0: ["a"], 1: ["b"]}, step, send)
+        ...     return acks, stepped, sent, live.in_place, live.drained
+        >>> asyncio.run(demo())
+        (['saved', 'sent'], [(0, ['a'])], [(1, ['b'])], {0}, {0})
+        """
+        acks: list[Awaitable[Any]] = []
+        for partition, items in local.items():
+            try:
+                acks += await step(partition, items)
+            except Exception:
+                log.exception("the detectors of partition %d failed in place; its inputs now go through "
+                              "the topic until the next rebalance", partition)
+                self.in_place.discard(partition)
+                self.drained.discard(partition)
+                acks.append(await send(partition, items))
+        return acks
 
     def lock(self, partition: int) -> asyncio.Lock:
         """Return the lock of one partition's steps: a step applies, sends and saves before the next."""
@@ -148,9 +190,8 @@ def register_detector_agents(
         live.backlog.record((batch.topic, batch.partition), unread_after(app, batch), now)
         metrics.detector_inputs_in_place.inc(sum(map(len, local.values())))
         acks += await send_ticks(live.watermark.observe(records, now, live.backlog.behind(now)), local)
-        for partition, items in local.items():  # what they save is acknowledged before the run's ids are
-            acks += await step(partition, items, next(in_place_keys))
-        return acks
+        # what the steps save is acknowledged before the run's ids are stored
+        return acks + await live.step_in_place(local, step_here, send_items)
 
     @app.timer(TICK_EVERY_S, on_leader=False)
     @quiet_at_stop(app)
@@ -159,9 +200,16 @@ def register_detector_agents(
         now = time.monotonic()
         local: dict[int, list[Any]] = {}
         acks = await send_ticks(live.watermark.observe((), now, live.backlog.behind(now)), local)
-        for partition, items in local.items():
-            await step(partition, items, next(in_place_keys))
-        await asyncio.gather(*acks)
+        await asyncio.gather(*acks, *await live.step_in_place(local, step_here, send_items))
+
+    async def step_here(partition: int, items: list[Any]) -> list[Awaitable[Any]]:
+        return await step(partition, items, next(in_place_keys))
+
+    async def send_items(partition: int, items: list[Any]) -> Awaitable[Any]:
+        metrics.batches_failed.labels("detectors_in_place").inc()
+        ack: Awaitable[Any] = await topics.detector_inputs_topic.send(
+            key=b"in-place-failed", value=to_json(items), partition=partition)
+        return ack
 
     priced_stages.append(route_detector_inputs)
 
@@ -172,42 +220,65 @@ def register_detector_agents(
                              failed=metrics.batches_failed.labels("detect_anomalies").inc)
 
     async def detect(batch: PartitionBatch) -> None:
+        partition, first = batch.partition, batch.events[0].message.offset
+        held = live.held.get(partition)
+        if held is not None:
+            if first > held:  # read before its failed batch is read again: it waits for that (order)
+                refuse_acks(batch.messages)
+                return
+            del live.held[partition]
         items: list[Any] = []
         for message in batch.messages:
             items += from_json(message.value)
-        await step(batch.partition, items, batch.batch_key)
+        try:
+            await step(partition, items, batch.batch_key)
+        except Exception:
+            live.held[partition] = first
+            raise
         if batch.partition in live.in_place and read_to_end(app, batch):
             live.drained.add(batch.partition)
 
     async def step(partition: int, items: list[Any], batch_key: str) -> list[Awaitable[Any]]:
         """Apply one partition's inputs; send the findings and their alerts; then save the changed state.
 
-        Return the save's changelog send (if any), not awaited.
+        Return the save's changelog send (if any), not awaited. A step that raises (a detector's bug, a
+        send the broker refused) leaves the partition's detectors rebuilt from the table: what it changed
+        in memory was not saved, so the retry applies the inputs again from the saved state and sends
+        their findings again, rather than taking them for repeats.
         """
         async with live.lock(partition):
             detectors = live.partitions.get(partition)
             if detectors is None:
                 detectors = live.partitions[partition] = PartitionDetectors(
                     partition, config, feed.llm_bucketer, feed.idle_gpu_quiet)
-            done = detectors.apply(items, lambda keys: table.contains_many(keys, partition))
-            acks: list[Awaitable[Any]] = []
-            for finding in done.findings:
-                acks.append(await topics.anomalies_topic.send(
-                    key=finding_key(finding).encode(), value=to_json(finding.to_dict())))
-                metrics.findings_sent.labels(finding.kind, finding.state).inc()
-                alert = finding_alert(finding)
-                if alert is not None:
-                    acks.append(await topics.alerts_topic.send(
-                        key=alert.fingerprint.encode(), value=alert.model_dump_json().encode()))
-                    metrics.alerts_sent.labels(alert.kind).inc()
-            # Sent before the state is saved: a crash in between repeats a finding rather than losing it.
-            await asyncio.gather(*acks)
+            try:
+                done = detectors.apply(items, lambda keys: table.contains_many(keys, partition))
+                acks: list[Awaitable[Any]] = []
+                for finding in done.findings:
+                    acks.append(await topics.anomalies_topic.send(
+                        key=finding_key(finding).encode(), value=to_json(finding.to_dict())))
+                    metrics.findings_sent.labels(finding.kind, finding.state).inc()
+                    alert = finding_alert(finding)
+                    if alert is not None:
+                        acks.append(await topics.alerts_topic.send(
+                            key=alert.fingerprint.encode(), value=alert.model_dump_json().encode()))
+                        metrics.alerts_sent.labels(alert.kind).inc()
+                # Sent before the state is saved: a crash in between repeats a finding, never loses one.
+                await asyncio.gather(*acks)
+            except Exception:
+                live.partitions[partition] = restored(partition)
+                raise
             saved = table.put_batch(done.entries, batch_key=batch_key, partition=partition)
         metrics.detector_inputs.inc(done.applied)
         metrics.detector_inputs_repeated.inc(done.repeated)
         metrics.detector_late_buckets.inc(done.late_buckets)
         show_event_time(partition, detectors)
         return [] if saved is None else [saved]
+
+    def restored(partition: int) -> PartitionDetectors:
+        """Return the partition's detectors as the table holds them."""
+        return PartitionDetectors.restore(
+            partition, table.partition_items([partition]), config, feed.llm_bucketer, feed.idle_gpu_quiet)
 
     def show_event_time(partition: int, detectors: PartitionDetectors) -> None:
         """Set the partition's ``burnwatch_detector_event_time_seconds`` once its event time has begun."""
@@ -223,6 +294,7 @@ def register_detector_agents(
         """
         live.in_place.clear()
         live.drained.clear()
+        live.held.clear()
         for lock in list(live.locks.values()):
             async with lock:
                 pass
@@ -236,11 +308,10 @@ def register_detector_agents(
                 metrics.detector_event_time.remove(str(partition))
         live.partitions.clear()
         for partition in owned:
-            detectors = live.partitions[partition] = PartitionDetectors.restore(
-                partition, table.partition_items([partition]), config, feed.llm_bucketer, feed.idle_gpu_quiet
-            )
+            detectors = live.partitions[partition] = restored(partition)
             show_event_time(partition, detectors)
         live.drained.clear()
+        live.held.clear()
         if settings.detectors_in_place:
             live.in_place = set(owned)
         log.info("rebuilt detectors of partitions %s", owned)

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from streams.core.simulation import IncidentSpec, Simulation, SimulationConfig
-from streams.names import ALERTS, ANOMALIES, DETECTOR_INPUTS
+from streams.names import ALERTS, ANOMALIES, COSTS_PRICED, DETECTOR_INPUTS
 from streams.producer import EventProducer
 from tests.integration.conftest import Stack
 
@@ -258,3 +259,50 @@ def test_two_workers_one_sigkilled_mid_incident_keep_each_finding_once(stack_fac
     assert complete(alerts), Counter((a["kind"], a["fingerprint"][:6], a["status"]) for a in alerts)
     assert set(transitions(alerts, "idle_gpu")) == set(opened)  # the same GPUs: none lost, none new
     assert in_place and all(count > 0 for count in in_place), in_place
+
+
+def test_detectors_failing_in_place_never_hold_pricing_up(stack_factory: Any) -> None:
+    """A step that raises in place sends its inputs through the topic instead; pricing goes on.
+
+    The broker refuses every finding (``anomalies`` takes messages of 64 bytes at most), so every step
+    that finds something fails, in place and then in ``detect_anomalies``, which retries it.
+    """
+    stack = stack_factory(detectors_idle_lane_s=5)
+    admin = AdminClient(stack.settings.librdkafka_config())
+    anomalies = NewTopic(stack.topic(ANOMALIES), num_partitions=stack.settings.topic_partitions,
+                         replication_factor=1, config={"max.message.bytes": "64"})
+    admin.create_topics([anomalies])[stack.topic(ANOMALIES)].result(timeout=30)
+    events = simulated((IncidentSpec("idle_gpu", 60, 1080),), 1320)
+    event_ids = {e["event_id"] for e in events}
+    stack.start_worker("w1")
+    produce_live(stack, events)
+
+    priced = stack.consume(COSTS_PRICED, until=lambda rs: {r["x_EventId"] for r in rs} >= event_ids,
+                           timeout=90)
+    assert {r["x_EventId"] for r in priced} == event_ids
+
+    def failed(agent: str) -> float:
+        return sum(metric_values(stack, f'burnwatch_batches_failed_total{{agent="{agent}"}}'))
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and failed("detect_anomalies") == 0:
+        time.sleep(0.5)
+    assert failed("detectors_in_place") >= 1  # the idle GPU's finding, refused in place
+    assert failed("detect_anomalies") >= 1  # and again by the agent it was handed to
+    assert failed("price_usage") == 0
+    assert metric_values(stack, "burnwatch_detector_inputs_in_place_total")[0] > 0
+    stack.wait_healthy("w1")
+
+    # The broker takes findings again: the retried step, from the state the table saved before the
+    # failures, finds the idle GPUs again and sends them (the failed steps' samples are not repeats).
+    resource = ConfigResource("topic", stack.topic(ANOMALIES), set_config={"max.message.bytes": "1048588"})
+    for future in admin.alter_configs([resource]).values():
+        future.result(timeout=30)
+
+    def idle_open(findings: list[dict[str, Any]]) -> bool:
+        return any(f["kind"] == "idle_gpu" and f["state"] == "open" for f in findings)
+
+    findings = stack.consume(ANOMALIES, until=idle_open, timeout=60)
+    assert idle_open(findings), Counter((f["kind"], f["state"]) for f in findings)
+    # and in order: no tick read after the failed batch went first (its GPUs would have looked silent)
+    assert not [f for f in findings if f["kind"] == "telemetry_gap"], Counter(f["kind"] for f in findings)
