@@ -10,6 +10,10 @@ partitions, a tick whenever the ``Watermark`` moves):
 - ``apply``: ``PartitionDetectors.apply`` (bucketing, every detector step, ticks, state documents);
 - ``encode``: the table entries written as JSON, as ``BatchLoggedTable.put_batch`` does.
 
+A worker that owns a group's partition applies its inputs in place (``BURNWATCH_DETECTORS_IN_PLACE``):
+it routes with ``route`` (the lists, no JSON) and skips ``decode``; the stages here are the path through
+the topic, which every input of another worker's partition still takes.
+
 Each stage is timed in CPU seconds of this process, the fastest of ``--repeat`` passes, once with each
 feed (``detector_kernel.load_feed``: ``python``, then ``compiled`` if the kernel is installed), and
 printed per event with the ratio compiled / python, and the whole path over parse + price (the issue's

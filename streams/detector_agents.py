@@ -265,10 +265,10 @@ def register_detector_agents(
                         metrics.alerts_sent.labels(alert.kind).inc()
                 # Sent before the state is saved: a crash in between repeats a finding, never loses one.
                 await asyncio.gather(*acks)
+                saved = table.put_batch(done.entries, batch_key=batch_key, partition=partition)
             except Exception:
                 live.partitions[partition] = restored(partition)
                 raise
-            saved = table.put_batch(done.entries, batch_key=batch_key, partition=partition)
         metrics.detector_inputs.inc(done.applied)
         metrics.detector_inputs_repeated.inc(done.repeated)
         metrics.detector_late_buckets.inc(done.late_buckets)

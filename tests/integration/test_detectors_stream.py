@@ -61,6 +61,22 @@ def wait_alerts(stack: Stack, done: Any, timeout: float = 40) -> list[dict[str, 
     return stack.consume(ALERTS, until=done, timeout=timeout)
 
 
+def mid_incident(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split the events at 1,050 s: the idle GPU's finding opened at about 960 s and is still open."""
+    cut = START + timedelta(seconds=1050)
+    before = [e for e in events if datetime.fromisoformat(e["time"].replace("Z", "+00:00")) < cut]
+    return before, events[len(before):]
+
+
+def idle_gpus_fired_once(stack: Stack, settle_s: float) -> dict[str, Counter[str]]:
+    """Wait until two idle GPUs have fired, then ``settle_s``; check each fired once; return them."""
+    wait_alerts(stack, lambda rs: len(transitions(rs, "idle_gpu")) >= 2)
+    time.sleep(settle_s)
+    opened = transitions(wait_alerts(stack, lambda rs: False, timeout=3), "idle_gpu")
+    assert opened and all(c == {"firing": 1} for c in opened.values()), opened
+    return opened
+
+
 def test_idle_gpu_and_agent_loop_alert_once_despite_repeats(stack_factory: Any, tmp_path: Path) -> None:
     # every input through detector.inputs, so the topic carries them all and they can be re-sent below
     stack = stack_factory(detectors_idle_lane_s=5, detectors_in_place=False)
@@ -114,17 +130,10 @@ def test_sigkill_mid_incident_keeps_the_finding_once(
     """The worker applies inputs in place (it owns every partition); restarted either way, it goes on."""
     stack = stack_factory(detectors_idle_lane_s=5)  # a restarted router waits this long for every lane
     incidents = (IncidentSpec("idle_gpu", 60, 1080),)
-    events = simulated(incidents, 1320)
-    cut = START + timedelta(seconds=1050)  # the idle GPU's finding opened at about 960 s and is still open
-    before = [e for e in events if datetime.fromisoformat(e["time"].replace("Z", "+00:00")) < cut]
-    after = events[len(before):]
+    before, after = mid_incident(simulated(incidents, 1320))
     stack.start_worker("w1")
     produce_live(stack, before)
-    alerts = wait_alerts(stack, lambda rs: len(transitions(rs, "idle_gpu")) >= 2)
-    time.sleep(2)
-    alerts = wait_alerts(stack, lambda rs: False, timeout=3)
-    opened = transitions(alerts, "idle_gpu")
-    assert opened and all(c == {"firing": 1} for c in opened.values()), opened
+    opened = idle_gpus_fired_once(stack, settle_s=2)
     time.sleep(2)  # let the state reach the changelog and the store: the kill comes mid-incident
     assert metric_values(stack, "burnwatch_detector_inputs_in_place_total")[0] > 0
 
@@ -232,23 +241,17 @@ def test_two_workers_one_sigkilled_mid_incident_keep_each_finding_once(stack_fac
     """
     stack = stack_factory(detectors_idle_lane_s=5, topic_partitions=4)
     incidents = (IncidentSpec("idle_gpu", 60, 1080), IncidentSpec("runaway_loop", 300, 90))
-    events = simulated(incidents, 1320)
-    cut = START + timedelta(seconds=1050)  # the idle GPU's finding opened at about 960 s and is still open
-    before = [e for e in events if datetime.fromisoformat(e["time"].replace("Z", "+00:00")) < cut]
+    before, after = mid_incident(simulated(incidents, 1320))
     stack.start_worker("w1")
     stack.start_worker("w2")
     produce_live(stack, before)
-    alerts = wait_alerts(stack, lambda rs: len(transitions(rs, "idle_gpu")) >= 2)
-    time.sleep(3)
-    alerts = wait_alerts(stack, lambda rs: False, timeout=3)
-    opened = transitions(alerts, "idle_gpu")
-    assert opened and all(c == {"firing": 1} for c in opened.values()), opened
+    opened = idle_gpus_fired_once(stack, settle_s=3)
     in_place = [metric_values(stack, "burnwatch_detector_inputs_in_place_total", w)[0] for w in ("w1", "w2")]
     sent = stack.consume(DETECTOR_INPUTS, until=lambda rs: False, timeout=5, raw=True)
     assert any(key != b"tick" for _, key, _ in sent), "no input went through detector.inputs"
 
     stack.kill_worker("w2")
-    produce_live(stack, events[len(before):])
+    produce_live(stack, after)
 
     def complete(rs: list[dict[str, Any]]) -> bool:
         return once(rs, "idle_gpu") and once(rs, "agent_loop")

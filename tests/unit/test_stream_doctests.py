@@ -10,9 +10,11 @@ import pytest
 MODULES = (
     "streams.batching",
     "streams.commands.lag",
+    "streams.detector_agents",
     "streams.faust_fixes",
     "streams.gpu_agent.dcgm",
     "streams.gpu_agent.nvidia_smi",
+    "streams.group_partitions",
     "streams.hooks.usage",
     "streams.ingest_server.auth",
     "streams.ingest_server.limits",
