@@ -64,6 +64,15 @@ class PartitionBatch:
         return f"{self.topic}:{self.partition}:{first}" + (f"-{last}" if last != first else "")
 
 
+def known_end(app: Any, batch: PartitionBatch) -> int | None:
+    """Return the partition's last known end offset (None before a fetch answered, or once revoked)."""
+    try:
+        end: int | None = app.consumer.highwater(TP(batch.topic, batch.partition))
+    except AssertionError:  # aiokafka asserts the partition is assigned: revoked since the batch was read
+        return None
+    return end
+
+
 def unread_after(app: Any, batch: PartitionBatch) -> int:
     """How many messages of the batch's partition are not read yet: its last known end offset, less the next.
 
@@ -74,10 +83,7 @@ def unread_after(app: Any, batch: PartitionBatch) -> int:
     >>> unread_after(M(consumer=M(highwater=lambda tp: 100)), batch)
     58
     """
-    try:
-        end = app.consumer.highwater(TP(batch.topic, batch.partition))
-    except AssertionError:  # aiokafka asserts the partition is assigned: revoked since the batch was read
-        return 0
+    end = known_end(app, batch)
     return max(0, end - batch.events[-1].message.offset - 1) if end is not None else 0
 
 
@@ -89,10 +95,7 @@ def read_to_end(app: Any, batch: PartitionBatch) -> bool:
     >>> [read_to_end(M(consumer=M(highwater=lambda tp: end)), batch) for end in (42, 50, None)]
     [True, False, False]
     """
-    try:
-        end = app.consumer.highwater(TP(batch.topic, batch.partition))
-    except AssertionError:  # revoked since the batch was read
-        return False
+    end = known_end(app, batch)
     return end is not None and batch.events[-1].message.offset + 1 >= end
 
 

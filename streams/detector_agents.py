@@ -159,12 +159,14 @@ def register_detector_agents(
         if event_time is None:
             return []
         acks: list[Awaitable[Any]] = []
+        item = tick(event_time)
+        payload = to_json([item])
         for partition in range(settings.topic_partitions):
             if partition in live.drained:
-                local.setdefault(partition, []).append(tick(event_time))
+                local.setdefault(partition, []).append(item)
             else:
                 acks.append(await topics.detector_inputs_topic.send(
-                    key=TICK_KEY, value=to_json([tick(event_time)]), partition=partition))
+                    key=TICK_KEY, value=payload, partition=partition))
         return acks
 
     async def route_detector_inputs(
@@ -235,8 +237,8 @@ def register_detector_agents(
         except Exception:
             live.held[partition] = first
             raise
-        if batch.partition in live.in_place and read_to_end(app, batch):
-            live.drained.add(batch.partition)
+        if partition in live.in_place and read_to_end(app, batch):
+            live.drained.add(partition)
 
     async def step(partition: int, items: list[Any], batch_key: str) -> list[Awaitable[Any]]:
         """Apply one partition's inputs; send the findings and their alerts; then save the changed state.
