@@ -88,16 +88,21 @@ class LiveDetectors:
         local: dict[int, list[Any]],
         step: Callable[[int, list[Any]], Awaitable[list[Awaitable[Any]]]],
         send: Callable[[int, list[Any]], Awaitable[Awaitable[Any]]],
+        failed: Callable[[], None],
     ) -> list[Awaitable[Any]]:
         """Step each partition of ``local`` with its inputs; return the acknowledgements to wait for.
 
         A partition whose step raises is no longer stepped in place (until the next rebuild): its
-        inputs, these first, go through the topic, whose agent retries and counts a failing batch. So a
-        detector's bug never holds pricing up, as it could not before in-place steps.
+        inputs, these first, go through the topic, whose agent retries and counts a failing batch
+        (``failed()`` counts this one). So a detector's bug never holds pricing up, as it could not
+        before in-place steps. Whether a partition is still in place is read under its lock, and its
+        inputs are sent there too: a step that waited for the lock behind a failing one (the tick
+        timer's, say) must not apply its ticks in place before the failed inputs, nor send them ahead
+        of those.
 
         >>> async def demo():
         ...     live = LiveDetectors(Watermark(), Backlog(limit=1, keep_s=1), in_place={0, 1}, drained={0, 1})
-        ...     stepped, sent = [], []
+        ...     stepped, sent, failures = [], [], []
         ...     async def step(partition, items):
         ...         if partition == 1:
         ...             raise ValueError("a detector's bug")
@@ -106,21 +111,27 @@ class LiveDetectors:
         ...     async def send(partition, items):
         ...         sent.append((partition, items))
         ...         return "sent"
-        ...     acks = await live.step_in_place({0: ["a"], 1: ["b"]}, step, send)
-        ...     return acks, stepped, sent, live.in_place, live.drained
+        ...     acks = await live.step_in_place({0: ["a"], 1: ["b"]}, step, send, lambda: failures.append(1))
+        ...     later = await live.step_in_place({1: ["c"]}, step, send, lambda: failures.append(1))
+        ...     return acks, later, stepped, sent, live.in_place, live.drained, len(failures)
         >>> asyncio.run(demo())
-        (['saved', 'sent'], [(0, ['a'])], [(1, ['b'])], {0}, {0})
+        (['saved', 'sent'], ['sent'], [(0, ['a'])], [(1, ['b']), (1, ['c'])], {0}, {0}, 1)
         """
         acks: list[Awaitable[Any]] = []
         for partition, items in local.items():
-            try:
-                acks += await step(partition, items)
-            except Exception:
-                log.exception("the detectors of partition %d failed in place; its inputs now go through "
-                              "the topic until the next rebalance", partition)
-                self.in_place.discard(partition)
-                self.drained.discard(partition)
-                acks.append(await send(partition, items))
+            async with self.lock(partition):
+                if partition not in self.in_place:  # a step before this one failed, or a rebalance began
+                    acks.append(await send(partition, items))
+                    continue
+                try:
+                    acks += await step(partition, items)
+                except Exception:
+                    log.exception("the detectors of partition %d failed in place; its inputs now go through "
+                                  "the topic until the next rebalance", partition)
+                    failed()
+                    self.in_place.discard(partition)
+                    self.drained.discard(partition)
+                    acks.append(await send(partition, items))
         return acks
 
     def lock(self, partition: int) -> asyncio.Lock:
@@ -193,7 +204,7 @@ def register_detector_agents(
         metrics.detector_inputs_in_place.inc(sum(map(len, local.values())))
         acks += await send_ticks(live.watermark.observe(records, now, live.backlog.behind(now)), local)
         # what the steps save is acknowledged before the run's ids are stored
-        return acks + await live.step_in_place(local, step_here, send_items)
+        return acks + await live.step_in_place(local, step_here, send_items, failed_in_place)
 
     @app.timer(TICK_EVERY_S, on_leader=False)
     @quiet_at_stop(app)
@@ -202,16 +213,17 @@ def register_detector_agents(
         now = time.monotonic()
         local: dict[int, list[Any]] = {}
         acks = await send_ticks(live.watermark.observe((), now, live.backlog.behind(now)), local)
-        await asyncio.gather(*acks, *await live.step_in_place(local, step_here, send_items))
+        await asyncio.gather(*acks, *await live.step_in_place(local, step_here, send_items, failed_in_place))
 
     async def step_here(partition: int, items: list[Any]) -> list[Awaitable[Any]]:
         return await step(partition, items, next(in_place_keys))
 
     async def send_items(partition: int, items: list[Any]) -> Awaitable[Any]:
-        metrics.batches_failed.labels("detectors_in_place").inc()
         ack: Awaitable[Any] = await topics.detector_inputs_topic.send(
-            key=b"in-place-failed", value=to_json(items), partition=partition)
+            key=b"not-in-place", value=to_json(items), partition=partition)
         return ack
+
+    failed_in_place = metrics.batches_failed.labels("detectors_in_place").inc
 
     priced_stages.append(route_detector_inputs)
 
@@ -233,44 +245,52 @@ def register_detector_agents(
         for message in batch.messages:
             items += from_json(message.value)
         try:
-            await step(partition, items, batch.batch_key)
+            async with live.lock(partition):
+                await step(partition, items, batch.batch_key)
         except Exception:
+            # Not raised: a crashed agent would drop the messages it had buffered, and deliver the ones
+            # after them first. The batch is read again from here (the repair, after 10 s); until then
+            # the partition's later batches wait (``held``), and the other partitions go on.
+            log.exception("the detectors of partition %d failed on %s; it is read again from there",
+                          partition, batch.batch_key)
+            metrics.batches_failed.labels("detect_anomalies").inc()
             live.held[partition] = first
-            raise
+            refuse_acks(batch.messages)
+            return
         if partition in live.in_place and read_to_end(app, batch):
             live.drained.add(partition)
 
     async def step(partition: int, items: list[Any], batch_key: str) -> list[Awaitable[Any]]:
         """Apply one partition's inputs; send the findings and their alerts; then save the changed state.
 
+        The caller holds the partition's lock (``LiveDetectors.lock``): one step at a time per partition.
         Return the save's changelog send (if any), not awaited. A step that raises (a detector's bug, a
         send the broker refused) leaves the partition's detectors rebuilt from the table: what it changed
         in memory was not saved, so the retry applies the inputs again from the saved state and sends
         their findings again, rather than taking them for repeats.
         """
-        async with live.lock(partition):
-            detectors = live.partitions.get(partition)
-            if detectors is None:
-                detectors = live.partitions[partition] = PartitionDetectors(
-                    partition, config, feed.llm_bucketer, feed.idle_gpu_quiet)
-            try:
-                done = detectors.apply(items, lambda keys: table.contains_many(keys, partition))
-                acks: list[Awaitable[Any]] = []
-                for finding in done.findings:
-                    acks.append(await topics.anomalies_topic.send(
-                        key=finding_key(finding).encode(), value=to_json(finding.to_dict())))
-                    metrics.findings_sent.labels(finding.kind, finding.state).inc()
-                    alert = finding_alert(finding)
-                    if alert is not None:
-                        acks.append(await topics.alerts_topic.send(
-                            key=alert.fingerprint.encode(), value=alert.model_dump_json().encode()))
-                        metrics.alerts_sent.labels(alert.kind).inc()
-                # Sent before the state is saved: a crash in between repeats a finding, never loses one.
-                await asyncio.gather(*acks)
-                saved = table.put_batch(done.entries, batch_key=batch_key, partition=partition)
-            except Exception:
-                live.partitions[partition] = restored(partition)
-                raise
+        detectors = live.partitions.get(partition)
+        if detectors is None:
+            detectors = live.partitions[partition] = PartitionDetectors(
+                partition, config, feed.llm_bucketer, feed.idle_gpu_quiet)
+        try:
+            done = detectors.apply(items, lambda keys: table.contains_many(keys, partition))
+            acks: list[Awaitable[Any]] = []
+            for finding in done.findings:
+                acks.append(await topics.anomalies_topic.send(
+                    key=finding_key(finding).encode(), value=to_json(finding.to_dict())))
+                metrics.findings_sent.labels(finding.kind, finding.state).inc()
+                alert = finding_alert(finding)
+                if alert is not None:
+                    acks.append(await topics.alerts_topic.send(
+                        key=alert.fingerprint.encode(), value=alert.model_dump_json().encode()))
+                    metrics.alerts_sent.labels(alert.kind).inc()
+            # Sent before the state is saved: a crash in between repeats a finding, never loses one.
+            await asyncio.gather(*acks)
+            saved = table.put_batch(done.entries, batch_key=batch_key, partition=partition)
+        except Exception:
+            live.partitions[partition] = restored(partition)
+            raise
         metrics.detector_inputs.inc(done.applied)
         metrics.detector_inputs_repeated.inc(done.repeated)
         metrics.detector_late_buckets.inc(done.late_buckets)
