@@ -68,9 +68,9 @@ def mid_incident(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], li
     return before, events[len(before):]
 
 
-def idle_gpus_fired_once(stack: Stack, settle_s: float) -> dict[str, Counter[str]]:
+def idle_gpus_fired_once(stack: Stack, settle_s: float, timeout: float = 40) -> dict[str, Counter[str]]:
     """Wait until two idle GPUs have fired, then ``settle_s``; check each fired once; return them."""
-    wait_alerts(stack, lambda rs: len(transitions(rs, "idle_gpu")) >= 2)
+    wait_alerts(stack, lambda rs: len(transitions(rs, "idle_gpu")) >= 2, timeout=timeout)
     time.sleep(settle_s)
     opened = transitions(wait_alerts(stack, lambda rs: False, timeout=3), "idle_gpu")
     assert opened and all(c == {"firing": 1} for c in opened.values()), opened
@@ -245,7 +245,7 @@ def test_two_workers_one_sigkilled_mid_incident_keep_each_finding_once(stack_fac
     stack.start_worker("w1")
     stack.start_worker("w2")
     produce_live(stack, before)
-    opened = idle_gpus_fired_once(stack, settle_s=3)
+    opened = idle_gpus_fired_once(stack, settle_s=3, timeout=90)  # two workers join: a rebalance or two first
     in_place = [metric_values(stack, "burnwatch_detector_inputs_in_place_total", w)[0] for w in ("w1", "w2")]
     sent = stack.consume(DETECTOR_INPUTS, until=lambda rs: False, timeout=5, raw=True)
     assert any(key != b"tick" for _, key, _ in sent), "no input went through detector.inputs"
