@@ -6,7 +6,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyList};
 
-use crate::record::{number_or, optional_text};
+use crate::record::{number_or, optional_str};
 use crate::rounding::round_to;
 
 const SLOT_S: f64 = 300.0; // detectors.idle_gpu.SLOT_S
@@ -123,8 +123,7 @@ impl IdleGpuQuiet {
             }
         }
         new.set_item(intern!(py, "lab"), labels)?;
-        let (util_below, for_s) =
-            self.thresholds(optional_text(&cluster)?.as_deref(), optional_text(&team)?.as_deref());
+        let (util_below, for_s) = self.thresholds(optional_str(&cluster)?, optional_str(&team)?);
         if allocated && util < util_below {
             let idle = match new.get_item(intern!(py, "idle"))? {
                 Some(idle) if !idle.is_none() => idle.extract::<f64>()?,

@@ -20,15 +20,27 @@ pub fn latest_by_lane<'py>(py: Python<'py>, records: &Bound<'py, PyAny>) -> PyRe
     );
     let mut times = TimeCache::default();
     let mut latest: FxIndexMap<String, f64> = FxIndexMap::default();
+    let mut lane = String::new();
+    let mut last: Option<usize> = None; // the lane of the record before: a run's records come in lanes
     for record in records.try_iter()? {
         let record = record?;
         let record = record.cast::<PyDict>()?;
         let source = item(record, k_source)?;
         let source = source.cast::<PyString>()?.to_str()?;
         let owner = if source == "llm.request" { get(record, k_app)? } else { item(record, k_resource)? };
-        let lane = format!("{source}|{}", owner.str()?.to_str()?);
+        let owner = owner.str()?;
+        let owner = owner.to_str()?;
+        lane.clear();
+        lane.extend([source, "|", owner]);
         let t = times.parse(py, &item(record, k_start)?)?;
-        let known = latest.entry(lane).or_insert(f64::NEG_INFINITY);
+        let at = match last.filter(|&at| latest.get_index(at).is_some_and(|(known, _)| *known == lane)) {
+            Some(at) => at,
+            None => latest
+                .get_index_of(&lane)
+                .unwrap_or_else(|| latest.insert_full(lane.clone(), f64::NEG_INFINITY).0),
+        };
+        last = Some(at);
+        let known = &mut latest[at];
         if t > *known {
             *known = t;
         }

@@ -19,12 +19,12 @@ pub fn text(value: &Bound<'_, PyAny>) -> PyResult<String> {
     Ok(value.cast::<PyString>()?.to_str()?.to_owned())
 }
 
-/// A str column that may be None.
-pub fn optional_text(value: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
+/// A str column that may be None, borrowed.
+pub fn optional_str<'a>(value: &'a Bound<'_, PyAny>) -> PyResult<Option<&'a str>> {
     if value.is_none() {
         Ok(None)
     } else {
-        text(value).map(Some)
+        Ok(Some(value.cast::<PyString>()?.to_str()?))
     }
 }
 

@@ -9,7 +9,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
-use crate::record::{get, item, optional_text, text};
+use crate::record::{get, item, optional_str, text};
 use crate::series::{fold_series, Egress, GroupKey, Spend};
 use crate::times::TimeCache;
 use crate::value::V;
@@ -26,6 +26,14 @@ struct Usage<'py> {
     input: f64,
     output: f64,
     cost: f64,
+}
+
+/// A batch's LLM requests by event id, and which one the LLM record before was part of (a request's
+/// records, one per meter, follow each other).
+#[derive(Default)]
+struct Usages<'py> {
+    by_id: FxIndexMap<String, Usage<'py>>,
+    last: Option<usize>,
 }
 
 type Inputs<'py> = FxIndexMap<String, Vec<V<'py>>>;
@@ -94,12 +102,13 @@ fn build<'py>(
     let mut out: Inputs<'py> = FxIndexMap::default();
     let mut spend: FxIndexMap<GroupKey, Spend> = FxIndexMap::default();
     let mut egress: FxIndexMap<(String, u64), Egress> = FxIndexMap::default();
-    let mut usages: FxIndexMap<String, Usage<'py>> = FxIndexMap::default();
+    let mut usages = Usages::default();
     let mut times = TimeCache::default();
     let sized: &[(i64, i64)] = if source.is_some() { &messages } else { &[] };
     let mut sizes = sized.iter().copied();
     // the current message's offset and its records left (i64::MAX: past the last message)
     let (mut offset, mut left) = sizes.next().unwrap_or((0, i64::MAX));
+    let mut last_group: Option<usize> = None; // the spend group of the record before
 
     for record in records.try_iter()? {
         let record = record?;
@@ -139,33 +148,50 @@ fn build<'py>(
         {
             add_llm_record(record, meter_text, cost, &mut usages, k_event, k_meter, k_quantity)?;
         }
-        let team = get(record, k_team)?;
-        let team = if team.is_truthy()? { text(&team)? } else { UNALLOCATED.to_owned() };
-        let group = (
-            minute.to_bits(),
-            team,
-            optional_text(&get(record, k_project)?)?,
-            optional_text(&get(record, k_model)?)?,
-        );
+        let (team, project, model) = (get(record, k_team)?, get(record, k_project)?, get(record, k_model)?);
+        let team_text = if team.is_truthy()? { team.cast::<PyString>()?.to_str()? } else { UNALLOCATED };
+        let (project_text, model_text) = (optional_str(&project)?, optional_str(&model)?);
         let charge_text = text(&charge)?;
-        match spend.get_mut(&group) {
+        // a request's records (one per meter) follow each other: most records join the group before
+        let before = last_group.filter(|&at| {
+            spend.get_index(at).is_some_and(|((m, t, p, md), _)| {
+                *m == minute.to_bits()
+                    && t == team_text
+                    && p.as_deref() == project_text
+                    && md.as_deref() == model_text
+            })
+        });
+        let join = |sums: &mut Spend| {
+            sums.cost += cost;
+            sums.charges.push(charge_text.clone());
+            *sums.parts.entry(offset).or_insert(0.0) += cost;
+        };
+        let at = match before {
+            Some(at) => {
+                join(&mut spend[at]);
+                at
+            }
             None => {
-                spend.insert(
-                    group,
-                    Spend {
-                        cost,
-                        charges: vec![charge_text.clone()],
-                        parts: FxIndexMap::from_iter([(offset, cost)]),
-                    },
+                let group = (
+                    minute.to_bits(),
+                    team_text.to_owned(),
+                    project_text.map(str::to_owned),
+                    model_text.map(str::to_owned),
                 );
+                match spend.get_index_of(&group) {
+                    Some(at) => {
+                        join(&mut spend[at]);
+                        at
+                    }
+                    None => {
+                        let charges = vec![charge_text.clone()];
+                        let parts = FxIndexMap::from_iter([(offset, cost)]);
+                        spend.insert_full(group, Spend { cost, charges, parts }).0
+                    }
+                }
             }
-            Some(sums) => {
-                sums.cost += cost;
-                sums.charges.push(charge_text.clone());
-                let part = sums.parts.entry(offset).or_insert(0.0);
-                *part += cost;
-            }
-        }
+        };
+        last_group = Some(at);
         if meter_text == Some("egress_gb") || meter_text == Some("storage_gb_months") {
             // a storage report opens the bucket's egress series at 0: quiet minutes count (as SeriesBucketer)
             let moved = meter_text == Some("egress_gb");
@@ -204,7 +230,7 @@ fn build<'py>(
     }
 
     fold_series(&spend, &egress, &source, &messages, &mut out);
-    for (_, usage) in usages {
+    for (_, usage) in usages.by_id {
         let first = &usage.first;
         let app = get(first, intern!(py, "x_App"))?;
         let app_key = if app.is_truthy()? { text(&app)? } else { UNALLOCATED.to_owned() };
@@ -246,20 +272,30 @@ fn add_llm_record<'py>(
     record: &Bound<'py, PyDict>,
     meter: Option<&str>,
     cost: f64,
-    usages: &mut FxIndexMap<String, Usage<'py>>,
+    usages: &mut Usages<'py>,
     k_event: &Bound<'py, PyString>,
     k_meter: &Bound<'py, PyString>,
     k_quantity: &Bound<'py, PyString>,
 ) -> PyResult<()> {
     let event_id = item(record, k_event)?;
-    let key = text(&event_id)?;
-    let acc = usages.entry(key).or_insert_with(|| Usage {
-        first: record.clone(),
-        event_id,
-        input: 0.0,
-        output: 0.0,
-        cost: 0.0,
-    });
+    let id = event_id.cast::<PyString>()?.to_str()?;
+    let Usages { by_id, last } = usages;
+    let before = last.filter(|&at| by_id.get_index(at).is_some_and(|(key, _)| key == id));
+    let at = match before.or_else(|| by_id.get_index_of(id)) {
+        Some(at) => at,
+        None => {
+            let usage = Usage {
+                first: record.clone(),
+                event_id: event_id.clone(),
+                input: 0.0,
+                output: 0.0,
+                cost: 0.0,
+            };
+            by_id.insert_full(id.to_owned(), usage).0
+        }
+    };
+    *last = Some(at);
+    let acc = &mut by_id[at];
     // the record's meter and cost, as route has just read them; an LLM record must have a meter
     let meter = meter.ok_or_else(|| PyKeyError::new_err(k_meter.clone().unbind()))?;
     if INPUT_METERS.contains(&meter) {
