@@ -401,23 +401,28 @@ class SeriesContributions:
         self.widths = tuple(float(w) for w in widths)
         # keyed by width too: the minute and the hour that start at the same time are two buckets
         self.open: dict[tuple[str, str, str, float, float], SeriesBucket] = {}
+        # the open buckets' keys by end time, so a flush looks only at those that end by then
+        self.ends: dict[float, list[tuple[str, str, str, float, float]]] = {}
 
     def add(self, item: Item) -> None:
         """Fold one series input into its bucket of every width."""
         kind, scope, key, t, cost, quantity = item[2:SERIES_FIELDS]
         for width in self.widths:
             start = math.floor(t / width) * width
-            bucket = self.open.get((scope, key, kind, start, width))
+            where = (scope, key, kind, start, width)
+            bucket = self.open.get(where)
             if bucket is None:
-                bucket = SeriesBucket(kind, scope, key, start, start + width)
-                self.open[(scope, key, kind, start, width)] = bucket
+                bucket = self.open[where] = SeriesBucket(kind, scope, key, start, start + width)
+                self.ends.setdefault(bucket.end, []).append(where)
             bucket.cost_usd += cost
             bucket.quantity += quantity
 
     def flush(self, watermark: float) -> list[SeriesBucket]:
         """Close and return every bucket that ended at or before ``watermark``, by end time."""
-        done = [k for k, b in self.open.items() if b.end <= watermark]
-        closed = [self.open.pop(k) for k in done]
+        ends = [end for end in self.ends if end <= watermark]
+        if not ends:
+            return []
+        closed = [self.open.pop(where) for end in ends for where in self.ends.pop(end)]
         closed.sort(key=lambda b: (b.end, b.kind, b.scope, b.key))
         return closed
 
