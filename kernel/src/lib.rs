@@ -38,6 +38,7 @@ fn burnwatch_kernel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(route::route_encoded, m)?)?;
     m.add_function(wrap_pyfunction!(lanes::latest_by_lane, m)?)?;
     m.add_function(wrap_pyfunction!(times::parse_time, m)?)?;
+    m.add_function(wrap_pyfunction!(rounding::round_to, m)?)?;
     m.add_class::<buckets::LlmBucketer>()?;
     m.add_class::<idle::IdleGpuQuiet>()?;
     Ok(())

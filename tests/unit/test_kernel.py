@@ -11,6 +11,7 @@ anywhere else a missing kernel fails them.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from datetime import UTC, datetime, timedelta, timezone
 from functools import lru_cache, partial
@@ -234,6 +235,33 @@ def test_consecutive_times_parse_apart() -> None:
     texts = ["2026-03-01T00:00:00Z", "2026-03-01T00:00:00.001Z", "2026-03-01T00:00:00.000001Z"]
     parsed = [burnwatch_kernel.parse_time(t) for t in texts]
     assert all(a != b for a, b in pairwise(parsed))
+
+
+def same_float(a: float, b: float) -> bool:
+    """Equal, sign of zero included (or both NaN)."""
+    return (math.isnan(a) and math.isnan(b)) or (a == b and math.copysign(1.0, a) == math.copysign(1.0, b))
+
+
+def near_ties(digits: int) -> st.SearchStrategy[float]:
+    """Floats at and next to the halves between ``digits``-place decimals (where rounding can go wrong)."""
+    def nudged(n: int, step: int) -> float:
+        x = (2 * n + 1) / (2 * 10**digits)
+        for _ in range(abs(step)):
+            x = math.nextafter(x, math.inf if step > 0 else -math.inf)
+        return x
+    return st.builds(nudged, st.integers(-10**12, 10**12), st.integers(-3, 3))
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.integers(0, 12).flatmap(lambda d: st.tuples(st.one_of(st.floats(), near_ties(d)), st.just(d))))
+@example((-1e-09, 7))
+@example((2.675, 2))
+@example((-0.0, 3))
+@example((0.00000005, 7))
+@example((1e300, 7))
+def test_the_kernel_rounds_as_python_does(case: tuple[float, int]) -> None:
+    x, digits = case
+    assert same_float(burnwatch_kernel.round_to(x, digits), round(x, digits))
 
 
 usages = st.lists(
