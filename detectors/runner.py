@@ -326,7 +326,7 @@ class DetectorRunner:
         A bucket, or an entity grown old enough, ``("r", scope, entity id, pending document)``, whose
         pending buckets are stepped (its bucket comes next).
         """
-        if type(item) is tuple:
+        if isinstance(item, tuple):
             _, scope, key, pending = item
             self.changed.add((PENDING, key))
             self._step_pending(key, scope, pending)
