@@ -120,11 +120,12 @@ demo bench: export BURNWATCH_KAFKA_BOOTSTRAP_SERVERS ?= $(KAFKA_HOST):$(KAFKA_PO
 demo: $(INSTALLED) kafka-start ## start Kafka and run the end-to-end demo (deploy/demo.sh)
 	@deploy/demo.sh
 
-bench: $(INSTALLED) kafka-start ## start Kafka and run the benchmarks (bench.run, budget_alert, detectors, feed)
+bench: $(INSTALLED) kafka-start ## start Kafka and run the benchmarks (bench.run, budget_alert, detectors, feed, in_place)
 	@$(BIN)/python -m bench.run
 	@$(BIN)/python -m bench.budget_alert
 	@$(BIN)/python -m bench.detectors
 	@$(BIN)/python -m bench.feed
+	@$(BIN)/python -m bench.in_place
 
 clean: ## stop Kafka; remove its data, caches and build output
 	@if [ -x $(KAFKA) ]; then $(KAFKA) stop; fi

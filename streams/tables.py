@@ -44,9 +44,7 @@ class BatchLoggedTable(faust.Table):  # type: ignore[misc]  # faust ships no typ
             return [key in store for key in keys]
         if partition is None:
             partition = faust.current_event().message.partition
-        db = store._db_for_partition(partition)
-        found = db.get([to_json(key) for key in keys])
-        return [value is not None for value in found]
+        return stored_keys(store._db_for_partition(partition), keys)
 
     def put_batch(
         self, items: Sequence[tuple[str, Any]], batch_key: str, partition: int | None = None
@@ -70,10 +68,7 @@ class BatchLoggedTable(faust.Table):  # type: ignore[misc]  # faust ships no typ
                 store[key] = from_json(value)
                 store._key_partition[key] = partition
         else:
-            batch = rocksdict.WriteBatch(raw_mode=True)  # one RocksDB write for the batch
-            for key_json, value_json in encoded:
-                batch.put(key_json, value_json)
-            store._db_for_partition(partition).write(batch)
+            write_entries(store._db_for_partition(partition), encoded)
         sent: asyncio.Future[Any] = self.send_changelog(
             partition, key=to_json(batch_key), value=batch_message(encoded),
             key_serializer="raw", value_serializer="raw",
@@ -201,6 +196,19 @@ def define_spend_table(app: faust.App, settings: Settings) -> BatchLoggedTable:
     """
     horizon_s = max(settings.dedup_horizon_hours * 3600, 86_400 + settings.spend_lateness_hours * 3600 + 3600)
     return _batch_logged(app, settings, SPEND_TABLE, int(horizon_s))
+
+
+def stored_keys(db: rocksdict.Rdict, keys: Sequence[str]) -> list[bool]:
+    """Which of ``keys`` a raw-mode RocksDB of JSON-encoded keys holds: one multi-get."""
+    return [value is not None for value in db.get([to_json(key) for key in keys])]
+
+
+def write_entries(db: rocksdict.Rdict, encoded: Sequence[tuple[bytes, bytes]]) -> None:
+    """Write encoded entries (``encode_entries``) to a raw-mode RocksDB in one write."""
+    batch = rocksdict.WriteBatch(raw_mode=True)
+    for key_json, value_json in encoded:
+        batch.put(key_json, value_json)
+    db.write(batch)
 
 
 def encode_entries(items: Sequence[tuple[str, Any]]) -> list[tuple[bytes, bytes]]:

@@ -1,0 +1,48 @@
+"""``bench.in_place``: the in-place detector path over bench.run's workload, in process."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from bench import in_place
+from bench.run import DetectorKernel
+
+
+@pytest.fixture(scope="module")
+def runs():
+    return in_place.priced_runs(2000, 200, 3, 24.0, 7)[0]
+
+
+def test_the_runs_are_the_workload_envelopes_in_order_per_usage_partition(runs):
+    offsets: dict[str, list[int]] = {}
+    for run in runs:
+        offsets.setdefault(run.source, []).append(run.offset)
+    assert all(seen == list(range(len(seen))) for seen in offsets.values())
+    assert sum(len({r["x_EventId"] for r in run.records}) for run in runs) == 2000
+
+
+def test_both_feeds_apply_the_same_inputs_and_write_the_same_entries(runs):
+    pytest.importorskip("burnwatch_kernel")
+    python = in_place.one_pass(runs, 3, DetectorKernel.python)
+    compiled = in_place.one_pass(runs, 3, DetectorKernel.compiled)
+    assert python["applied"] == compiled["applied"] > 2000  # GPU samples, requests and series sums
+    assert python["entries"] == compiled["entries"] > 0
+    assert all(python[stage] > 0 for stage in in_place.STAGES)
+
+
+def test_the_command_prints_and_writes_the_figures(tmp_path):
+    out = tmp_path / "in_place.json"
+    app = typer.Typer()
+    app.command()(in_place.main)
+    # Python's collector (0): tuning it here would freeze this test process's objects for the tests after it
+    result = CliRunner().invoke(app, ["--events", "1500", "--envelope-size", "300", "--repeat", "1",
+                                      "--gc-young-threshold", "0", "--kernel", "python", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(out.read_text())
+    assert set(figures["us_per_event"]) == set(in_place.STAGES)
+    assert figures["path_us_per_event"] == pytest.approx(sum(figures["us_per_event"].values()), abs=0.05)
+
