@@ -315,11 +315,6 @@ class DetectorRunner:
             self.peers_changed.add(app)
         return True
 
-    def keep_quiet_state(self, name: str, key: str, state: State) -> None:
-        """Keep the state a compiled step's quiet path made for ``key`` (it found nothing, opened nothing)."""
-        self.states[name][key] = state
-        self.changed.add((name, key))
-
     def _closed(self, item: LlmBucket | tuple[str, str, str, State]) -> None:
         """Step what the waiting bucketer's ``close`` hands on (``wait_in_bucketer``).
 

@@ -4,7 +4,7 @@
 
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyFloat, PyList};
+use pyo3::types::{PyDict, PyFloat, PyList, PySet, PyString};
 
 use crate::record::{number_or, optional_str};
 use crate::rounding::round_to;
@@ -72,6 +72,51 @@ impl IdleGpuQuiet {
             gap_intervals: number("gap_intervals")?,
             overrides,
         })
+    }
+
+    /// Apply the GPU samples `items[at..]` in order to `states` (the runner's idle-GPU states, by entity
+    /// id `gpu=<gpu>`), as `PartitionDetectors.apply` does one at a time: a sample that ends by its GPU's
+    /// `last` is a repeat; a quiet one's state (`step`) replaces the GPU's, which is noted in `changed`
+    /// as `("idle_gpu", entity id)`. Stop before the first sample that is not quiet (the Python step's);
+    /// return its index (`len(items)` if none) and the samples applied and repeated up to it.
+    fn apply_quiet<'py>(
+        &self,
+        py: Python<'py>,
+        states: &Bound<'py, PyDict>,
+        changed: &Bound<'py, PySet>,
+        items: &Bound<'py, PyList>,
+        at: usize,
+    ) -> PyResult<(usize, usize, usize)> {
+        let (mut applied, mut repeated) = (0, 0);
+        let mut key = String::new();
+        for index in at..items.len() {
+            let item = items.get_item(index)?;
+            let item = item.cast::<PyList>()?;
+            key.clear();
+            key.push_str("gpu=");
+            key.push_str(item.get_item(9)?.cast::<PyString>()?.to_str()?);
+            let entity = PyString::new(py, &key);
+            let state = match states.get_item(&entity)? {
+                Some(state) => Some(state.cast_into::<PyDict>()?),
+                None => None,
+            };
+            if let Some(state) = &state {
+                let last = number_or(state, intern!(py, "last"), f64::NEG_INFINITY)?;
+                if item.get_item(3)?.extract::<f64>()? <= last {
+                    repeated += 1;
+                    continue;
+                }
+            }
+            match self.step(py, state, item)? {
+                Some(new) => {
+                    states.set_item(&entity, new)?;
+                    changed.add((intern!(py, "idle_gpu"), &entity))?;
+                    applied += 1;
+                }
+                None => return Ok((index, applied, repeated)),
+            }
+        }
+        Ok((items.len(), applied, repeated))
     }
 
     /// The GPU's new state after the sample `item` (a detector input: `["g", id, start, end, util,

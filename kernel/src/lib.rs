@@ -29,7 +29,7 @@ mod value;
 
 /// The kernel API: `KERNEL_API` in `streams/core/detector_kernel.py` must name the same number, or
 /// burnwatch does not use this build. Raise both when a function's inputs or outputs change.
-const API: u32 = 6;
+const API: u32 = 7;
 
 #[pymodule]
 fn burnwatch_kernel(m: &Bound<'_, PyModule>) -> PyResult<()> {

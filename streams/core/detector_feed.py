@@ -502,18 +502,20 @@ class PartitionDetectors:
         apply in order: a tick closes buckets over the inputs before it, not those after it. Buckets that
         only late inputs opened after the last tick (they end by it) are closed at the end of the batch.
 
-        A GPU sample is a repeat when it ends no later than the GPU's last applied sample (its state's
-        ``last``, saved with the state): a GPU's samples arrive in time order, so GPU inputs need no
-        ``i|`` entry of their own (they were half of all inputs).
+        GPU samples, like LLM requests, are applied together between two ticks (``_add_gpus``): only a
+        tick reads the GPUs' states, and only the GPUs' own steps find anything before it.
         """
         runner, done = self.runner, Applied()
         keys = [SEEN + item[1] for item in items if item[0] != TICK and item[0] != GPU]
         repeats = iter(zip(keys, seen_before(keys, known(keys) if keys else []), strict=True))
-        gpus, gpu_quiet = runner.states["idle_gpu"], self.gpu_quiet
+        gpus: list[Item] = []  # GPU samples since the last tick, applied together before the next one
         usages: list[Item] = []  # LLM requests since the last tick, bucketed together before the next one
         for item in items:
             tag = item[0]
             if tag == TICK:
+                if gpus:
+                    self._add_gpus(gpus, done)
+                    gpus = []
                 if usages:
                     self._add_usages(usages)
                     usages = []
@@ -521,17 +523,7 @@ class PartitionDetectors:
                     runner.advance(item[1])
                 continue
             if tag == GPU:
-                key = "gpu=" + item[9]  # entity_id of a GpuBucket without a node
-                state = gpus.get(key)
-                if state is not None and item[3] <= state.get("last", -math.inf):
-                    done.repeated += 1
-                    continue
-                quiet = None if gpu_quiet is None else gpu_quiet.step(state, item)
-                if quiet is None:
-                    runner.add_gpu(_gpu(item))
-                else:
-                    runner.keep_quiet_state("idle_gpu", key, quiet)
-                done.applied += 1
+                gpus.append(item)
                 continue
             seen, repeated = next(repeats)
             if repeated:
@@ -551,6 +543,8 @@ class PartitionDetectors:
                 runner.series.add(item)
             done.applied += 1
             done.entries.append((seen, item))
+        if gpus:
+            self._add_gpus(gpus, done)
         if usages:
             self._add_usages(usages)
         # a late input's bucket, one that ends by the last flush, is closed now rather than at the next
@@ -559,6 +553,36 @@ class PartitionDetectors:
         done.findings, runner.findings = runner.findings, []
         self._save(done.entries)
         return done
+
+    def _add_gpus(self, items: list[Item], done: Applied) -> None:
+        """Apply GPU samples in order: the kernel's quiet path where it can, else the Python step.
+
+        A sample is a repeat when it ends no later than its GPU's last applied sample (its state's
+        ``last``, saved with the state): a GPU's samples arrive in time order, so GPU inputs need no
+        ``i|`` entry of their own (they were half of all inputs). The kernel (``IdleGpuQuiet.apply_quiet``)
+        takes the samples in order up to the first that could find something; that one goes to the Python
+        step, and the kernel goes on after it.
+        """
+        runner, quiet = self.runner, self.gpu_quiet
+        if quiet is None:
+            gpus = runner.states["idle_gpu"]
+            for item in items:
+                state = gpus.get("gpu=" + item[9])  # entity_id of a GpuBucket without a node
+                if state is not None and item[3] <= state.get("last", -math.inf):
+                    done.repeated += 1
+                else:
+                    runner.add_gpu(_gpu(item))
+                    done.applied += 1
+            return
+        at = 0
+        while at < len(items):
+            at, applied, repeated = quiet.apply_quiet(runner.states["idle_gpu"], runner.changed, items, at)
+            done.applied += applied
+            done.repeated += repeated
+            if at < len(items):  # it could find something: the Python step
+                runner.add_gpu(_gpu(items[at]))
+                done.applied += 1
+                at += 1
 
     def _add_usages(self, usages: list[Item]) -> None:
         """Bucket LLM request inputs (only a tick closes buckets, so those between two go in together)."""

@@ -6,8 +6,8 @@ twins of ``route``, ``route_encoded`` (the same inputs as the JSON the stream se
 about 0.4 of their time (``python -m bench.feed``), and of ``detectors.buckets.LlmBucketer`` (the same
 closed buckets, in the same order; about 0.4 of its time too), which the stream's detectors bucket LLM
 requests with; it also keeps the young sessions and users that wait unstepped
-(``DetectorRunner.wait_in_bucketer``), and writes their table entries as JSON; ``IdleGpuQuiet`` takes a
-GPU sample through the idle-GPU step's quiet path. It is optional:
+(``DetectorRunner.wait_in_bucketer``), and writes their table entries as JSON; ``IdleGpuQuiet`` takes
+GPU samples through the idle-GPU step's quiet path (a batch's in one call). It is optional:
 ``load_feed("auto")`` (the default, ``BURNWATCH_DETECTOR_KERNEL``) takes the kernel when it is
 installed and built with this source's kernel API, else the Python code;
 ``"compiled"`` requires the kernel (a worker that should have it fails at start instead of running
@@ -28,7 +28,7 @@ from streams.core.detector_feed import latest_by_lane, route, route_encoded
 KernelMode = Literal["auto", "compiled", "python"]
 # The kernel API this source expects (``API`` in kernel/src/lib.rs): a kernel built from an older or a
 # newer checkout may compute differently, so it is not used.
-KERNEL_API = 6
+KERNEL_API = 7
 MODULE = "burnwatch_kernel"
 log = logging.getLogger("burnwatch.detectors")
 

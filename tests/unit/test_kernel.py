@@ -370,6 +370,29 @@ def test_the_idle_gpu_quiet_path_steps_as_python(
     assert taken or len(samples) < 5 or "open" in (state or {})
 
 
+@settings(max_examples=100, deadline=None)
+@given(idle_configs, gpu_samples, st.lists(st.integers(0, 40), max_size=6), st.integers(1, 7))
+def test_gpu_samples_apply_in_the_kernel_as_in_python(
+    config: IdleGpuConfig, samples: list[Any], again: list[int], batch: int
+) -> None:
+    """Batches of GPU samples, some delivered again (the last one included), with ticks between batches:
+    the same applied and repeated counts, states, entries and findings with the kernel's quiet path."""
+    items, t = [], 1.7e9
+    for gap, util, allocated, usd in [run[:4] for run in samples for _ in range(run[4])]:
+        for gpu in ("G1", "G2"):
+            items.append(["g", f"e{t}:{gpu}", t, t + 15.0, util, allocated, usd, "aws", "ml", gpu])
+        t += gap
+    config = DetectorConfig(idle_gpu=config)
+    python, kernel = PartitionDetectors(0, config), PartitionDetectors(0, config, idle_gpu_quiet=GPU_QUIET)
+    known = lambda keys: [False] * len(keys)  # noqa: E731 - GPU samples need no seen entries
+    for start in range(0, len(items), batch):
+        chunk = items[start:start + batch]
+        chunk = [*chunk, *(chunk[i % len(chunk)] for i in again), ["t", chunk[-1][3]]]
+        expected, got = python.apply(chunk, known), kernel.apply(chunk, known)
+        assert (got.applied, got.repeated) == (expected.applied, expected.repeated)
+        assert got.entries == expected.entries and got.findings == expected.findings
+
+
 def kernel_runner(config: DetectorConfig) -> DetectorRunner:
     runner = DetectorRunner(config, track_entities=False)
     runner.llm = burnwatch_kernel.LlmBucketer(config.buckets)
