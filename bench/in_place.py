@@ -15,13 +15,16 @@ per envelope what a worker that owns every ``detector.inputs`` partition does wi
   one RocksDB write, and made into the changelog message (not sent: Kafka is ``bench.run``'s).
 
 Each pass starts from empty detectors and stores; the fastest of ``--repeat`` passes counts (CPU
-time), and the figures are µs per event beside parse + price. What the stream adds on top (the
+time), and the figures are µs per event beside parse + price; ``--profile FILE`` adds a cProfile of
+one more pass (what docs/detectors.md's breakdowns of the path come from). What the stream adds on top (the
 changelog's send and compression, faust's work per step) is in ``bench.run`` only.
 """
 
 from __future__ import annotations
 
+import cProfile
 import json
+import pstats
 import tempfile
 import time
 from dataclasses import dataclass
@@ -133,6 +136,8 @@ def main(
     kernel: Annotated[DetectorKernel, typer.Option(help="the detector feed")] = DetectorKernel.compiled,
     json_out: JsonOut = None,
     gc_young_threshold: GcYoungThreshold = YOUNG_THRESHOLD,
+    profile: Annotated[Path | None, typer.Option(
+        help="write a cProfile of one more pass here, and print its top functions")] = None,
 ) -> None:
     """Print µs per event of the in-place detector path's stages, beside parse + price."""
     runs, pricing_s = priced_runs(events, envelope_size, partitions, events_per_s, seed)
@@ -161,6 +166,10 @@ def main(
     console.print(table)
     if json_out is not None:
         json_out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    if profile is not None:  # after the timed passes: the profiler's own cost is in none of them
+        cProfile.runctx("one_pass(runs, partitions, kernel)", globals(),
+                        {"runs": runs, "partitions": partitions, "kernel": kernel}, str(profile))
+        pstats.Stats(str(profile)).sort_stats("tottime").print_stats(25)
 
 
 if __name__ == "__main__":

@@ -35,14 +35,17 @@ def test_both_feeds_apply_the_same_inputs_and_write_the_same_entries(runs):
 
 
 def test_the_command_prints_and_writes_the_figures(tmp_path):
-    out = tmp_path / "in_place.json"
+    out, profile = tmp_path / "in_place.json", tmp_path / "in_place.prof"
     app = typer.Typer()
     app.command()(in_place.main)
     # Python's collector (0): tuning it here would freeze this test process's objects for the tests after it
     result = CliRunner().invoke(app, ["--events", "1500", "--envelope-size", "300", "--repeat", "1",
-                                      "--gc-young-threshold", "0", "--kernel", "python", "--json", str(out)])
+                                      "--gc-young-threshold", "0", "--kernel", "python", "--json", str(out),
+                                      "--profile", str(profile)])
     assert result.exit_code == 0, result.output
     figures = json.loads(out.read_text())
+    assert "detector_feed.py" in result.output  # the profile's top functions
+    assert profile.stat().st_size > 0
     assert set(figures["us_per_event"]) == set(in_place.STAGES)
     assert figures["path_us_per_event"] == pytest.approx(sum(figures["us_per_event"].values()), abs=0.05)
 
