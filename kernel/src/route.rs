@@ -4,6 +4,7 @@
 //! this one gives the same dict (the same keys in the same order, the same items, floats summed in the
 //! same order). Records must be dicts whose `x_` columns are str or None, as `Pricer` makes them.
 
+use indexmap::map::Entry;
 use pyo3::exceptions::PyKeyError;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -178,15 +179,16 @@ fn build<'py>(
                     project_text.map(str::to_owned),
                     model_text.map(str::to_owned),
                 );
-                match spend.get_index_of(&group) {
-                    Some(at) => {
-                        join(&mut spend[at]);
-                        at
+                match spend.entry(group) {
+                    Entry::Occupied(mut known) => {
+                        join(known.get_mut());
+                        known.index()
                     }
-                    None => {
+                    Entry::Vacant(new) => {
+                        let at = new.index();
                         let charges = vec![charge_text.clone()];
-                        let parts = FxIndexMap::from_iter([(offset, cost)]);
-                        spend.insert_full(group, Spend { cost, charges, parts }).0
+                        new.insert(Spend { cost, charges, parts: FxIndexMap::from_iter([(offset, cost)]) });
+                        at
                     }
                 }
             }
