@@ -16,6 +16,14 @@ commit waits on it and the next repair seeks again). A rebalance's seek to the c
 ``perform_seek``, also at start) meets the same race, so ``seek_and_mark_starts`` replaces every fence
 by one at each committed offset it found (a partition the group never committed gets none).
 
+A fence can also wait for a record already taken off the fetch: a fetch answered before a seek, a
+rebalance cutting faust's delivery short. Then the records after it keep coming (the fetch position is
+past it) and the fence drops them all, until it is lifted and the commit waits again: a partition read
+by nobody for 10 to 25 s after a rebalance (seen in the two-worker test). So a fence still waiting
+``RESEEK_AFTER_S`` after it was raised (or last sought), its record existing, seeks to its offset again
+(``reseeks_due``). Seeks run in faust's consumer thread (``seek_wait``): aiokafka's ``seek`` from the
+event loop's thread raced the thread's fetch (``KeyError`` in ``fetched_records``: the fetcher crashed).
+
 Only retention really deletes messages from burnwatch's input topics (none is compacted or written in
 transactions). When the commit waits on an offset older than the partition's first offset, the
 messages there are gone: the repair logs an error with their count and marks them as a gap, which
@@ -43,6 +51,9 @@ from streams.metrics import WorkerMetrics
 log = logging.getLogger("burnwatch.faust_fixes")
 
 FENCES: dict[Any, tuple[int, float]] = {}  # partition -> (offset of the seek, when it was raised)
+RESEEKS: dict[Any, float] = {}  # fenced partition -> when it was last sought to its fence again
+MARKS: dict[Any, int] = {}  # never-committed partition -> the log start set as its committed offset
+RESEEK_AFTER_S = 1.0  # what a fetch answered before a seek can still deliver comes within this
 
 _faust_getmany = Consumer.getmany
 _faust_perform_seek = Consumer.perform_seek
@@ -65,7 +76,27 @@ def passes_fence(tp: Any, offset: int, fences: dict[Any, tuple[int, float]] = FE
     if offset != fence[0]:
         return False
     del fences[tp]
+    RESEEKS.pop(tp, None)
     return True
+
+
+def reseeks_due(
+    now: float, end_of: Callable[[Any], int | None], after_s: float = RESEEK_AFTER_S,
+    fences: dict[Any, tuple[int, float]] = FENCES, reseeks: dict[Any, float] = RESEEKS,
+) -> dict[Any, int]:
+    """Return ``{partition: fence offset}`` to seek to again: their record exists but has not come.
+
+    Due ``after_s`` after the fence's seek, or after its last seek again: records fetched before a seek
+    come first, and the one at the fence right after them. ``end_of`` as for ``lift_stale_fences``.
+
+    >>> fences, reseeks, ends = {"t-0": (12, 100.0), "t-1": (40, 100.0)}, {}, {"t-0": 50, "t-1": 40}
+    >>> [reseeks_due(now, ends.get, 1.0, fences, reseeks) for now in (100.5, 101.0, 101.5, 102.0)]
+    [{}, {'t-0': 12}, {}, {'t-0': 12}]
+    """
+    due = {tp: offset for tp, (offset, since) in fences.items()
+           if now - reseeks.get(tp, since) >= after_s and (end := end_of(tp)) is not None and end > offset}
+    reseeks.update(dict.fromkeys(due, now))
+    return due
 
 
 def lift_stale_fences(now: float, end_of: Callable[[Any], int | None], after_s: float = GAP_REPAIR_AFTER_S,
@@ -84,11 +115,21 @@ def lift_stale_fences(now: float, end_of: Callable[[Any], int | None], after_s: 
              if now - since >= after_s and (end := end_of(tp)) is not None and end > offset]
     for tp in stale:
         del fences[tp]
+        RESEEKS.pop(tp, None)
     return stale
 
 
 async def fenced_getmany(self: Any, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
-    """Yield what faust's ``Consumer.getmany`` yields, less the records fetched before a repair's seek."""
+    """Yield what faust's ``Consumer.getmany`` yields, less the records fetched before a repair's seek.
+
+    A fence still waiting for its record a second on is sought to again first (``reseeks_due``).
+    """
+    if FENCES:
+        assigned = self.assignment()
+        due = reseeks_due(time.monotonic(), lambda tp: self.highwater(tp) if tp in assigned else None)
+        if due:
+            log.info("seeking again to the fenced offsets %s: their records did not come", due)
+            await self.seek_wait(due)
     async for tp, message in _faust_getmany(self, timeout):
         if not FENCES or passes_fence(tp, message.offset):
             yield tp, message
@@ -112,20 +153,28 @@ async def seek_and_mark_starts(self: Any) -> None:
 
     Every fence of an earlier seek is replaced by one at each partition's committed offset, before
     anything else can run. A partition the group never committed gets no fence (it is read from its
-    log start) and gets its log start offset as committed offset.
+    log start, or on from where this worker read it before the rebalance) and gets its log start
+    offset as committed offset (``MARKS``). That mark is not a committed offset at the next seek: a
+    fence there waited for a record read long before, and dropped the rest (faust leaves a partition
+    the group never committed as it was).
     """
+    for tp, mark in MARKS.items():
+        if self._committed_offset[tp] == mark:
+            self._committed_offset[tp] = None
+    MARKS.clear()
     await _faust_perform_seek(self)
     now = time.monotonic()
     acks_enabled_for = self.app.topics.acks_enabled_for
     partitions = [tp for tp in self.assignment() if acks_enabled_for(tp.topic)]
     FENCES.clear()
+    RESEEKS.clear()
     FENCES.update({tp: (offset, now) for tp in partitions
                    if (offset := self._committed_offset[tp]) is not None})
     unmarked = [tp for tp in partitions if self._committed_offset[tp] is None]
     if unmarked:
         for tp, start in (await log_starts(self, unmarked)).items():
             if self._committed_offset[tp] is None:
-                self._committed_offset[tp] = start
+                self._committed_offset[tp] = MARKS[tp] = start
 
 
 REASONS = {
@@ -153,7 +202,8 @@ async def read_again(
     log.warning("re-reading %s from offset %d: %s (repeats are dropped downstream)",
                 tp, offset, REASONS[reason])
     FENCES[tp] = (offset, time.monotonic())
-    await consumer.seek(tp, offset)
+    RESEEKS.pop(tp, None)
+    await consumer.seek_wait({tp: offset})  # in the consumer's thread, as the fetch
     if metrics is not None:
         metrics.partition_rereads.labels(tp.topic, reason).inc()
 

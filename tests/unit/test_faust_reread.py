@@ -29,8 +29,10 @@ CHANGELOG = ("bw-event_time_by_event_id-changelog", 3)
 @pytest.fixture(autouse=True)
 def no_fences() -> Any:
     FENCES.clear()
+    faust_reread.RESEEKS.clear()
     yield
     FENCES.clear()
+    faust_reread.RESEEKS.clear()
 
 
 def test_the_fixes_are_installed_on_faust_consumers() -> None:
@@ -55,11 +57,14 @@ def fetching(records: list[tuple[Any, int]]) -> Any:
     return getmany
 
 
-def delivered(monkeypatch: pytest.MonkeyPatch, records: list[tuple[Any, int]]) -> list[tuple[Any, int]]:
+def delivered(
+    monkeypatch: pytest.MonkeyPatch, records: list[tuple[Any, int]], c: Any = None
+) -> list[tuple[Any, int]]:
     monkeypatch.setattr(faust_reread, "_faust_getmany", fetching(records))
+    c = c or Partitions(starts={}, committed={})
 
     async def read() -> list[tuple[Any, int]]:
-        return [(tp, message.offset) async for tp, message in fenced_getmany(None, 1.0)]
+        return [(tp, message.offset) async for tp, message in fenced_getmany(c, 1.0)]
     return asyncio.run(read())
 
 
@@ -70,6 +75,18 @@ def test_a_fence_holds_back_records_fetched_before_the_seek(monkeypatch: pytest.
     assert FENCES == {}
 
 
+def test_a_fence_whose_record_does_not_come_seeks_to_it_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its record was taken off the fetch before the seek: a second on, the fence seeks to it again."""
+    c = Partitions(starts={}, committed={}, ends={TP: 20})
+    FENCES[TP] = (13, time.monotonic())  # just raised: what was fetched before the seek may still come
+    assert delivered(monkeypatch, [(TP, 14), (OTHER, 2)], c) == [(OTHER, 2)]
+    assert c.seeks == []
+    FENCES[TP] = (13, time.monotonic() - 1.5)
+    assert delivered(monkeypatch, [(TP, 13), (TP, 14)], c) == [(TP, 13), (TP, 14)]
+    assert c.seeks == [(TP, 13)]  # before this fetch's records
+    assert FENCES == {} and faust_reread.RESEEKS == {}
+
+
 def test_without_fences_every_record_goes_through(monkeypatch: pytest.MonkeyPatch) -> None:
     records = [(TP, 7), (OTHER, 2), (TP, 8)]
     assert delivered(monkeypatch, records) == records
@@ -78,8 +95,10 @@ def test_without_fences_every_record_goes_through(monkeypatch: pytest.MonkeyPatc
 class Partitions:
     """A consumer's side of a re-read: log start offsets, seeks, gaps and committed offsets."""
 
-    def __init__(self, starts: dict[Any, int], committed: dict[Any, int | None]) -> None:
-        self.starts, self.seeks = starts, []
+    def __init__(
+        self, starts: dict[Any, int], committed: dict[Any, int | None], ends: dict[Any, int] | None = None
+    ) -> None:
+        self.starts, self.seeks, self.ends = starts, [], ends or {}
         self._gap: defaultdict[Any, IntervalTree] = defaultdict(IntervalTree)
         self._committed_offset: defaultdict[Any, int | None] = defaultdict(lambda: None, committed)
         self._acked: dict[Any, list[int]] = {}
@@ -90,11 +109,14 @@ class Partitions:
     async def earliest_offsets(self, *tps: Any) -> dict[Any, int]:
         return {tp: self.starts[tp] for tp in tps}
 
-    async def seek(self, tp: Any, offset: int) -> None:
-        self.seeks.append((tp, offset))
+    async def seek_wait(self, partitions: dict[Any, int]) -> None:
+        self.seeks += partitions.items()
 
     def assignment(self) -> set[Any]:
         return {Topic(*TP), Topic(*OTHER), Topic(*CHANGELOG)}
+
+    def highwater(self, tp: Any) -> int | None:
+        return self.ends.get(tp)
 
 
 class Topic(tuple):
@@ -153,6 +175,24 @@ def test_a_rebalance_seek_fences_and_marks_partitions_never_committed(
     # so a dropped first message holds the group's first commit too
     c._acked[other], c._acked_index[other] = [4, 5], {4, 5}
     assert new_offset(c, other) is None
+
+
+def test_a_partition_never_committed_gets_no_fence_at_the_next_rebalance_either(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The log start marked as its committed offset at one rebalance is not a committed offset at the next.
+
+    A fence there waited for a record this worker read before the rebalance, and dropped the rest.
+    """
+    async def seek(self: Any) -> None:  # the group committed nothing: faust changes no committed offset
+        pass
+    monkeypatch.setattr(faust_reread, "_faust_perform_seek", seek)
+    tp, other = Topic(*TP), Topic(*OTHER)
+    c = Partitions(starts={tp: 0, other: 0}, committed={})
+    asyncio.run(seek_and_mark_starts(c))
+    assert c._committed_offset[other] == 0 and other not in FENCES
+    asyncio.run(seek_and_mark_starts(c))
+    assert c._committed_offset[other] == 0 and other not in FENCES
 
 
 def test_without_the_first_offsets_a_re_read_seeks_as_before(caplog: pytest.LogCaptureFixture) -> None:
