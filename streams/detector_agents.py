@@ -10,7 +10,9 @@ where ``detect_anomalies`` applies them. The stage also ticks every partition (i
 topic) whenever its ``Watermark`` (the slowest source still reporting; none is let go while a usage
 partition has a backlog unread) moves on by 5 s, so buckets close, and silent GPUs and quiet sessions
 are noticed while others still report. A 1 s timer makes the same check when no costs arrive, so event
-time also moves on once every source has gone quiet.
+time also moves on once every source has gone quiet; when time has not moved it ticks the same time
+again (``Watermark.keepalive``). Ticks name their router: with several workers a partition moves only
+as far as the slowest live router (``core/router_ticks.py``).
 
 Either way a ``step`` runs one partition's ``PartitionDetectors`` (one step at a time per partition):
 it drops inputs already applied, applies the inputs and ticks in order, sends findings to
@@ -49,6 +51,7 @@ from streams.core.detector_feed import (
     tick,
 )
 from streams.core.detector_kernel import load_feed
+from streams.core.router_ticks import RouterTicks
 from streams.faust_fixes import refuse_acks
 from streams.group_partitions import GroupPartitions
 from streams.metrics import WorkerMetrics
@@ -81,6 +84,7 @@ class LiveDetectors:
     in_place: set[int] = field(default_factory=set)
     drained: set[int] = field(default_factory=set)
     held: dict[int, int] = field(default_factory=dict)  # partition -> first offset of its failed batch
+    router: str = ""  # the name its ticks carry: new at each rebalance (``RouterTicks``)
     locks: dict[int, asyncio.Lock] = field(default_factory=dict)
 
     async def step_in_place(
@@ -161,16 +165,33 @@ def register_detector_agents(
         backlog=Backlog(limit=settings.batch_max_messages, keep_s=2 * settings.detectors_idle_lane_s),
     )
     inputs_name = settings.topic(DETECTOR_INPUTS)
+    generations = itertools.count(1)
     partition_of = GroupPartitions(settings.topic_partitions)
-    # changelog keys of in-place steps: unique to this process (a key written twice would be compacted)
-    in_place_keys = (f"in-place:{uuid.uuid4().hex[:12]}:{n}" for n in itertools.count())
+    # the changelog keys of in-place steps: unique to this process (a key written twice would be compacted)
+    process = uuid.uuid4().hex[:12]
+    in_place_keys = (f"in-place:{process}:{n}" for n in itertools.count())
+    live.router = f"{process}-0"
+
+    def router_ticks() -> RouterTicks:
+        """Return a rebuilt partition's view of the routers' ticks (wall clock).
+
+        It waits an idle time for every router to tick; a router silent past the session timeout (its
+        worker is out of the group by then, and the rebalance rebuilds the partition) and an idle time
+        more is let go.
+        """
+        idle_s = settings.detectors_idle_lane_s
+        return RouterTicks(idle_s, settings.kafka_session_timeout_s + idle_s, time.monotonic)
 
     async def send_ticks(event_time: float | None, local: dict[int, list[Any]]) -> list[Awaitable[Any]]:
-        """Tick every partition: through the topic, or (``drained``) after the inputs placed in ``local``."""
+        """Tick every partition: through the topic, or (``drained``) after the inputs placed in ``local``.
+
+        ``event_time`` -inf: this router is starting, the partitions wait for it; inf: it has nothing
+        to send, they need not (``Watermark.keepalive``, ``RouterTicks``).
+        """
         if event_time is None:
             return []
         acks: list[Awaitable[Any]] = []
-        item = tick(event_time)
+        item = tick(event_time, live.router)
         payload = to_json([item])
         for partition in range(settings.topic_partitions):
             if partition in live.drained:
@@ -212,7 +233,10 @@ def register_detector_agents(
         """Move event time when no costs arrive: lanes gone quiet stop holding it back, after start too."""
         now = time.monotonic()
         local: dict[int, list[Any]] = {}
-        acks = await send_ticks(live.watermark.observe((), now, live.backlog.behind(now)), local)
+        event_time = live.watermark.observe((), now, live.backlog.behind(now))
+        if event_time is None:  # unmoved: say this router is still there, so partitions wait for it
+            event_time = live.watermark.keepalive(now)
+        acks = await send_ticks(event_time, local)
         await asyncio.gather(*acks, *await live.step_in_place(local, step_here, send_items, failed_in_place))
 
     async def step_here(partition: int, items: list[Any]) -> list[Awaitable[Any]]:
@@ -272,7 +296,7 @@ def register_detector_agents(
         detectors = live.partitions.get(partition)
         if detectors is None:
             detectors = live.partitions[partition] = PartitionDetectors(
-                partition, config, feed.llm_bucketer, feed.idle_gpu_quiet)
+                partition, config, feed.llm_bucketer, feed.idle_gpu_quiet, router_ticks())
         try:
             done = detectors.apply(items, lambda keys: table.contains_many(keys, partition))
             acks: list[Awaitable[Any]] = []
@@ -300,7 +324,8 @@ def register_detector_agents(
     def restored(partition: int) -> PartitionDetectors:
         """Return the partition's detectors as the table holds them."""
         return PartitionDetectors.restore(
-            partition, table.partition_items([partition]), config, feed.llm_bucketer, feed.idle_gpu_quiet)
+            partition, table.partition_items([partition]), config, feed.llm_bucketer, feed.idle_gpu_quiet,
+            router_ticks())
 
     def show_event_time(partition: int, detectors: PartitionDetectors) -> None:
         """Set the partition's ``burnwatch_detector_event_time_seconds`` once its event time has begun."""
@@ -334,6 +359,10 @@ def register_detector_agents(
             show_event_time(partition, detectors)
         live.drained.clear()
         live.held.clear()
+        # its usage partitions changed too: it waits for their lanes, under a new name (the ticks it sent
+        # before covered other lanes: a partition takes them for another router's, soon let go)
+        live.watermark.restart()
+        live.router = f"{process}-{next(generations)}"
         if settings.detectors_in_place:
             live.in_place = set(owned)
         log.info("rebuilt detectors of partitions %s", owned)

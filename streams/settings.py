@@ -86,7 +86,9 @@ class Settings(BaseSettings):
     # Anomaly detectors (streams/detector_agents.py)
     detectors_enabled: bool = True
     detectors_config_path: Path | None = None
-    # A reporter (GPU, app, bucket) silent this long stops holding the detectors' event time back.
+    # A reporter (GPU, app, bucket) silent this long stops holding the detectors' event time back; a
+    # rebuilt detector partition waits this long before it moves (and for a silent router, this long
+    # past the session timeout).
     detectors_idle_lane_s: float = Field(default=30.0, gt=0)
     # The detector feed's hot loop: the compiled kernel if installed (auto), required, or never.
     detector_kernel: Literal["auto", "compiled", "python"] = "auto"

@@ -16,8 +16,9 @@ Three pure pieces that the stream (``streams/detector_agents.py``) and ``burnwat
 Inputs are JSON lists, short on the wire: ``["g", charge_id, start, end, util_pct, allocated, usd,
 cluster, team, gpu]`` (a GPU sample), ``["u", event_id, time, app, user, session, model, input_tokens,
 output_tokens, usd, prompt_hash, team]`` (an LLM request), ``["s", "<scope>|<digest>", kind, scope,
-key, minute, usd, quantity]`` (a batch's sum for one minute of a spend or egress series), ``["t", time]`` (an
-event-time tick from the router's ``Watermark``). Times are epoch seconds.
+key, minute, usd, quantity]`` (a batch's sum for one minute of a spend or egress series), ``["t", time,
+router]`` (an event-time tick from a router's ``Watermark``; ``router`` names the worker's router; time
+is null while it starts, "quiet" once none of its lanes reports). Times are epoch seconds.
 
 ``route``, ``route_encoded`` and ``latest_by_lane`` have compiled twins in ``kernel/`` (Rust), which the
 stream runs when installed (``detector_kernel.py``): a change to one of them is a change to its twin too,
@@ -26,7 +27,9 @@ and ``tests/unit/test_kernel.py`` fails until both agree.
 Event time moves on ticks only, never on a partition's own inputs: a partition holds GPUs, apps and
 scopes together, and one source running ahead of another (a GPU batch late behind LLM traffic) must
 not make a GPU look silent or a session look quiet. The ``Watermark`` is the slowest source that still
-reports, so a node that stops is a telemetry gap while the other nodes report.
+reports, so a node that stops is a telemetry gap while the other nodes report. Each worker routes the
+usage partitions it reads, so with several workers a partition moves only as far as the slowest
+router's ticks (``RouterTicks``).
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ from detectors.runner import TICK_S, DetectorRunner
 from detectors.state import State, StateError, from_dict, stamped
 from streams.core.entity_states import LLM_DETECTORS, LLM_SECTIONS, fuse, split
 from streams.core.repeats import seen_before
+from streams.core.router_ticks import QUIET, STARTING, RouterTicks
 
 GPU, USAGE, SERIES, TICK = "g", "u", "s", "t"
 FOLD_S = 60.0  # series inputs of one batch are summed per minute before they are sent
@@ -260,9 +264,18 @@ def _per_message(parts: Any) -> list[list[Any]]:
     return [[offset, merged[offset], 0.0] for offset in sorted(merged)]
 
 
-def tick(watermark: float) -> Item:
-    """Return the input that moves a partition's event time to ``watermark``."""
-    return [TICK, watermark]
+def tick(watermark: float, router: str | None = None) -> Item:
+    """Return the input that moves a partition's event time to ``watermark``, as far as ``router`` goes.
+
+    A worker's router names itself, so a partition fed by several moves only as far as the slowest
+    (``RouterTicks``). ``watermark`` -inf says the router is starting (wait for it), inf that it has
+    nothing more to send (``Watermark.keepalive``): JSON has no infinities, they go as null and "quiet".
+
+    >>> tick(60.0, "r1"), tick(-math.inf, "r1"), tick(math.inf, "r1")
+    (['t', 60.0, 'r1'], ['t', None, 'r1'], ['t', 'quiet', 'r1'])
+    """
+    time = watermark if math.isfinite(watermark) else STARTING if watermark < 0 else QUIET
+    return [TICK, time] if router is None else [TICK, time, router]
 
 
 class Watermark:
@@ -334,6 +347,36 @@ class Watermark:
             return None
         self.ticked = event_time
         return event_time
+
+    def restart(self) -> None:
+        """Wait again as at start: the router's usage partitions changed (a rebalance).
+
+        Lanes it has just been given are unknown until it reads them; ticking before then, it would
+        run ahead of them (their GPUs would look silent). The lanes it lost go quiet and are let go.
+        """
+        self.started = None
+
+    def keepalive(self, now: float) -> float:
+        """Return what to tick again when ``observe`` returned nothing: this router is still there.
+
+        While it starts (its first ``idle_wall_s``, again after a rebalance: ``restart``), -inf: it has
+        not ticked yet, and the partitions wait for it (``RouterTicks``). Then its last tick, while one
+        of its lanes still reports; inf once none does (they all went quiet, or it has none): it holds
+        no partition back.
+
+        >>> wm = Watermark(idle_wall_s=5.0)
+        >>> wm.observe([], now=0.0), wm.keepalive(now=1.0)
+        (None, -inf)
+        >>> wm.observe([{"x_SourceType": "gpu.sample", "ResourceId": "G1",
+        ...              "ChargePeriodStart": "2026-01-01T00:00:30Z"}], now=6.0)
+        1767225630.0
+        >>> wm.keepalive(now=7.0), wm.keepalive(now=12.0)
+        (1767225630.0, inf)
+        """
+        if self.started is None or now - self.started < self.idle_wall_s:
+            return -math.inf
+        live = any(at >= now - self.idle_wall_s for at in self.arrived.values())
+        return self.ticked if live and self.ticked > -math.inf else math.inf
 
 
 def latest_by_lane(records: Iterable[Mapping[str, Any]]) -> dict[str, float]:
@@ -480,8 +523,10 @@ class PartitionDetectors:
         config: DetectorConfig | None = None,
         llm_bucketer: Callable[[Any], Any] | None = None,
         idle_gpu_quiet: Callable[[Any], Any] | None = None,
+        routers: RouterTicks | None = None,
     ) -> None:
         self.partition = partition
+        self.routers = routers or RouterTicks()  # how far the ticks of the routers feeding it let time move
         self.runner = DetectorRunner(config, track_entities=False)
         if llm_bucketer is not None:  # the compiled kernel's twin (``detector_kernel.Feed.llm_bucketer``)
             self.runner.llm = llm_bucketer(self.runner.config.buckets)
@@ -519,8 +564,9 @@ class PartitionDetectors:
                 if usages:
                     self._add_usages(usages)
                     usages = []
-                if item[1] > runner.watermark:
-                    runner.advance(item[1])
+                event_time = self.routers.tick(item)
+                if event_time is not None and event_time > runner.watermark:
+                    runner.advance(event_time)
                 continue
             if tag == GPU:
                 gpus.append(item)
@@ -668,13 +714,14 @@ class PartitionDetectors:
         config: DetectorConfig | None = None,
         llm_bucketer: Callable[[Any], Any] | None = None,
         idle_gpu_quiet: Callable[[Any], Any] | None = None,
+        routers: RouterTicks | None = None,
     ) -> PartitionDetectors:
         """Rebuild a partition's detectors from its saved entries (after a restart or a rebalance).
 
         Open buckets are rebuilt from the seen inputs they hold: those not yet closed when the state
         was saved (bucket end after ``flushed_to``).
         """
-        self = cls(partition, config, llm_bucketer, idle_gpu_quiet)
+        self = cls(partition, config, llm_bucketer, idle_gpu_quiet, routers)
         runner = self.runner
         pending: list[Item] = []
         states: dict[tuple[str, str], State] = {}

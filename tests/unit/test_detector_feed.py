@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -32,6 +33,7 @@ from streams.core.detector_feed import (
 from streams.core.entity_states import LLM_DETECTORS, split
 from streams.core.events import EVENT_ADAPTER
 from streams.core.pricing import Pricer
+from streams.core.router_ticks import RouterTicks
 from streams.core.simulation import IncidentSpec, Simulation, SimulationConfig
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -445,3 +447,56 @@ def test_an_unreadable_saved_state_is_dropped_on_restore_not_fatal() -> None:
     assert det.runner.states["runaway"] == {"app=cx": {"n": 3, "_v": 1},
                                             "app=ex": {"e": {"app": "ex"}, "n": 4}}
     assert det.runner.peers == {}
+
+
+def test_a_partition_moves_only_as_far_as_its_slowest_router() -> None:
+    """Two workers' routers tick one partition; the GPU's samples come through the slower one.
+
+    Moved by the faster router's ticks alone, the partition would find the GPU silent (a false
+    ``telemetry_gap``) before its samples arrive; waiting for the slower router it finds nothing.
+    """
+    def gpu(t: float) -> list[Any]:
+        return ["g", f"e{t}:gpu0", t, t + 15.0, 90.0, True, 0.01, None, "ml", "G1"]
+
+    def run(name: Any) -> list[str]:
+        now = [0.0]
+        det = PartitionDetectors(0, routers=RouterTicks(wait_s=5.0, gone_s=15.0, clock=lambda: now[0]))
+        now[0] = 6.0  # past the wait after a rebuild
+        found = det.apply([*map(gpu, range(0, 300, 15)), tick(300.0, name("slow"))], Table().known).findings
+        now[0] = 7.0
+        found += det.apply([tick(900.0, name("fast"))], Table().known).findings
+        now[0] = 8.0
+        later = [*map(gpu, range(300, 900, 15)), tick(900.0, name("slow"))]
+        found += det.apply(later, Table().known).findings
+        assert det.runner.watermark == 900.0
+        return [f"{f.kind} {f.state}" for f in found]
+
+    assert run(lambda router: router) == []
+    # the ticks of one unnamed router (as before ticks named theirs): the fast tick moves time alone
+    assert run(lambda router: None) == ["telemetry_gap open", "telemetry_gap resolved"]
+
+
+def test_a_partition_waits_for_a_starting_router_not_a_quiet_one_and_lets_a_silent_one_go() -> None:
+    now = [0.0]
+    det = PartitionDetectors(0, routers=RouterTicks(wait_s=5.0, gone_s=15.0, clock=lambda: now[0]))
+    det.apply([tick(100.0, "a")], Table().known)
+    assert det.runner.watermark == -math.inf  # the first 5 s after a rebuild: every router ticks in them
+    now[0] = 5.5
+    det.apply([tick(-math.inf, "c"), tick(110.0, "b")], Table().known)  # "c" starts: it holds time back
+    assert det.runner.watermark == -math.inf
+    now[0] = 6.0
+    det.apply([tick(105.0, "c")], Table().known)
+    assert det.runner.watermark == 100.0
+    now[0] = 7.0
+    det.apply([tick(math.inf, "a")], Table().known)  # none of "a"'s lanes reports: it holds nothing back
+    assert det.runner.watermark == 105.0
+    now[0] = 20.0  # "b" last ticked 14.5 s ago: still there
+    det.apply([tick(130.0, "c")], Table().known)
+    assert det.runner.watermark == 110.0
+    now[0] = 21.0  # 15.5 s: let go
+    det.apply([tick(131.0, "c")], Table().known)
+    assert det.runner.watermark == 131.0
+    now[0] = 22.0
+    det.apply([tick(120.0, "a")], Table().known)  # "a" reports again, behind "c"
+    det.apply([tick(140.0, "c")], Table().known)
+    assert det.runner.watermark == 131.0
