@@ -86,17 +86,36 @@ def reseeks_due(
 ) -> dict[Any, int]:
     """Return ``{partition: fence offset}`` to seek to again: their record exists but has not come.
 
-    Due ``after_s`` after the fence's seek, or after its last seek again: records fetched before a seek
-    come first, and the one at the fence right after them. ``end_of`` as for ``lift_stale_fences``.
+    A fence is looked at ``after_s`` after its seek, then once every ``after_s``: records fetched before
+    a seek come first, and the one at the fence right after them. ``end_of`` as for
+    ``lift_stale_fences``, asked only about the fences looked at.
 
     >>> fences, reseeks, ends = {"t-0": (12, 100.0), "t-1": (40, 100.0)}, {}, {"t-0": 50, "t-1": 40}
     >>> [reseeks_due(now, ends.get, 1.0, fences, reseeks) for now in (100.5, 101.0, 101.5, 102.0)]
     [{}, {'t-0': 12}, {}, {'t-0': 12}]
     """
-    due = {tp: offset for tp, (offset, since) in fences.items()
-           if now - reseeks.get(tp, since) >= after_s and (end := end_of(tp)) is not None and end > offset}
-    reseeks.update(dict.fromkeys(due, now))
-    return due
+    looked = [tp for tp, (_, since) in fences.items() if now - reseeks.get(tp, since) >= after_s]
+    reseeks.update(dict.fromkeys(looked, now))
+    return {tp: fences[tp][0] for tp in looked if _record_exists(end_of, tp, fences[tp][0])}
+
+
+def _record_exists(end_of: Callable[[Any], int | None], tp: Any, offset: int) -> bool:
+    """Whether ``tp``'s last known end is past ``offset``: a fence there waits for a record that exists."""
+    end = end_of(tp)
+    return end is not None and end > offset
+
+
+def ends_of(consumer: Any, assigned: set[Any] | None = None) -> Callable[[Any], int | None]:
+    """Return ``end_of`` for the fences: an assigned partition's last known end, else None.
+
+    The consumer's assignment (unless given) is read at the first call, not before.
+    """
+    def end_of(tp: Any) -> int | None:
+        nonlocal assigned
+        if assigned is None:
+            assigned = consumer.assignment()
+        return consumer.highwater(tp) if tp in assigned else None
+    return end_of
 
 
 def lift_stale_fences(now: float, end_of: Callable[[Any], int | None], after_s: float = GAP_REPAIR_AFTER_S,
@@ -112,7 +131,7 @@ def lift_stale_fences(now: float, end_of: Callable[[Any], int | None], after_s: 
     (['t-1'], ['t-0', 't-2'])
     """
     stale = [tp for tp, (offset, since) in fences.items()
-             if now - since >= after_s and (end := end_of(tp)) is not None and end > offset]
+             if now - since >= after_s and _record_exists(end_of, tp, offset)]
     for tp in stale:
         del fences[tp]
         RESEEKS.pop(tp, None)
@@ -125,8 +144,7 @@ async def fenced_getmany(self: Any, timeout: float) -> AsyncIterator[tuple[Any, 
     A fence still waiting for its record a second on is sought to again first (``reseeks_due``).
     """
     if FENCES:
-        assigned = self.assignment()
-        due = reseeks_due(time.monotonic(), lambda tp: self.highwater(tp) if tp in assigned else None)
+        due = reseeks_due(time.monotonic(), ends_of(self))
         if due:
             log.info("seeking again to the fenced offsets %s: their records did not come", due)
             await self.seek_wait(due)
@@ -260,10 +278,7 @@ def install_gap_repair(
         if app.rebalancing or not consumer.flow_active:
             return  # the rebalance's own seek reads them again
         assigned, now = consumer.assignment(), time.monotonic()
-        def end_of(tp: Any) -> int | None:
-            return consumer.highwater(tp) if tp in assigned else None
-
-        for tp in lift_stale_fences(now, end_of, after_s):
+        for tp in lift_stale_fences(now, ends_of(consumer, assigned), after_s):
             log.warning("%s: the message at the fenced offset did not arrive; the fence is lifted", tp)
         for tp, offset in repair.due(consumer._acked, consumer._committed_offset, now).items():
             if tp in assigned:
