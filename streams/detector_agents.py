@@ -233,9 +233,10 @@ def register_detector_agents(
         """Move event time when no costs arrive: lanes gone quiet stop holding it back, after start too."""
         now = time.monotonic()
         local: dict[int, list[Any]] = {}
-        event_time = live.watermark.observe((), now, live.backlog.behind(now))
+        behind = live.backlog.behind(now)
+        event_time = live.watermark.observe((), now, behind)
         if event_time is None:  # unmoved: say this router is still there, so partitions wait for it
-            event_time = live.watermark.keepalive(now)
+            event_time = live.watermark.keepalive(now, behind)
         acks = await send_ticks(event_time, local)
         await asyncio.gather(*acks, *await live.step_in_place(local, step_here, send_items, failed_in_place))
 

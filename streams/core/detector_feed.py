@@ -331,7 +331,7 @@ class Watermark:
         if now is not None:
             if self.started is None:
                 self.started = now
-            if now - self.started < self.idle_wall_s:
+            if self._starting(now):
                 return None
         if not latest:
             return None
@@ -356,13 +356,17 @@ class Watermark:
         """
         self.started = None
 
-    def keepalive(self, now: float) -> float:
+    def _starting(self, now: float) -> bool:
+        """Whether the router is in its first ``idle_wall_s`` (after start, or ``restart``)."""
+        return self.started is None or now - self.started < self.idle_wall_s
+
+    def keepalive(self, now: float, backlog: bool = False) -> float:
         """Return what to tick again when ``observe`` returned nothing: this router is still there.
 
         While it starts (its first ``idle_wall_s``, again after a rebalance: ``restart``), -inf: it has
         not ticked yet, and the partitions wait for it (``RouterTicks``). Then its last tick, while one
-        of its lanes still reports; inf once none does (they all went quiet, or it has none): it holds
-        no partition back.
+        of its lanes still reports or it reads a backlog (``observe`` lets no lane go then); inf once
+        none does (they all went quiet, or it has none): it holds no partition back.
 
         >>> wm = Watermark(idle_wall_s=5.0)
         >>> wm.observe([], now=0.0), wm.keepalive(now=1.0)
@@ -370,12 +374,12 @@ class Watermark:
         >>> wm.observe([{"x_SourceType": "gpu.sample", "ResourceId": "G1",
         ...              "ChargePeriodStart": "2026-01-01T00:00:30Z"}], now=6.0)
         1767225630.0
-        >>> wm.keepalive(now=7.0), wm.keepalive(now=12.0)
-        (1767225630.0, inf)
+        >>> wm.keepalive(now=7.0), wm.keepalive(now=12.0), wm.keepalive(now=12.0, backlog=True)
+        (1767225630.0, inf, 1767225630.0)
         """
-        if self.started is None or now - self.started < self.idle_wall_s:
+        if self._starting(now):
             return -math.inf
-        live = any(at >= now - self.idle_wall_s for at in self.arrived.values())
+        live = backlog or any(at >= now - self.idle_wall_s for at in self.arrived.values())
         return self.ticked if live and self.ticked > -math.inf else math.inf
 
 
