@@ -48,7 +48,9 @@ from streams.core.detector_feed import (
     Watermark,
     finding_alert,
     finding_key,
+    saved_entries,
     tick,
+    widest_bucket_s,
 )
 from streams.core.detector_kernel import load_feed
 from streams.core.router_ticks import RouterTicks
@@ -323,10 +325,11 @@ def register_detector_agents(
         return [] if saved is None else [saved]
 
     def restored(partition: int) -> PartitionDetectors:
-        """Return the partition's detectors as the table holds them."""
+        """Return the partition's detectors as the table holds them (read by prefix: no ``i|`` entries)."""
+        entries = saved_entries(lambda prefix: table.partition_items([partition], prefix), partition,
+                                widest_bucket_s(config))
         return PartitionDetectors.restore(
-            partition, table.partition_items([partition]), config, feed.llm_bucketer, feed.idle_gpu_quiet,
-            router_ticks())
+            partition, entries, config, feed.llm_bucketer, feed.idle_gpu_quiet, router_ticks())
 
     def show_event_time(partition: int, detectors: PartitionDetectors) -> None:
         """Set the partition's ``burnwatch_detector_event_time_seconds`` once its event time has begun."""

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from hashlib import blake2b
 from pathlib import Path
@@ -78,6 +78,7 @@ from detectors.findings import Finding
 from detectors.runner import TICK_S, DetectorRunner
 from detectors.state import State, StateError, from_dict, stamped
 from streams.core.entity_states import LLM_DETECTORS, LLM_SECTIONS, fuse, split
+from streams.core.open_inputs import OPEN, OpenInputs
 from streams.core.repeats import seen_before
 from streams.core.router_ticks import QUIET, STARTING, RouterTicks
 
@@ -89,6 +90,8 @@ SEEN, STATE, PEERS, MARK, RANGES = "i|", "s|", "p|", "w|", "r|"
 SERIES_FIELDS = 8  # a series input's fields before the usage source, run range and per-message sums
 MAX_RANGES = 16  # offset ranges kept per series group and usage partition; older gaps count as applied
 LLM_STATES = "s|llm|"  # an LLM entity's detector states, one entry (``entity_states``)
+SEEN_VALUE = b"1"  # an ``i|`` entry's value (JSON already): the input was applied; ``o|`` keeps its content
+OPEN_SINCE = "|o"  # ``w|<partition>|o``: flushed_to when open inputs were first kept in ``o|`` entries
 log = logging.getLogger("burnwatch.detectors")
 Item = list[Any]
 
@@ -497,13 +500,16 @@ class Applied:
 class PartitionDetectors:
     """The detectors of one partition, their state saved as ``(key, JSON value)`` table entries.
 
-    Entries: ``i|<input id>`` (seen LLM and series inputs: the dedup memory, and the open buckets'
-    contents for a restart), ``r|<scope>|<key>|<usage partition>`` (the usage offset ranges a series
-    group has applied: ``applied_part``), ``s|llm|<entity id>`` (an app's, user's or session's
-    states, one document for all its LLM detectors: ``entity_states.fuse``; a young entity's is JSON
-    bytes already when the compiled bucketer keeps it: ``DetectorRunner.wait_in_bucketer``),
+    Entries: ``i|<input id>`` (seen LLM and series inputs: the dedup memory; its value is ``1``),
+    ``o|u|<input id>`` and ``o|s|<input id>`` (the LLM requests and series sums of one step whose
+    buckets were still open, for a restart: ``open_inputs``), ``r|<scope>|<key>|<usage partition>``
+    (the usage offset ranges a series group has applied: ``applied_part``), ``s|llm|<entity id>`` (an
+    app's, user's or session's states, one document for all its LLM detectors: ``entity_states.fuse``;
+    a young entity's is JSON bytes already when the compiled bucketer keeps it:
+    ``DetectorRunner.wait_in_bucketer``),
     ``s|<detector>|<entity id>`` (a GPU's or a series' state; both ``None`` once expired), ``p|<app>``
-    (an app's session peers), ``w|<partition>`` (event time reached and buckets closed up to).
+    (an app's session peers), ``w|<partition>`` (event time reached and buckets closed up to) and
+    ``w|<partition>|o`` (buckets closed up to when ``o|`` entries began: ``saved_entries``).
 
     Examples
     --------
@@ -543,6 +549,11 @@ class PartitionDetectors:
         # series group and usage partition -> [applied offset ranges, the current run's ranges]
         self.ranges: dict[str, list[Any]] = {}
         self.ranges_changed: set[str] = set()
+        self.open = OpenInputs()
+        self.open_since: float | None = None  # ``w|<partition>|o`` once saved (None: not yet)
+        buckets = self.runner.config.buckets
+        self.llm_widths = (buckets.session_s, buckets.app_s, buckets.scope_s)
+        self.series_widths = buckets.series_s
 
     def apply(self, items: Sequence[Item], known: Callable[[Sequence[str]], list[bool]]) -> Applied:
         """Step the detectors with ``items``, skipping inputs already applied.
@@ -559,6 +570,7 @@ class PartitionDetectors:
         repeats = iter(zip(keys, seen_before(keys, known(keys) if keys else []), strict=True))
         gpus: list[Item] = []  # GPU samples since the last tick, applied together before the next one
         usages: list[Item] = []  # LLM requests since the last tick, bucketed together before the next one
+        fresh: tuple[list[Item], list[Item]] = ([], [])  # the LLM requests and series sums applied
         for item in items:
             tag = item[0]
             if tag == TICK:
@@ -581,6 +593,7 @@ class PartitionDetectors:
                 continue
             if tag == USAGE:
                 usages.append(item)
+                fresh[0].append(item)
             else:
                 if len(item) > SERIES_FIELDS:
                     part = self.applied_part(item)
@@ -591,8 +604,9 @@ class PartitionDetectors:
                     # refills the bucket with, not the sums of every usage message in the run
                     item = part[:SERIES_FIELDS]
                 runner.series.add(item)
+                fresh[1].append(item)
             done.applied += 1
-            done.entries.append((seen, item))
+            done.entries.append((seen, SEEN_VALUE))
         if gpus:
             self._add_gpus(gpus, done)
         if usages:
@@ -601,6 +615,7 @@ class PartitionDetectors:
         # tick: a restart before that tick would rebuild only the buckets ending after the flush
         done.late_buckets = runner.close_late()
         done.findings, runner.findings = runner.findings, []
+        self._save_open(*fresh, done.entries)
         self._save(done.entries)
         return done
 
@@ -684,6 +699,18 @@ class PartitionDetectors:
                 fresh = True
         return [*item[:6], usd, quantity, *item[SERIES_FIELDS:]] if fresh else None
 
+    def _save_open(self, usages: list[Item], series: list[Item], entries: list[tuple[str, Any]]) -> None:
+        """Keep the step's inputs whose buckets are still open (``o|``); delete those all closed now."""
+        flushed_to = self.runner.flushed_to
+        if self.open_since is None:  # from now on open inputs are in ``o|`` entries, not in ``i|`` ones
+            self.open_since = flushed_to
+            entries.append((f"{MARK}{self.partition}{OPEN_SINCE}", [_finite(flushed_to)]))
+        if usages:
+            entries += self.open.save(USAGE + "|", usages, 2, self.llm_widths, flushed_to)
+        if series:
+            entries += self.open.save(SERIES + "|", series, 5, self.series_widths, flushed_to)
+        entries += self.open.expired(flushed_to)
+
     def _save(self, entries: list[tuple[str, Any]]) -> None:
         runner, states = self.runner, self.runner.states
         fused: dict[str, None] = {}  # LLM entities, in order
@@ -722,8 +749,9 @@ class PartitionDetectors:
     ) -> PartitionDetectors:
         """Rebuild a partition's detectors from its saved entries (after a restart or a rebalance).
 
-        Open buckets are rebuilt from the seen inputs they hold: those not yet closed when the state
-        was saved (bucket end after ``flushed_to``).
+        Open buckets are rebuilt from the inputs they hold (``o|`` entries; before them, ``i|`` entries
+        held their inputs): those not yet closed when the state was saved (bucket end after
+        ``flushed_to``). ``saved_entries`` reads just the entries this needs.
         """
         self = cls(partition, config, llm_bucketer, idle_gpu_quiet, routers)
         runner = self.runner
@@ -763,7 +791,11 @@ class PartitionDetectors:
                     log.warning("dropped the saved offset ranges %s: %r", key, value)
             elif key == f"{MARK}{partition}":
                 runner.watermark, runner.flushed_to = (v if v is not None else -math.inf for v in value)
-            elif key.startswith(SEEN) and isinstance(value, list):
+            elif key == f"{MARK}{partition}{OPEN_SINCE}":
+                self.open_since = _since(value)
+            elif key.startswith(OPEN):
+                pending += self.open.restore(key, value)
+            elif key.startswith(SEEN) and isinstance(value, list):  # saved before ``o|`` entries
                 pending.append(value)
         for entity, fused in merged.items():  # newer than any one-entry state of the same entity
             for name in LLM_SECTIONS:
@@ -774,8 +806,7 @@ class PartitionDetectors:
                 runner.restore(name, entity, state)
             except ValueError as error:  # a pending document the kernel's bucketer cannot read
                 log.warning("dropped the saved detector state %s of %s: %s", name, entity, error)
-        horizon = runner.flushed_to - max((*runner.config.buckets.series_s, runner.config.buckets.app_s,
-                                           runner.config.buckets.scope_s, runner.config.buckets.session_s))
+        horizon = runner.flushed_to - widest_bucket_s(runner.config)
         for item in sorted(pending, key=lambda i: i[5] if i[0] == SERIES else i[2]):
             if item[0] == USAGE and item[2] >= horizon:
                 runner.add_usage(_usage(item))
@@ -784,6 +815,47 @@ class PartitionDetectors:
         runner.llm.flush(runner.flushed_to)  # already closed and stepped before the restart
         runner.series.flush(runner.flushed_to)
         return self
+
+
+def widest_bucket_s(config: DetectorConfig) -> float:
+    """Return the widest bucket of any detector: how far before ``flushed_to`` a bucket can be open."""
+    buckets = config.buckets
+    return max((*buckets.series_s, buckets.app_s, buckets.scope_s, buckets.session_s))
+
+
+def saved_entries(read: Callable[[str], Iterable[tuple[str, Any]]], partition: int, widest_s: float
+                  ) -> Iterator[tuple[str, Any]]:
+    """Yield the entries ``PartitionDetectors.restore`` needs, read by key prefix with ``read(prefix)``.
+
+    The ``i|`` entries (one per input applied within the dedup horizon, days of them) are skipped: a
+    restore needs only the open inputs, in ``o|`` entries. Those a partition saved before ``o|``
+    entries began hold inputs in ``i|`` entries, which are read until buckets have closed up to a widest
+    bucket past that start (``w|<partition>|o``), or when that mark is missing.
+
+    >>> table = {"i|a": ["u", "a", 5.0], "i|b": 1, "w|0": [3600.0, 3600.0], "o|u|c": [3610.0, []]}
+    >>> def read(prefix):
+    ...     return [(key, value) for key, value in table.items() if key.startswith(prefix)]
+    >>> sorted(key for key, _ in saved_entries(read, 0, 3600.0))  # no w|0|o: saved before o| began
+    ['i|a', 'i|b', 'o|u|c', 'w|0']
+    >>> table["w|0|o"] = [0.0]
+    >>> sorted(key for key, _ in saved_entries(read, 0, 3600.0))
+    ['o|u|c', 'w|0', 'w|0|o']
+    """
+    marks = dict(read(MARK))
+    since = _since(marks.get(f"{MARK}{partition}{OPEN_SINCE}"))
+    flushed_to = _since(marks.get(f"{MARK}{partition}", [None, None])[1:])
+    yield from marks.items()
+    for prefix in (OPEN, PEERS, RANGES, STATE):
+        yield from read(prefix)
+    if since is None or flushed_to is None or flushed_to < since + widest_s:
+        yield from read(SEEN)
+
+
+def _since(value: Any) -> float | None:
+    """Return a saved ``[time]`` (null: -inf) as a float; None if it is not one."""
+    if not (isinstance(value, list) and len(value) == 1):
+        return None
+    return -math.inf if value[0] is None else float(value[0]) if isinstance(value[0], (int, float)) else None
 
 
 def _merged(ranges: list[list[int]], span: list[list[int]]) -> list[list[int]]:

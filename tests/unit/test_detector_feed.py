@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -28,10 +28,13 @@ from streams.core.detector_feed import (
     Watermark,
     finding_alert,
     route,
+    saved_entries,
     tick,
+    widest_bucket_s,
 )
 from streams.core.entity_states import LLM_DETECTORS, split
 from streams.core.events import EVENT_ADAPTER
+from streams.core.open_inputs import OPEN, bucket_end
 from streams.core.pricing import Pricer
 from streams.core.router_ticks import RouterTicks
 from streams.core.simulation import IncidentSpec, Simulation, SimulationConfig
@@ -178,6 +181,79 @@ def test_late_inputs_applied_after_the_last_flush_survive_a_restart() -> None:
             table.put(done.entries)
             found += done.findings
         assert outline(found) == outline(expected)
+
+
+def reader(table: Table, asked: list[str] | None = None) -> Callable[[str], list[tuple[str, Any]]]:
+    """``table``'s entries by key prefix, as ``BatchLoggedTable.partition_items`` reads them."""
+    def read(prefix: str) -> list[tuple[str, Any]]:
+        if asked is not None:
+            asked.append(prefix)
+        return [(key, value) for key, value in table.data.items() if key.startswith(prefix)]
+    return read
+
+
+def test_open_inputs_are_saved_until_their_buckets_close_and_restored_without_the_seen_inputs() -> None:
+    """``i|`` entries say only that an input was applied; ``o|`` entries keep the inputs of open buckets.
+
+    After every batch, detectors restored from what ``saved_entries`` reads (no ``i|`` entry) hold the
+    same open buckets as the live ones, from the first batch on (nothing closed yet: flushed_to -inf).
+    """
+    events = delayed(priced_events(), every=5, by=60)
+    batches = [[item for records in events[first:first + 37] for item in inputs(records)]
+               for first in range(0, len(events), 37)]
+    widest = widest_bucket_s(PartitionDetectors(0).runner.config)
+    det, table = PartitionDetectors(0), Table()
+    batches[0] = [item for item in batches[0] if item[0] != "t"]
+    for batch in batches:
+        table.put(det.apply(batch, table.known).entries)
+        asked: list[str] = []
+        restored = PartitionDetectors.restore(0, saved_entries(reader(table, asked), 0, widest))
+        assert open_buckets(restored) == open_buckets(det)
+        assert SEEN not in asked
+    assert all(value == 1 for key, value in table.data.items() if key.startswith(SEEN))
+    kept = [item for key, value in table.data.items() if key.startswith(OPEN) and value is not None
+            for item in value[1]]
+    buckets = det.runner.config.buckets
+    widths = {"u": (2, (buckets.session_s, buckets.app_s, buckets.scope_s)), "s": (5, buckets.series_s)}
+    assert kept and all(bucket_end(item[widths[item[0]][0]], widths[item[0]][1]) > det.runner.flushed_to
+                        for item in kept)
+    # an LLM request is kept for its buckets' 10 s (a series sum for its hour: all of this run)
+    usages = sum(item[0] == "u" for batch in batches for item in batch)
+    assert sum(item[0] == "u" for item in kept) < usages / 10
+    table.put(det.apply([tick(det.runner.flushed_to + widest)], table.known).entries)
+    assert not [key for key, value in table.data.items() if key.startswith(OPEN) and value is not None]
+
+
+def test_a_table_saved_before_open_inputs_restores_its_open_buckets_from_the_seen_inputs() -> None:
+    """A partition saved by a version before ``o|`` entries: its ``i|`` entries hold the inputs.
+
+    They are read until buckets have closed up to a widest bucket after the first save that keeps
+    ``o|`` entries, and not after.
+    """
+    events = priced_events()
+    cut = len(events) // 2
+    widest = widest_bucket_s(PartitionDetectors(0).runner.config)
+    det, table = PartitionDetectors(0), Table()
+    first = run_feed(iter(events[:cut]), det, table)
+    old = Table()
+    for key, value in table.data.items():
+        if key.startswith(OPEN):
+            old.data.update((SEEN + item[1], item) for item in (value[1] if value is not None else []))
+        elif key != "w|0|o":
+            old.data.setdefault(key, value)
+    restored = PartitionDetectors.restore(0, saved_entries(reader(old), 0, widest))
+    assert open_buckets(restored) == open_buckets(det)
+    second = run_feed(iter(events[cut:]), restored, old)
+    assert outline(first + second) == outline(run_feed(iter(events), PartitionDetectors(0), Table()))
+    since = old.data["w|0|o"][0]
+    assert restored.runner.flushed_to < since + widest
+    asked: list[str] = []
+    list(saved_entries(reader(old, asked), 0, widest))
+    assert SEEN in asked
+    old.put(restored.apply([tick(since + widest)], old.known).entries)
+    asked.clear()
+    list(saved_entries(reader(old, asked), 0, widest))
+    assert SEEN not in asked
 
 
 def plain(states: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
