@@ -91,7 +91,7 @@ SERIES_FIELDS = 8  # a series input's fields before the usage source, run range 
 MAX_RANGES = 16  # offset ranges kept per series group and usage partition; older gaps count as applied
 LLM_STATES = "s|llm|"  # an LLM entity's detector states, one entry (``entity_states``)
 SEEN_VALUE = b"1"  # an ``i|`` entry's value (JSON already): the input was applied; ``o|`` keeps its content
-OPEN_SINCE = "|o"  # ``w|<partition>|o``: flushed_to when open inputs were first kept in ``o|`` entries
+OPEN_SINCE = "|o"  # ``w|<partition>|o``: flushed_to when ``o|`` entries began (null: from the start)
 log = logging.getLogger("burnwatch.detectors")
 Item = list[Any]
 
@@ -550,7 +550,10 @@ class PartitionDetectors:
         self.ranges: dict[str, list[Any]] = {}
         self.ranges_changed: set[str] = set()
         self.open = OpenInputs()
-        self.open_since: float | None = None  # ``w|<partition>|o`` once saved (None: not yet)
+        # ``w|<partition>|o``: -inf for a partition that began with ``o|`` entries; None, restored from a
+        # version before them, until its first tick (its ``i|`` entries may hold inputs of open buckets)
+        self.open_since: float | None = -math.inf
+        self.open_since_saved = False
         buckets = self.runner.config.buckets
         self.llm_widths = (buckets.session_s, buckets.app_s, buckets.scope_s)
         self.series_widths = buckets.series_s
@@ -702,9 +705,12 @@ class PartitionDetectors:
     def _save_open(self, usages: list[Item], series: list[Item], entries: list[tuple[str, Any]]) -> None:
         """Keep the step's inputs whose buckets are still open (``o|``); delete those all closed now."""
         flushed_to = self.runner.flushed_to
-        if self.open_since is None:  # from now on open inputs are in ``o|`` entries, not in ``i|`` ones
-            self.open_since = flushed_to
-            entries.append((f"{MARK}{self.partition}{OPEN_SINCE}", [_finite(flushed_to)]))
+        if not self.open_since_saved:
+            if self.open_since is None and flushed_to > -math.inf:
+                self.open_since = flushed_to
+            if self.open_since is not None:
+                entries.append((f"{MARK}{self.partition}{OPEN_SINCE}", [_finite(self.open_since)]))
+                self.open_since_saved = True
         if usages:
             entries += self.open.save(USAGE + "|", usages, 2, self.llm_widths, flushed_to)
         if series:
@@ -756,6 +762,7 @@ class PartitionDetectors:
         self = cls(partition, config, llm_bucketer, idle_gpu_quiet, routers)
         runner = self.runner
         pending: list[Item] = []
+        marked, since = False, None  # a saved mark; when ``o|`` entries began
         states: dict[tuple[str, str], State] = {}
         merged: dict[str, dict[str, State]] = {}  # s|llm| entries by entity
         for key, value in entries:
@@ -791,12 +798,17 @@ class PartitionDetectors:
                     log.warning("dropped the saved offset ranges %s: %r", key, value)
             elif key == f"{MARK}{partition}":
                 runner.watermark, runner.flushed_to = (v if v is not None else -math.inf for v in value)
+                marked = True
             elif key == f"{MARK}{partition}{OPEN_SINCE}":
-                self.open_since = _since(value)
+                since = _saved_time(value)
             elif key.startswith(OPEN):
                 pending += self.open.restore(key, value)
             elif key.startswith(SEEN) and isinstance(value, list):  # saved before ``o|`` entries
                 pending.append(value)
+        if since is not None:
+            self.open_since, self.open_since_saved = since, True
+        elif marked:  # saved by a version before ``o|`` entries
+            self.open_since = None
         for entity, fused in merged.items():  # newer than any one-entry state of the same entity
             for name in LLM_SECTIONS:
                 states.pop((name, entity), None)
@@ -830,7 +842,8 @@ def saved_entries(read: Callable[[str], Iterable[tuple[str, Any]]], partition: i
     The ``i|`` entries (one per input applied within the dedup horizon, days of them) are skipped: a
     restore needs only the open inputs, in ``o|`` entries. Those a partition saved before ``o|``
     entries began hold inputs in ``i|`` entries, which are read until buckets have closed up to a widest
-    bucket past that start (``w|<partition>|o``), or when that mark is missing.
+    bucket past that start (``w|<partition>|o``: from a partition's first tick after it), or while that
+    mark is missing.
 
     >>> table = {"i|a": ["u", "a", 5.0], "i|b": 1, "w|0": [3600.0, 3600.0], "o|u|c": [3610.0, []]}
     >>> def read(prefix):
@@ -840,10 +853,14 @@ def saved_entries(read: Callable[[str], Iterable[tuple[str, Any]]], partition: i
     >>> table["w|0|o"] = [0.0]
     >>> sorted(key for key, _ in saved_entries(read, 0, 3600.0))
     ['o|u|c', 'w|0', 'w|0|o']
+    >>> table["w|0|o"] = [None]  # a partition that kept o| entries from its start
+    >>> sorted(key for key, _ in saved_entries(read, 0, 3600.0))
+    ['o|u|c', 'w|0', 'w|0|o']
     """
     marks = dict(read(MARK))
-    since = _since(marks.get(f"{MARK}{partition}{OPEN_SINCE}"))
-    flushed_to = _since(marks.get(f"{MARK}{partition}", [None, None])[1:])
+    since = _saved_time(marks.get(f"{MARK}{partition}{OPEN_SINCE}"))
+    mark = marks.get(f"{MARK}{partition}")
+    flushed_to = _saved_time(mark[1:]) if isinstance(mark, list) else None
     yield from marks.items()
     for prefix in (OPEN, PEERS, RANGES, STATE):
         yield from read(prefix)
@@ -851,11 +868,17 @@ def saved_entries(read: Callable[[str], Iterable[tuple[str, Any]]], partition: i
         yield from read(SEEN)
 
 
-def _since(value: Any) -> float | None:
-    """Return a saved ``[time]`` (null: -inf) as a float; None if it is not one."""
+def _saved_time(value: Any) -> float | None:
+    """Return a saved ``[time]`` as a float (null: -inf); None if it is not one.
+
+    >>> _saved_time([60.0]), _saved_time([None]), _saved_time("x")
+    (60.0, -inf, None)
+    """
     if not (isinstance(value, list) and len(value) == 1):
         return None
-    return -math.inf if value[0] is None else float(value[0]) if isinstance(value[0], (int, float)) else None
+    if value[0] is None:
+        return -math.inf
+    return float(value[0]) if isinstance(value[0], (int, float)) else None
 
 
 def _merged(ranges: list[list[int]], span: list[list[int]]) -> list[list[int]]:
