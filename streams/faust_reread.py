@@ -14,7 +14,11 @@ offset arrives, then lets them through. A fence whose record exists (the partiti
 but has not arrived within ``GAP_REPAIR_AFTER_S`` is lifted (if its message is still unprocessed, the
 commit waits on it and the next repair seeks again). A rebalance's seek to the committed offsets (faust's
 ``perform_seek``, also at start) meets the same race, so ``seek_and_mark_starts`` replaces every fence
-by one at each committed offset it found (a partition the group never committed gets none).
+by one at each committed offset it found. aiokafka's seek to the committed offsets leaves a partition
+the group never committed (or committed at 0) where its fetch stood, past any record fetched before the
+rebalance that faust then skipped (its generation was over, or flow was stopped): that record waited for
+the repair, 10 to 25 s, and the partition's commit with it (a worker read nothing there after the
+rebalance in the two-worker test). So such a partition is sought to its log start, behind a fence.
 
 A fence can also wait for a record already taken off the fetch: a fetch answered before a seek, a
 rebalance cutting faust's delivery short. Then the records after it keep coming (the fetch position is
@@ -170,11 +174,10 @@ async def seek_and_mark_starts(self: Any) -> None:
     """Seek to the committed offsets as faust does, behind fences, and mark never-committed partitions.
 
     Every fence of an earlier seek is replaced by one at each partition's committed offset, before
-    anything else can run. A partition the group never committed gets no fence (it is read from its
-    log start, or on from where this worker read it before the rebalance) and gets its log start
-    offset as committed offset (``MARKS``). That mark is not a committed offset at the next seek: a
-    fence there waited for a record read long before, and dropped the rest (faust leaves a partition
-    the group never committed as it was).
+    anything else can run. A partition the group never committed is sought to its log start, behind a
+    fence there, and gets that offset as committed offset (``MARKS``). That mark is not a committed
+    offset at the next seek (faust leaves a partition the group never committed as it was): the
+    partition is sought to its log start again, which may have moved.
     """
     for tp, mark in MARKS.items():
         if self._committed_offset[tp] == mark:
@@ -190,9 +193,12 @@ async def seek_and_mark_starts(self: Any) -> None:
                    if (offset := self._committed_offset[tp]) is not None})
     unmarked = [tp for tp in partitions if self._committed_offset[tp] is None]
     if unmarked:
-        for tp, start in (await log_starts(self, unmarked)).items():
-            if self._committed_offset[tp] is None:
-                self._committed_offset[tp] = MARKS[tp] = start
+        starts = await log_starts(self, unmarked)
+        for tp, start in starts.items():
+            self._committed_offset[tp] = MARKS[tp] = start
+        FENCES.update({tp: (start, now) for tp, start in starts.items()})
+        if starts:  # aiokafka seeks only to a committed offset above 0
+            await self.seek_wait(starts)
 
 
 REASONS = {
