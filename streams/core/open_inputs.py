@@ -1,12 +1,13 @@
 """The inputs of buckets still open, saved once per step and deleted when their buckets close.
 
 A restart rebuilds a partition's open LLM and series buckets from the inputs they hold. Those inputs
-are kept as ``o|<first input id>`` table entries, one per step and kind of input: ``[until, items]``,
-where ``until`` is the end of the last bucket any of the items is in. An entry is deleted by the first
-save whose ``flushed_to`` reaches ``until`` (its buckets have all closed and been stepped), and inputs
-whose buckets closed within their own step are never written. So a partition's open inputs are its
-last bucket width of traffic (10 s of LLM requests, an hour of series sums), not the dedup horizon's:
-the ``i|<input id>`` entries that remember which inputs were applied hold no input any more.
+are kept as ``o|<kind>|<first input id>`` table entries (``u``: LLM requests, ``s``: series sums), one
+per step and kind: ``[until, items]``, where ``until`` is the end of the last bucket any of the items is
+in. An entry is deleted by the first save whose ``flushed_to`` reaches ``until`` (its buckets have all
+closed and been stepped), and inputs whose buckets closed within their own step are never written. So a
+partition's open inputs are its last bucket width of traffic (10 s of LLM requests, an hour of series
+sums), not the dedup horizon's: the ``i|<input id>`` entries that remember which inputs were applied
+hold no input any more.
 """
 
 from __future__ import annotations
