@@ -193,7 +193,8 @@ async def seek_and_mark_starts(self: Any) -> None:
                    if (offset := self._committed_offset[tp]) is not None})
     unmarked = [tp for tp in partitions if self._committed_offset[tp] is None]
     if unmarked:
-        starts = await log_starts(self, unmarked)
+        starts = {tp: start for tp, start in (await log_starts(self, unmarked)).items()
+                  if self._committed_offset[tp] is None}  # none committed while the broker answered
         for tp, start in starts.items():
             self._committed_offset[tp] = MARKS[tp] = start
         FENCES.update({tp: (start, now) for tp, start in starts.items()})
