@@ -6,29 +6,12 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyList, PySet, PyString};
 
+use crate::gpu_state::{floor_div, Bars, GpuState, Sample};
 use crate::record::{number_or, optional_str};
 use crate::rounding::round_to;
+use crate::FxIndexMap;
 
 const SLOT_S: f64 = 300.0; // detectors.idle_gpu.SLOT_S
-
-/// Python's `a // b` for floats (`float_floor_div`): floor of the exact quotient, as CPython rounds it.
-fn floor_div(a: f64, b: f64) -> f64 {
-    let rem = a % b; // fmod
-    let mut div = (a - rem) / b;
-    if rem != 0.0 && ((b < 0.0) != (rem < 0.0)) {
-        div -= 1.0;
-    }
-    if div != 0.0 {
-        let floor = div.floor();
-        if div - floor > 0.5 {
-            floor + 1.0
-        } else {
-            floor
-        }
-    } else {
-        0.0_f64.copysign(a / b)
-    }
-}
 
 struct Override {
     cluster: Option<String>,
@@ -79,6 +62,10 @@ impl IdleGpuQuiet {
     /// `last` is a repeat; a quiet one's state (`step`) replaces the GPU's, which is noted in `changed`
     /// as `("idle_gpu", entity id)`. Stop before the first sample that is not quiet (the Python step's);
     /// return its index (`len(items)` if none) and the samples applied and repeated up to it.
+    ///
+    /// Each GPU's state is read once and stepped on Rust values (`gpu_state`), and written back once when
+    /// the call returns (errors included), in the order the GPUs were first met: what the samples' steps
+    /// one by one would leave.
     fn apply_quiet<'py>(
         &self,
         py: Python<'py>,
@@ -87,36 +74,18 @@ impl IdleGpuQuiet {
         items: &Bound<'py, PyList>,
         at: usize,
     ) -> PyResult<(usize, usize, usize)> {
-        let (mut applied, mut repeated) = (0, 0);
-        let mut key = String::new();
-        for index in at..items.len() {
-            let item = items.get_item(index)?;
-            let item = item.cast::<PyList>()?;
-            key.clear();
-            key.push_str("gpu=");
-            key.push_str(item.get_item(9)?.cast::<PyString>()?.to_str()?);
-            let entity = PyString::new(py, &key);
-            let state = match states.get_item(&entity)? {
-                Some(state) => Some(state.cast_into::<PyDict>()?),
-                None => None,
-            };
-            if let Some(state) = &state {
-                let last = number_or(state, intern!(py, "last"), f64::NEG_INFINITY)?;
-                if item.get_item(3)?.extract::<f64>()? <= last {
-                    repeated += 1;
-                    continue;
-                }
-            }
-            match self.step(py, state, item)? {
-                Some(new) => {
-                    states.set_item(&entity, new)?;
-                    changed.add((intern!(py, "idle_gpu"), &entity))?;
-                    applied += 1;
-                }
-                None => return Ok((index, applied, repeated)),
+        let mut gpus: FxIndexMap<String, Option<GpuState>> = FxIndexMap::default();
+        let outcome = self.apply_in(py, states, changed, items, at, &mut gpus);
+        let mut written = Ok(());
+        for gpu in gpus.values().flatten() {
+            if let Err(error) = gpu.write_back(py, states, changed) {
+                written = Err(error);
+                break;
             }
         }
-        Ok((items.len(), applied, repeated))
+        let counts = outcome?;
+        written?;
+        Ok(counts)
     }
 
     /// The GPU's new state after the sample `item` (a detector input: `["g", id, start, end, util,
@@ -247,6 +216,97 @@ impl IdleGpuQuiet {
 }
 
 impl IdleGpuQuiet {
+    /// `apply_quiet`'s loop; a GPU whose state `GpuState` does not read (None) takes `step` on its dict.
+    fn apply_in<'py>(
+        &self,
+        py: Python<'py>,
+        states: &Bound<'py, PyDict>,
+        changed: &Bound<'py, PySet>,
+        items: &Bound<'py, PyList>,
+        at: usize,
+        gpus: &mut FxIndexMap<String, Option<GpuState>>,
+    ) -> PyResult<(usize, usize, usize)> {
+        let (mut applied, mut repeated) = (0, 0);
+        let mut key = String::new();
+        let bars = Bars {
+            underused_below_pct: self.underused_below_pct,
+            underused_window_s: self.underused_window_s,
+            gap_intervals: self.gap_intervals,
+            slot_s: SLOT_S,
+        };
+        for index in at..items.len() {
+            let item = items.get_item(index)?;
+            let item = item.cast::<PyList>()?;
+            let gpu = item.get_item(9)?;
+            let name = gpu.cast::<PyString>()?.to_str()?;
+            let mut entity = || {
+                key.clear();
+                key.push_str("gpu=");
+                key.push_str(name);
+                PyString::new(py, &key)
+            };
+            if !gpus.contains_key(name) {
+                let entity = entity();
+                let state = match states.get_item(&entity)? {
+                    Some(state) => Some(state.cast_into::<PyDict>()?),
+                    None => None,
+                };
+                gpus.insert(name.to_owned(), GpuState::load(entity.clone(), state)?);
+            }
+            let Some(fast) = gpus.get_mut(name).expect("inserted above") else {
+                // the per-sample path, on the GPU's dict
+                let entity = entity();
+                let state = match states.get_item(&entity)? {
+                    Some(state) => Some(state.cast_into::<PyDict>()?),
+                    None => None,
+                };
+                if let Some(state) = &state {
+                    let last = number_or(state, intern!(py, "last"), f64::NEG_INFINITY)?;
+                    if item.get_item(3)?.extract::<f64>()? <= last {
+                        repeated += 1;
+                        continue;
+                    }
+                }
+                match self.step(py, state, item)? {
+                    Some(new) => {
+                        states.set_item(&entity, new)?;
+                        changed.add((intern!(py, "idle_gpu"), &entity))?;
+                        applied += 1;
+                        continue;
+                    }
+                    None => return Ok((index, applied, repeated)),
+                }
+            };
+            if fast.has_state() && item.get_item(3)?.extract::<f64>()? <= fast.last() {
+                repeated += 1;
+                continue;
+            }
+            if fast.open {
+                return Ok((index, applied, repeated));
+            }
+            let util = item.get_item(4)?;
+            if !util.is_exact_instance_of::<PyFloat>() {
+                return Ok((index, applied, repeated)); // an int utilization keeps its type: the Python step
+            }
+            let sample = Sample {
+                start: item.get_item(2)?.extract()?,
+                end: item.get_item(3)?.extract()?,
+                util: util.extract()?,
+                allocated: item.get_item(5)?.is_truthy()?,
+                cost: item.get_item(6)?.extract()?,
+                cluster: item.get_item(7)?,
+                team: item.get_item(8)?,
+                gpu,
+            };
+            let thresholds = self.thresholds(optional_str(&sample.cluster)?, optional_str(&sample.team)?);
+            if !fast.step(&bars, thresholds, &sample) {
+                return Ok((index, applied, repeated));
+            }
+            applied += 1;
+        }
+        Ok((items.len(), applied, repeated))
+    }
+
     /// `IdleGpuConfig.thresholds`: the most specific override's, else the defaults.
     fn thresholds(&self, cluster: Option<&str>, team: Option<&str>) -> (f64, f64) {
         let (mut util, mut span, mut best) = (self.util_below_pct, self.for_s, -1);

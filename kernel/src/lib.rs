@@ -14,6 +14,7 @@ use pyo3::prelude::*;
 pub(crate) type FxIndexMap<K, V> = indexmap::IndexMap<K, V, rustc_hash::FxBuildHasher>;
 
 mod buckets;
+mod gpu_state;
 mod idle;
 mod lanes;
 mod peers;

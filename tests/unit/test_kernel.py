@@ -393,6 +393,77 @@ def test_gpu_samples_apply_in_the_kernel_as_in_python(
         assert got.entries == expected.entries and got.findings == expected.findings
 
 
+def apply_one_by_one(quiet: Any, states: dict[str, Any], changed: set[Any], items: list[Any], at: int
+                     ) -> tuple[int, int, int]:
+    """``apply_quiet`` as it was before GPU states were stepped on Rust values: ``step`` on each dict."""
+    applied = repeated = 0
+    for index in range(at, len(items)):
+        key = "gpu=" + items[index][9]
+        state = states.get(key)
+        if state is not None and items[index][3] <= state.get("last", -math.inf):
+            repeated += 1
+            continue
+        new = quiet.step(state, items[index])
+        if new is None:
+            return index, applied, repeated
+        states[key] = new
+        changed.add(("idle_gpu", key))
+        applied += 1
+    return len(items), applied, repeated
+
+
+saved_gpu_states = st.dictionaries(  # states as a table restores them: other keys, other orders, odd types
+    st.sampled_from(["G1", "G2", "G3"]),
+    st.lists(
+        st.sampled_from([
+            ("last", 1.7e9 - 15.0), ("last", 1.7e9 + 300.0), ("idle", 1.7e9 - 900.0), ("idle", None),
+            ("idle", 1_699_999_000), ("waste", 0.25), ("iv", 15.0), ("lab", {"team": "ml"}), ("x", [1, "y"]),
+            ("slots", [[1.7e9 - 300.0, 12.5, 3], [1.7e9 - 600.0, 1.0, 1]]),
+            ("slots", [[1_699_999_800, 40, 2]]),
+            ("slots", [[1.7e9 - 300.0, 1.0, 1.5]]), ("e", {"gpu": "old"}), ("open", {"telemetry_gap": {}}),
+        ]),
+        max_size=6,
+    ).map(dict),
+    max_size=3,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(idle_configs, gpu_samples, saved_gpu_states, st.lists(st.integers(0, 60), max_size=5))
+def test_gpu_states_stepped_on_rust_values_are_written_back_as_the_steps_one_by_one_leave_them(
+    config: IdleGpuConfig, samples: list[Any], saved: dict[str, Any], again: list[int]
+) -> None:
+    """The same counts, the same states to the byte (key order and types: their JSON is what is saved), the
+    same changed entries, from any saved states, with repeats and stops at samples that are not quiet."""
+    items, t = [], 1.7e9
+    for n, (gap, util, allocated, usd) in enumerate(run[:4] for run in samples for _ in range(run[4])):
+        gpu = ("G1", "G2", "G3")[n % 3]
+        items.append(["g", f"e{t}:{gpu}", t, t + 15.0, util, allocated, usd, "aws", "ml", gpu])
+        t += gap / 3
+    items += [items[i % len(items)] for i in again] if items else []
+    quiet = GPU_QUIET(config)
+    expected_states = {f"gpu={gpu}": state for gpu, state in saved.items()}
+    got_states = from_json(to_json(expected_states))
+    expected_changed: set[Any] = set()
+    got_changed: set[Any] = set()
+    at = 0
+    while at < len(items):
+        try:
+            expected: Any = apply_one_by_one(quiet, expected_states, expected_changed, items, at)
+        except TypeError as error:  # a saved value of a type the step cannot read: the same error
+            expected = repr(error)
+        try:
+            got: Any = quiet.apply_quiet(got_states, got_changed, items, at)
+        except TypeError as error:
+            got = repr(error)
+        assert got == expected
+        assert to_json(got_states) == to_json(expected_states)
+        assert got_changed == expected_changed
+        if isinstance(got, str):
+            return
+        at = got[0] + 1  # past a sample that is not quiet (the Python step's, not taken here)
+
+
 def kernel_runner(config: DetectorConfig) -> DetectorRunner:
     runner = DetectorRunner(config, track_entities=False)
     runner.llm = burnwatch_kernel.LlmBucketer(config.buckets)
