@@ -176,9 +176,9 @@ impl LlmBucketer {
         if let Some(waiting) = self.waiting.as_mut() {
             waiting.begin();
         }
-        for bucket in closed {
+        for mut bucket in closed {
             if let (Some(waiting), true) = (self.waiting.as_mut(), bucket.scope != APP) {
-                match waiting.take(py, &bucket)? {
+                match waiting.take(py, &mut bucket)? {
                     Outcome::Done => continue,
                     Outcome::Release(release) => {
                         step.call1((release,))?;

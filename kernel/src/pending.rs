@@ -85,60 +85,65 @@ impl Waiting {
 
     /// Decide for a closed session or user bucket, as `DetectorRunner._wait` does; a user's bucket to
     /// step takes its quiet path here when it can (`stepped`).
-    pub fn take<'py>(&mut self, py: Python<'py>, bucket: &Bucket) -> PyResult<Outcome<'py>> {
+    pub fn take<'py>(&mut self, py: Python<'py>, bucket: &mut Bucket) -> PyResult<Outcome<'py>> {
         let scope = bucket.scope;
         let below = self.below[scope];
         if below <= 0 && scope == SESSION {
             return Ok(Outcome::Step);
         }
-        let app = bucket.app.bind(py).cast::<PyString>()?.to_str()?;
+        let app_object = bucket.app.bind(py).cast::<PyString>()?.clone();
+        let app = app_object.to_str()?;
         let name = bucket.key.bind(py).cast::<PyString>()?.to_str()?;
         let key = entity_id(scope, app, name);
         if below <= 0 || self.handed.contains(&key) {
             return self.stepped(py, &key, app, name, bucket);
         }
-        let mut pending = match self.pending.remove(&key) {
-            Some(pending) => {
-                if pending.n + bucket.requests >= below {
-                    self.changed.insert(key.clone());
-                    self.handed.insert(key.clone());
-                    if scope == USER && self.release_quietly(py, &key, &pending)? {
-                        return self.stepped(py, &key, app, name, bucket); // its state is made
-                    }
-                    let doc = pending.to_python(py)?;
-                    let release = PyTuple::new(
-                        py,
-                        [
-                            "r".into_pyobject(py)?.into_any(),
-                            SCOPE_NAMES[scope].into_pyobject(py)?.into_any(),
-                            key.into_pyobject(py)?.into_any(),
-                            doc.into_any(),
-                        ],
-                    )?;
-                    return Ok(Outcome::Release(release));
+        match self.pending.get(&key).map(|pending| pending.n) {
+            Some(sent) if sent + bucket.requests >= below => {
+                let pending = self.pending.remove(&key).expect("a key just read");
+                self.changed.insert(key.clone());
+                self.handed.insert(key.clone());
+                if scope == USER && self.release_quietly(py, &key, &pending)? {
+                    return self.stepped(py, &key, app, name, bucket); // its state is made
                 }
-                pending
+                let doc = pending.to_python(py)?;
+                let release = PyTuple::new(
+                    py,
+                    [
+                        "r".into_pyobject(py)?.into_any(),
+                        SCOPE_NAMES[scope].into_pyobject(py)?.into_any(),
+                        key.into_pyobject(py)?.into_any(),
+                        doc.into_any(),
+                    ],
+                )?;
+                return Ok(Outcome::Release(release));
             }
+            Some(_) => {}
             None => {
                 if bucket.requests >= below {
                     self.handed.insert(key.clone());
                     return self.stepped(py, &key, app, name, bucket);
                 }
-                if self.runaway.bind(py).contains(&key)? {
+                let entity = PyString::new(py, &key);
+                if self.runaway.bind(py).contains(&entity)? {
                     return self.stepped(py, &key, app, name, bucket);
                 }
                 if scope == SESSION
-                    && (self.agent_loop.bind(py).contains(&key)?
-                        || self.context_bloat.bind(py).contains(&key)?)
+                    && (self.agent_loop.bind(py).contains(&entity)?
+                        || self.context_bloat.bind(py).contains(&entity)?)
                 {
                     return Ok(Outcome::Step); // restored from states saved some other way: stepped as they are
                 }
-                let (app, key) = (app.to_owned(), name.to_owned());
-                Pending { scope, app, key, last: 0.0, n: 0, b: Vec::new(), w: Vec::new() }
+                let (app, name) = (app.to_owned(), name.to_owned());
+                let pending =
+                    Pending { scope, app, key: name, last: 0.0, n: 0, b: Vec::new(), w: Vec::new() };
+                self.pending.insert(key.clone(), pending);
             }
-        };
+        }
+        let pending = self.pending.get_mut(&key).expect("a key just read or put");
         pending.last = bucket.end;
         pending.n += bucket.requests;
+        let session = scope == SESSION;
         pending.b.push(Entry {
             start: bucket.start,
             end: bucket.end,
@@ -146,11 +151,12 @@ impl Waiting {
             input_tokens: bucket.input_tokens,
             output_tokens: bucket.output_tokens,
             cost_usd: bucket.cost_usd,
-            inputs: if scope == SESSION { bucket.inputs.clone() } else { Vec::new() },
-            prompts: if scope == SESSION { bucket.prompts.clone() } else { Vec::new() },
+            // the bucket waits here and is not handed on: what it holds moves into the document
+            inputs: if session { std::mem::take(&mut bucket.inputs) } else { Vec::new() },
+            prompts: if session { std::mem::take(&mut bucket.prompts) } else { Vec::new() },
             team: bucket.team.extract(py)?,
         });
-        if scope == SESSION {
+        if session {
             // detectors.token_runaway.slide: the window moves on to this bucket, summed in order
             let edge = bucket.end - self.window_s;
             let cut = pending.w.iter().take_while(|entry| entry.0 <= edge).count();
@@ -160,20 +166,19 @@ impl Waiting {
             let usd = pending.w.iter().fold(0.0, |sum, entry| sum + entry.1);
             // its app's peers learn its rate and latest bucket now, in closing order, as in `_wait`
             let peers_by_app = self.peers.bind(py);
-            let peers = match peers_by_app.get_item(&pending.app)? {
+            let peers = match peers_by_app.get_item(&app_object)? {
                 Some(peers) if peers.is_truthy()? => peers.cast_into::<PyDict>()?,
                 _ => {
                     let peers = PyDict::new(py);
-                    peers_by_app.set_item(&pending.app, &peers)?;
+                    peers_by_app.set_item(&app_object, &peers)?;
                     peers
                 }
             };
             let rate = usd / self.window_s * HOUR_S;
             learn(py, &peers, rate, (latest.3, latest.0, latest.1, latest.2), &self.peer)?;
-            self.peers_changed.bind(py).add(&pending.app)?;
+            self.peers_changed.bind(py).add(&app_object)?;
         }
-        self.changed.insert(key.clone());
-        self.pending.insert(key, pending);
+        self.changed.insert(key);
         Ok(Outcome::Done)
     }
 
@@ -299,5 +304,10 @@ impl Waiting {
 
 /// `detectors.runner.entity_id` of a session or user: `app=<app>,session=<key>` or `app=<app>,user=<key>`.
 fn entity_id(scope: usize, app: &str, key: &str) -> String {
-    format!("app={app},{}={key}", SCOPE_NAMES[scope])
+    let scope = SCOPE_NAMES[scope];
+    let mut id = String::with_capacity(6 + app.len() + scope.len() + key.len());
+    for part in ["app=", app, ",", scope, "=", key] {
+        id.push_str(part);
+    }
+    id
 }

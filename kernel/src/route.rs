@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use crate::record::{get, item, optional_str, text};
-use crate::series::{fold_series, Egress, GroupKey, Spend};
+use crate::series::{fold_series, Charges, Egress, GroupKey, Spend};
 use crate::times::TimeCache;
 use crate::value::V;
 use crate::FxIndexMap;
@@ -152,7 +152,7 @@ fn build<'py>(
         let (team, project, model) = (get(record, k_team)?, get(record, k_project)?, get(record, k_model)?);
         let team_text = if team.is_truthy()? { team.cast::<PyString>()?.to_str()? } else { UNALLOCATED };
         let (project_text, model_text) = (optional_str(&project)?, optional_str(&model)?);
-        let charge_text = text(&charge)?;
+        let charge_text = charge.cast::<PyString>()?.to_str()?;
         // a request's records (one per meter) follow each other: most records join the group before
         let before = last_group.filter(|&at| {
             spend.get_index(at).is_some_and(|((m, t, p, md), _)| {
@@ -164,7 +164,7 @@ fn build<'py>(
         });
         let join = |sums: &mut Spend| {
             sums.cost += cost;
-            sums.charges.push(charge_text.clone());
+            sums.charges.push(charge_text);
             *sums.parts.entry(offset).or_insert(0.0) += cost;
         };
         let at = match before {
@@ -186,7 +186,8 @@ fn build<'py>(
                     }
                     Entry::Vacant(new) => {
                         let at = new.index();
-                        let charges = vec![charge_text.clone()];
+                        let mut charges = Charges::default();
+                        charges.push(charge_text);
                         new.insert(Spend { cost, charges, parts: FxIndexMap::from_iter([(offset, cost)]) });
                         at
                     }
@@ -201,7 +202,7 @@ fn build<'py>(
             let sums = egress.entry((bucket, minute.to_bits())).or_insert_with(|| Egress {
                 usd: 0.0,
                 quantity: 0.0,
-                charges: Vec::new(),
+                charges: Charges::default(),
                 parts: FxIndexMap::default(),
             });
             let (usd, quantity) = if moved {

@@ -11,7 +11,7 @@ use crate::FxIndexMap;
 /// A charge group: one minute of one (team, project, model), as the Python code's `spend` values.
 pub struct Spend {
     pub cost: f64,
-    pub charges: Vec<String>,
+    pub charges: Charges,
     pub parts: FxIndexMap<i64, f64>,
 }
 
@@ -19,8 +19,20 @@ pub struct Spend {
 pub struct Egress {
     pub usd: f64,
     pub quantity: f64,
-    pub charges: Vec<String>,
+    pub charges: Charges,
     pub parts: FxIndexMap<i64, (f64, f64)>,
+}
+
+/// A group's charge ids in order, as the bytes the digest reads: each one after U+001F. One buffer, not a
+/// string per charge: a batch has a charge per cost record.
+#[derive(Default)]
+pub struct Charges(String);
+
+impl Charges {
+    pub fn push(&mut self, charge: &str) {
+        self.0.push('\x1f');
+        self.0.push_str(charge);
+    }
 }
 
 /// A series input being folded: spend folds point at their charge groups, egress folds at their bucket.
@@ -81,9 +93,9 @@ pub fn fold_series<'py>(
         _ => None,
     };
     for ((scope, key, kind, minute), fold) in &folds {
-        let charges: Vec<&String> = match &fold.parts {
-            Parts::Spend(groups) => groups.iter().flat_map(|g| &spend[*g].charges).collect(),
-            Parts::Egress(index) => egress[*index].charges.iter().collect(),
+        let charges: Vec<&Charges> = match &fold.parts {
+            Parts::Spend(groups) => groups.iter().map(|g| &spend[*g].charges).collect(),
+            Parts::Egress(index) => vec![&egress[*index].charges],
         };
         let mut fields = vec![
             V::Static("s"),
@@ -105,14 +117,13 @@ pub fn fold_series<'py>(
 }
 
 /// The series input's id digest: blake2b (12 bytes) of kind, key and charges joined by U+001F.
-fn digest(kind: &str, key: &str, charges: &[&String]) -> String {
+fn digest(kind: &str, key: &str, charges: &[&Charges]) -> String {
     let mut hasher = Blake2b::<U12>::new();
     hasher.update(kind.as_bytes());
     hasher.update(b"\x1f");
     hasher.update(key.as_bytes());
-    for charge in charges {
-        hasher.update(b"\x1f");
-        hasher.update(charge.as_bytes());
+    for group in charges {
+        hasher.update(group.0.as_bytes());
     }
     hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
