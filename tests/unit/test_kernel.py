@@ -476,7 +476,8 @@ def kernel_runner(config: DetectorConfig) -> DetectorRunner:
 def test_young_entities_wait_in_the_kernel_as_in_python(
     config: DetectorConfig, steps: list[tuple[Any, ...]]
 ) -> None:
-    """Same decisions, documents, peers, states and findings under any thresholds, expiry included."""
+    """Same decisions, documents (their saved JSON too), peers, states and findings under any thresholds,
+    expiry included."""
     python, kernel = DetectorRunner(config, track_entities=False), kernel_runner(config)
     t = 0.0
     for gap, session, user, tokens, prompt, usd, tick in steps:
@@ -489,6 +490,9 @@ def test_young_entities_wait_in_the_kernel_as_in_python(
         if tick:
             assert kernel.llm.pending_docs() == python.pending
             assert kernel.peers == python.peers
+            for key, saved in kernel.llm.pending_changes():  # the table entries, to the byte
+                doc = python.pending.get(key)
+                assert saved == (None if doc is None else to_json({"_v": 1, PENDING: doc}))
     for runner in (python, kernel):
         runner.advance(t + 4000.0)  # closes everything, resolves quiet findings, expires entities
     assert kernel.llm.pending_count() == len(python.pending) == 0
