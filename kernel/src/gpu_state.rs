@@ -42,8 +42,9 @@ struct Key {
     added: u64,    // when it was last added, for the order of the keys added
 }
 
-/// What a step changes: tried on a copy, kept only when the sample is quiet.
-#[derive(Clone)]
+/// A step's scalar changes: tried on a copy, kept only when the sample is quiet (its slots are built
+/// anew by each step, and kept with them).
+#[derive(Clone, Copy)]
 struct Values {
     keys: [Key; 7],
     added: u64,
@@ -51,7 +52,6 @@ struct Values {
     iv: f64,
     idle: Option<f64>,
     waste: Option<f64>,
-    slots: Vec<Slot>,
 }
 
 impl Values {
@@ -102,6 +102,7 @@ pub struct GpuState {
     pub open: bool,
     original: Vec<Py<PyAny>>,
     values: Values,
+    slots: Vec<Slot>, // meaningful while the `slots` key is present
     labels: Option<(Py<PyAny>, Py<PyAny>, Py<PyAny>)>, // the last applied sample's gpu, team and cluster
     pub applied: bool,
 }
@@ -109,15 +110,9 @@ pub struct GpuState {
 impl GpuState {
     /// Load a GPU's state (None: it has none yet); Ok(None) when a value is not of a type read here.
     pub fn load(entity: Bound<'_, PyString>, state: Option<Bound<'_, PyDict>>) -> PyResult<Option<Self>> {
-        let mut values = Values {
-            keys: [Key::default(); 7],
-            added: 0,
-            last: None,
-            iv: 0.0,
-            idle: None,
-            waste: None,
-            slots: Vec::new(),
-        };
+        let mut values =
+            Values { keys: [Key::default(); 7], added: 0, last: None, iv: 0.0, idle: None, waste: None };
+        let mut slots_read = Vec::new();
         let mut original = Vec::new();
         let mut open = false;
         if let Some(state) = &state {
@@ -159,7 +154,7 @@ impl GpuState {
                         ))
                     };
                     let Ok((start, sum, count)) = read() else { return Ok(None) };
-                    values.slots.push(Slot { start, sum, count, kept: Some(original.len()) });
+                    slots_read.push(Slot { start, sum, count, kept: Some(original.len()) });
                     original.push(entry.unbind());
                 }
             }
@@ -170,6 +165,7 @@ impl GpuState {
             open,
             original,
             values,
+            slots: slots_read,
             labels: None,
             applied: false,
         }))
@@ -188,7 +184,7 @@ impl GpuState {
     /// `IdleGpuQuiet::step` on these values: true, and the step kept, when the sample is quiet.
     pub fn step(&mut self, bars: &Bars, thresholds: (f64, f64), sample: &Sample<'_>) -> bool {
         let Sample { start, end, util, allocated, cost, .. } = *sample;
-        let mut new = self.values.clone();
+        let mut new = self.values;
         let interval = if end - start > 1e-9 { end - start } else { 1e-9 };
         if let Some(last) = new.last {
             if start - last > bars.gap_intervals * interval && new.keys[IDLE].present {
@@ -230,7 +226,7 @@ impl GpuState {
             let slot = floor_div(start, bars.slot_s) * bars.slot_s;
             let edge = end - bars.underused_window_s - bars.slot_s;
             let mut slots: Vec<Slot> = if new.keys[SLOTS].present {
-                new.slots.iter().filter(|s| s.start > edge).copied().collect()
+                self.slots.iter().filter(|s| s.start > edge).copied().collect()
             } else {
                 Vec::new()
             };
@@ -256,10 +252,10 @@ impl GpuState {
             }
             slots.push(Slot { start: slot, sum: round_to(last_sum, 3), count: last_count, kept: None });
             new.set(SLOTS);
-            new.slots = slots;
+            self.slots = slots;
         } else {
             new.delete(SLOTS);
-            new.slots.clear();
+            self.slots.clear();
         }
         self.values = new;
         self.labels = Some((
@@ -327,7 +323,7 @@ impl GpuState {
             WASTE => v.waste.expect("set with a value").into_pyobject(py)?.into_any(),
             _ => {
                 let slots = PyList::empty(py);
-                for slot in &v.slots {
+                for slot in &self.slots {
                     match slot.kept {
                         Some(at) => slots.append(self.original[at].bind(py))?,
                         None => slots.append(PyList::new(

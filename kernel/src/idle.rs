@@ -245,21 +245,18 @@ impl IdleGpuQuiet {
                 key.push_str(name);
                 PyString::new(py, &key)
             };
-            if !gpus.contains_key(name) {
-                let entity = entity();
-                let state = match states.get_item(&entity)? {
-                    Some(state) => Some(state.cast_into::<PyDict>()?),
-                    None => None,
-                };
-                gpus.insert(name.to_owned(), GpuState::load(entity.clone(), state)?);
-            }
-            let Some(fast) = gpus.get_mut(name).expect("inserted above") else {
+            let at = match gpus.get_index_of(name) {
+                Some(at) => at,
+                None => {
+                    let entity = entity();
+                    let state = saved_state(states, &entity)?;
+                    gpus.insert_full(name.to_owned(), GpuState::load(entity, state)?).0
+                }
+            };
+            let Some(fast) = &mut gpus[at] else {
                 // the per-sample path, on the GPU's dict
                 let entity = entity();
-                let state = match states.get_item(&entity)? {
-                    Some(state) => Some(state.cast_into::<PyDict>()?),
-                    None => None,
-                };
+                let state = saved_state(states, &entity)?;
                 if let Some(state) = &state {
                     let last = number_or(state, intern!(py, "last"), f64::NEG_INFINITY)?;
                     if item.get_item(3)?.extract::<f64>()? <= last {
@@ -326,4 +323,15 @@ impl IdleGpuQuiet {
         }
         (util, span)
     }
+}
+
+/// A GPU's saved state in the runner's `states` (None: it has none yet).
+fn saved_state<'py>(
+    states: &Bound<'py, PyDict>,
+    entity: &Bound<'py, PyString>,
+) -> PyResult<Option<Bound<'py, PyDict>>> {
+    Ok(match states.get_item(entity)? {
+        Some(state) => Some(state.cast_into::<PyDict>()?),
+        None => None,
+    })
 }
