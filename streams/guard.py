@@ -29,6 +29,24 @@ BUDGET_BURN = "budget.burn"
 Verdict = Literal["allowed", "warn", "blocked"]
 _RANK: dict[Verdict, int] = {"allowed": 0, "warn": 1, "blocked": 2}
 log = logging.getLogger(__name__)
+# errors of a cluster settling (a leader being elected, a broker not up yet): the guard retries them
+TRANSIENT = frozenset({
+    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TIMED_OUT, KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+})
+
+
+def transient(error: KafkaException) -> bool:
+    """Whether a Kafka client error is one the cluster recovers from by itself.
+
+    >>> transient(KafkaException(KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION)))
+    True
+    >>> transient(KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED)))
+    False
+    """
+    cause = error.args[0] if error.args else None
+    return isinstance(cause, KafkaError) and (cause.code() in TRANSIENT or cause.retriable())
 
 
 @dataclass(frozen=True)
@@ -200,6 +218,7 @@ class BudgetGuard:
         self.policy = policy or GuardPolicy()
         self.scopes = [dict(s) for s in scopes] if scopes is not None else None
         self.poll_timeout_s = poll_timeout_s
+        self.retry_s = 2.0  # between tries to read the topic's partitions and end offsets
         self.index = BurnIndex()
         self.records_read = 0
         self.records_rejected = 0
@@ -278,21 +297,31 @@ class BudgetGuard:
         return Consumer(conf)
 
     def _assign(self, consumer: Consumer) -> dict[int, int]:
-        """Assign every partition from the beginning; return the end offsets to read up to for ready."""
+        """Assign every partition from the beginning; return the end offsets to read up to for ready.
+
+        A topic not there yet, or a partition whose leader is still being elected (a topic just
+        created, a broker restarting), is retried every ``retry_s`` until it answers or the guard stops.
+        """
         while not self._stop.is_set():
-            meta = consumer.list_topics(self.topic, timeout=5)
-            topic = meta.topics.get(self.topic)
-            if topic is not None and topic.error is None and topic.partitions:
-                partitions = sorted(topic.partitions)
-                consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
-                ends = {}
-                for p in partitions:
-                    low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=5)
-                    if high > low:
-                        ends[p] = high
-                return ends
-            log.warning("budget guard: topic %s not there yet; retrying", self.topic)
-            self._stop.wait(2.0)
+            try:
+                meta = consumer.list_topics(self.topic, timeout=5)
+                topic = meta.topics.get(self.topic)
+                if topic is not None and topic.error is None and topic.partitions:
+                    partitions = sorted(topic.partitions)
+                    ends = {}
+                    for p in partitions:
+                        low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=5)
+                        if high > low:
+                            ends[p] = high
+                    consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
+                    return ends
+                log.warning("budget guard: topic %s not there yet; retrying", self.topic)
+            except KafkaException as error:
+                if not transient(error):
+                    raise
+                log.warning("budget guard: the end offsets of %s are not readable yet (%s); retrying",
+                            self.topic, error)
+            self._stop.wait(self.retry_s)
         return {}
 
     def _run(self) -> None:

@@ -6,9 +6,11 @@ import doctest
 import threading
 import timeit
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -214,3 +216,41 @@ def test_session_limiter_takes_microseconds() -> None:
     per_call_us = per_call_us / runs * 1e6
     print(f"SessionTokenLimiter.check_and_add: {per_call_us:.2f} us")
     assert per_call_us < 50
+
+
+class SettlingConsumer:
+    """A consumer of a topic just created: its partition 1 has no leader for its first two reads."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.assigned: list[TopicPartition] = []
+
+    def list_topics(self, topic: str, timeout: float) -> Any:
+        metadata = SimpleNamespace(error=None, partitions={0: object(), 1: object()})
+        return SimpleNamespace(topics={topic: metadata})
+
+    def get_watermark_offsets(self, tp: TopicPartition, timeout: float) -> tuple[int, int]:
+        if tp.partition == 1:
+            self.reads += 1
+            if self.reads <= 2:
+                raise KafkaException(KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION))
+            return 0, 5
+        return 0, 0
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        self.assigned = partitions
+
+
+def test_the_guard_waits_out_a_partition_without_a_leader_and_stops_on_other_errors() -> None:
+    guard = BudgetGuard(Settings())
+    guard.retry_s = 0.01
+    consumer = SettlingConsumer()
+    assert guard._assign(consumer) == {1: 5}  # type: ignore[arg-type]
+    assert consumer.reads == 3 and [tp.partition for tp in consumer.assigned] == [0, 1]
+
+    class Refused(SettlingConsumer):
+        def get_watermark_offsets(self, tp: TopicPartition, timeout: float) -> tuple[int, int]:
+            raise KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))
+
+    with pytest.raises(KafkaException):
+        guard._assign(Refused())  # type: ignore[arg-type]
