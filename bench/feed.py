@@ -5,13 +5,14 @@ then the path the stream runs on their cost records, stage by stage, as ``route_
 ``detect_anomalies`` run it (runs of ``--run-records`` records, groups hashed to ``--partitions``
 partitions, a tick whenever the ``Watermark`` moves):
 
-- ``route``: ``route_encoded`` and the ``Watermark`` (``latest_by_lane``), the router in ``price_usage``;
+- ``route``: ``route``, each partition's inputs as one JSON message (``by_partition``), and the
+  ``Watermark`` (``latest_by_lane``), the router in ``price_usage``;
 - ``decode``: each partition's messages read back (``from_json``), in ``detect_anomalies``;
 - ``apply``: ``PartitionDetectors.apply`` (bucketing, every detector step, ticks, state documents);
 - ``encode``: the table entries written as JSON, as ``BatchLoggedTable.put_batch`` does.
 
 A worker that owns a group's partition applies its inputs in place (``BURNWATCH_DETECTORS_IN_PLACE``):
-it routes with ``route`` (the lists, no JSON) and skips ``decode``; the stages here are the path through
+it skips the JSON and ``decode``; the stages here are the path through
 the topic, which every input of another worker's partition still takes.
 
 Each stage is timed in CPU seconds of this process, the fastest of ``--repeat`` passes, once with each
@@ -46,7 +47,7 @@ from bench.detectors import (
     prepared,
 )
 from streams.core.catalog import default_catalog
-from streams.core.detector_feed import PartitionDetectors, Watermark, tick
+from streams.core.detector_feed import PartitionDetectors, Watermark, by_partition, tick
 from streams.core.detector_kernel import Feed, KernelMissing, load_feed
 from streams.core.events import EVENT_ADAPTER
 from streams.core.pricing import Pricer
@@ -57,27 +58,34 @@ STAGES = ("route", "decode", "apply", "encode")
 console = Console()
 
 
+SOURCE = "usage.llm:0"
+
+
 def path_stages(
     feed: Feed, runs: list[list[dict[str, Any]]], partitions: int
 ) -> dict[str, Callable[[], Any]]:
     """Return the four stages as passes over ``runs``; each feeds on the last pass of the one before."""
     out: dict[str, Any] = {}
 
+    def partition_of(key: str) -> int:
+        return zlib.crc32(key.encode()) % partitions
+
     def route() -> None:
         watermark = Watermark(idle_source_s=0.0, lanes=feed.latest_by_lane)
         messages: list[list[list[bytes]]] = []
         first = 0  # one usage message per record, offsets running on across runs as in a partition
         for run in runs:
-            by_partition: list[list[bytes]] = [[] for _ in range(partitions)]
+            sent: list[list[bytes]] = [[] for _ in range(partitions)]
             offsets = [(offset, 1) for offset in range(first, first + len(run))]
             first += len(run)
-            for key, payload in feed.route_encoded(run, source="usage.llm:0", messages=offsets).items():
-                by_partition[zlib.crc32(key.encode()) % partitions].append(payload)
+            routed = feed.route(run, source=SOURCE, messages=offsets)
+            for partition, items in by_partition(routed, partition_of, SOURCE, offsets).items():
+                sent[partition].append(to_json(items))
             event_time = watermark.observe(run)
             if event_time is not None:
-                for partition in by_partition:
+                for partition in sent:
                     partition.append(to_json([tick(event_time)]))
-            messages.append(by_partition)
+            messages.append(sent)
         out["messages"] = messages
 
     def decode() -> None:

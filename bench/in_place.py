@@ -7,7 +7,7 @@ same builder, seed, pace and envelopes of ``--envelope-size`` events), parsed an
 per envelope what a worker that owns every ``detector.inputs`` partition does with it
 (``streams/detector_agents.py``, in place):
 
-- ``route``: ``route`` (the lists, no JSON), each group to its partition (``GroupPartitions``), and the
+- ``route``: ``route`` (the lists, no JSON), each group to its partition (``by_partition``), and the
   ``Watermark`` (replay's clock: event time only), whose ticks go to every partition after the inputs;
 - ``apply``: ``PartitionDetectors.apply`` per partition, with its lookups of seen inputs in the
   partition's RocksDB store (opened as faust opens the worker's, with the dedup horizon's TTL);
@@ -40,7 +40,7 @@ from bench.detectors import GcYoungThreshold, JsonOut, Repeat
 from bench.run import DetectorKernel
 from bench.workload import build_workload
 from streams.core.catalog import default_catalog
-from streams.core.detector_feed import PartitionDetectors, Watermark, tick
+from streams.core.detector_feed import PartitionDetectors, Watermark, by_partition, tick
 from streams.core.detector_kernel import load_feed
 from streams.core.events import parse_message
 from streams.core.pricing import Pricer
@@ -96,10 +96,9 @@ def one_pass(runs: list[Run], partitions: int, kernel: DetectorKernel = Detector
         stores = [options.open(Path(work) / str(p)) for p in range(partitions)]
         for run in runs:
             began = time.process_time()
-            local: dict[int, list[Any]] = {}
-            routed = feed.route(run.records, source=run.source, messages=[(run.offset, len(run.records))])
-            for key, items in routed.items():
-                local.setdefault(partition_of(key), []).extend(items)
+            messages = [(run.offset, len(run.records))]
+            routed = feed.route(run.records, source=run.source, messages=messages)
+            local = by_partition(routed, partition_of, run.source, messages)
             event_time = watermark.observe(run.records)
             if event_time is not None:
                 for partition in range(partitions):

@@ -4,9 +4,12 @@ The ``route_detector_inputs`` stage (run by ``price_usage``, ``agents.py``, on t
 priced: they are not read back from ``costs.priced``) turns each usage message's cost records into
 detector inputs by entity group (``core/detector_feed.py`` ``route``, the compiled kernel's when
 installed: ``core/detector_kernel.py``), so all the state one group's detectors read lives in one
-partition of ``detector.inputs`` (Kafka's keyed partitioner: ``group_partitions.py``). A group whose
-partition this worker owns is applied in place, with no message; the others are sent to the topic,
-where ``detect_anomalies`` applies them. The stage also ticks every partition (in place or through the
+partition of ``detector.inputs`` (Kafka's keyed partitioner: ``group_partitions.py``). A run's inputs
+for one partition go together, as one run item (``by_partition``: with its usage partition and
+offsets, by which the partition knows the run's LLM requests if they come again): applied in place,
+with no message, if this worker owns the partition and has read its topic to the end since the
+rebalance (``LiveDetectors.drained``), else in one message to the topic, where ``detect_anomalies``
+applies them. The stage also ticks every partition (in place or through the
 topic) whenever its ``Watermark`` (the slowest source still reporting; none is let go while a usage
 partition has a backlog unread) moves on by 5 s, so buckets close, and silent GPUs and quiet sessions
 are noticed while others still report. A 1 s timer makes the same check when no costs arrive, so event
@@ -46,6 +49,7 @@ from streams.core.detector_feed import (
     Backlog,
     PartitionDetectors,
     Watermark,
+    by_partition,
     finding_alert,
     finding_key,
     saved_entries,
@@ -74,10 +78,13 @@ class LiveDetectors:
     """The detectors of the ``detector.inputs`` partitions this worker owns.
 
     With the router's ``Watermark`` and its ``Backlog`` (what holds event time back while catching up),
-    ``in_place``: the partitions rebuilt since the last rebalance, whose inputs the router applies
-    itself rather than send them through the topic; and ``drained``: those of them whose
-    ``detector.inputs`` messages ``detect_anomalies`` has read to the end since, whose ticks the router
-    applies in place too (until then a tick goes through the topic, behind the inputs sent before it).
+    ``in_place``: the partitions rebuilt since the last rebalance, which the router may step itself;
+    and ``drained``: those of them whose ``detector.inputs`` messages ``detect_anomalies`` has read to
+    the end since, whose inputs and ticks the router applies in place. Until then both go through the
+    topic, behind what was sent there before: a tick must not close buckets before the inputs sent
+    ahead of it, and a usage message another router routed before a rebalance must be applied before
+    this router's run of it (which may lack the requests whose ids that router stored), so that the
+    runs' ranges take this one's for the repeat.
     """
 
     watermark: Watermark
@@ -209,22 +216,18 @@ def register_detector_agents(
         acks: list[Any] = []
         source = f"{batch.topic}:{batch.partition}"
         local: dict[int, list[Any]] = {}
-        if live.in_place:
-            for key, items in feed.route(records, source=source, messages=messages).items():
-                partition = partition_of(key)
-                if partition in live.in_place:
-                    local.setdefault(partition, []).extend(items)
-                else:
-                    acks.append(await topics.detector_inputs_topic.send(
-                        key=key.encode(), value=to_json(items), partition=partition))
-        else:
-            for key, payload in feed.route_encoded(records, source=source, messages=messages).items():
+        routed = feed.route(records, source=source, messages=messages)
+        for partition, items in by_partition(routed, partition_of, source, messages).items():
+            if partition in live.drained:
+                local[partition] = items
+            else:  # the run's inputs for a partition in one message: it applies them all or none
                 acks.append(await topics.detector_inputs_topic.send(
-                    key=key.encode(), value=payload, partition=partition_of(key)))
+                    key=source.encode(), value=to_json(items), partition=partition))
         # observed after the inputs are sent: a tick never overtakes the inputs it closes buckets over
         now = time.monotonic()
         live.backlog.record((batch.topic, batch.partition), unread_after(app, batch), now)
-        metrics.detector_inputs_in_place.inc(sum(map(len, local.values())))
+        in_place = sum(len(run[3]) + len(run[4]) + len(run[5]) for run, in local.values())  # its inputs
+        metrics.detector_inputs_in_place.inc(in_place)
         acks += await send_ticks(live.watermark.observe(records, now, live.backlog.behind(now)), local)
         # what the steps save is acknowledged before the run's ids are stored
         return acks + await live.step_in_place(local, step_here, send_items, failed_in_place)

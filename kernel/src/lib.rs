@@ -35,13 +35,12 @@ mod value;
 
 /// The kernel API: `KERNEL_API` in `streams/core/detector_kernel.py` must name the same number, or
 /// burnwatch does not use this build. Raise both when a function's inputs or outputs change.
-const API: u32 = 7;
+const API: u32 = 8;
 
 #[pymodule]
 fn burnwatch_kernel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("API", API)?;
     m.add_function(wrap_pyfunction!(route::route, m)?)?;
-    m.add_function(wrap_pyfunction!(route::route_encoded, m)?)?;
     m.add_function(wrap_pyfunction!(lanes::latest_by_lane, m)?)?;
     m.add_function(wrap_pyfunction!(times::parse_time, m)?)?;
     m.add_function(wrap_pyfunction!(rounding::round_to, m)?)?;

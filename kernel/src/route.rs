@@ -8,7 +8,7 @@ use indexmap::map::Entry;
 use pyo3::exceptions::PyKeyError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+use pyo3::types::{PyDict, PyList, PyString};
 
 use crate::record::{get, item, optional_str, text};
 use crate::series::{fold_series, Charges, Egress, GroupKey, Spend};
@@ -20,9 +20,11 @@ const INPUT_METERS: [&str; 3] = ["input_tokens", "cached_input_tokens", "cache_w
 const OUTPUT_METERS: [&str; 2] = ["output_tokens", "reasoning_tokens"];
 const UNALLOCATED: &str = "unallocated";
 
-/// One LLM request's sums (`add_llm_record`): its first record and its token and cost sums.
+/// One LLM request's sums (`add_llm_record`): its first record (and its usage message's offset) and its
+/// token and cost sums.
 struct Usage<'py> {
     first: Bound<'py, PyDict>,
+    offset: i64,
     event_id: Bound<'py, PyAny>,
     input: f64,
     output: f64,
@@ -53,26 +55,6 @@ pub fn route<'py>(
     for (key, items) in build(py, records, fold_s, source, messages)? {
         let items = items.iter().map(|item| item.to_py(py)).collect::<PyResult<Vec<_>>>()?;
         result.set_item(key, PyList::new(py, items)?)?;
-    }
-    Ok(result)
-}
-
-/// Return each group's inputs as one JSON array, the bytes the stream sends (the Python `route_encoded`).
-#[pyfunction]
-#[pyo3(signature = (records, fold_s = 60.0, *, source = None, messages = Vec::new()))]
-pub fn route_encoded<'py>(
-    py: Python<'py>,
-    records: &Bound<'py, PyAny>,
-    fold_s: f64,
-    source: Option<Bound<'py, PyAny>>,
-    messages: Vec<(i64, i64)>,
-) -> PyResult<Bound<'py, PyDict>> {
-    let result = PyDict::new(py);
-    let mut out = Vec::new();
-    for (key, items) in build(py, records, fold_s, source, messages)? {
-        out.clear();
-        V::List(items).write_json(&mut out)?;
-        result.set_item(key, PyBytes::new(py, &out))?;
     }
     Ok(result)
 }
@@ -147,7 +129,8 @@ fn build<'py>(
             .cast::<PyString>()
             .is_ok_and(|s| s.to_str().is_ok_and(|s| s == "llm.request"))
         {
-            add_llm_record(record, meter_text, cost, &mut usages, k_event, k_meter, k_quantity)?;
+            let keys = (k_event, k_meter, k_quantity);
+            add_llm_record(record, meter_text, cost, offset, &mut usages, keys)?;
         }
         let (team, project, model) = (get(record, k_team)?, get(record, k_project)?, get(record, k_model)?);
         let team_text = if team.is_truthy()? { team.cast::<PyString>()?.to_str()? } else { UNALLOCATED };
@@ -242,7 +225,7 @@ fn build<'py>(
             Ok(if value.is_truthy()? { V::Obj(value) } else { V::Static("") })
         };
         let prompt = get(first, intern!(py, "x_PromptHash"))?;
-        let fields = vec![
+        let mut fields = vec![
             V::Static("u"),
             V::Obj(usage.event_id.clone()),
             V::F(times.parse(py, &item(first, k_start)?)?),
@@ -256,6 +239,9 @@ fn build<'py>(
             if prompt.is_truthy()? { V::Obj(prompt) } else { V::Null },
             V::Obj(get(first, k_team)?),
         ];
+        if source.is_some() {
+            fields.push(V::I(usage.offset)); // its usage message's offset: the detectors judge it by the run
+        }
         out.entry(format!("app:{app_key}")).or_default().push(V::List(fields));
     }
     Ok(out)
@@ -270,16 +256,17 @@ fn whole(py: Python<'_>, x: f64) -> PyResult<V<'_>> {
     Ok(V::Obj(py.import("builtins")?.getattr("int")?.call1((x,))?))
 }
 
-/// Fold one LLM cost record into its request's running sums (keyed by `x_EventId`).
+/// Fold one LLM cost record, of the usage message at `offset`, into its request's running sums (keyed by
+/// `x_EventId`); `keys`: the event id's, the meter's and the quantity's column names.
 fn add_llm_record<'py>(
     record: &Bound<'py, PyDict>,
     meter: Option<&str>,
     cost: f64,
+    offset: i64,
     usages: &mut Usages<'py>,
-    k_event: &Bound<'py, PyString>,
-    k_meter: &Bound<'py, PyString>,
-    k_quantity: &Bound<'py, PyString>,
+    keys: (&Bound<'py, PyString>, &Bound<'py, PyString>, &Bound<'py, PyString>),
 ) -> PyResult<()> {
+    let (k_event, k_meter, k_quantity) = keys;
     let event_id = item(record, k_event)?;
     let id = event_id.cast::<PyString>()?.to_str()?;
     let Usages { by_id, last } = usages;
@@ -289,6 +276,7 @@ fn add_llm_record<'py>(
         None => {
             let usage = Usage {
                 first: record.clone(),
+                offset,
                 event_id: event_id.clone(),
                 input: 0.0,
                 output: 0.0,

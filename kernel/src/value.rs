@@ -1,4 +1,4 @@
-//! A detector input as Rust values, written out as Python lists or as JSON bytes.
+//! A detector input as Rust values, written out as Python lists; JSON's float and string spellings.
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyFloat, PyList, PyString};
@@ -31,45 +31,6 @@ impl<'py> V<'py> {
                 PyList::new(py, items.iter().map(|v| v.to_py(py)).collect::<PyResult<Vec<_>>>()?)?.into_any()
             }
         })
-    }
-
-    /// Append the value as JSON: what `pydantic_core.to_json` writes, up to the spelling of floats
-    /// (any spelling that reads back as the same float: shortest round-trip digits here).
-    pub fn write_json(&self, out: &mut Vec<u8>) -> PyResult<()> {
-        match self {
-            V::Obj(value) => {
-                if value.is_none() {
-                    out.extend_from_slice(b"null");
-                } else if let Ok(text) = value.cast::<PyString>() {
-                    write_str(out, text.to_str()?);
-                } else if let Ok(flag) = value.cast::<PyBool>() {
-                    out.extend_from_slice(if flag.is_true() { b"true" } else { b"false" });
-                } else if let Ok(x) = value.cast::<PyFloat>() {
-                    write_f64(out, x.value());
-                } else {
-                    // an int, or what a record should not hold: Python's own JSON text of it
-                    let text = value.py().import("pydantic_core")?.getattr("to_json")?.call1((value,))?;
-                    out.extend_from_slice(text.extract::<&[u8]>()?);
-                }
-            }
-            V::Str(text) => write_str(out, text),
-            V::Static(text) => write_str(out, text),
-            V::F(x) => write_f64(out, *x),
-            V::I(x) => out.extend_from_slice(itoa::Buffer::new().format(*x).as_bytes()),
-            V::B(x) => out.extend_from_slice(if *x { b"true" } else { b"false" }),
-            V::Null => out.extend_from_slice(b"null"),
-            V::List(items) => {
-                out.push(b'[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    item.write_json(out)?;
-                }
-                out.push(b']');
-            }
-        }
-        Ok(())
     }
 }
 

@@ -15,12 +15,15 @@ Three pure pieces that the stream (``streams/detector_agents.py``) and ``burnwat
 
 Inputs are JSON lists, short on the wire: ``["g", charge_id, start, end, util_pct, allocated, usd,
 cluster, team, gpu]`` (a GPU sample), ``["u", event_id, time, app, user, session, model, input_tokens,
-output_tokens, usd, prompt_hash, team]`` (an LLM request), ``["s", "<scope>|<digest>", kind, scope,
-key, minute, usd, quantity]`` (a batch's sum for one minute of a spend or egress series), ``["t", time,
-router]`` (an event-time tick from a router's ``Watermark``; ``router`` names the worker's router; time
-is null while it starts, "quiet" once none of its lanes reports). Times are epoch seconds.
+output_tokens, usd, prompt_hash, team, offset]`` (an LLM request; ``offset``, its usage message's, only
+when routed with its source), ``["s", "<scope>|<digest>", kind, scope, key, minute, usd, quantity]`` (a
+batch's sum for one minute of a spend or egress series), ``["t", time, router]`` (an event-time tick
+from a router's ``Watermark``; ``router`` names the worker's router; time is null while it starts,
+"quiet" once none of its lanes reports), ``["r", source, [[first, last], ...], gpus, requests, series]``
+(the inputs one partition gets from a run of usage messages, by kind: ``by_partition``). Times are
+epoch seconds.
 
-``route``, ``route_encoded`` and ``latest_by_lane`` have compiled twins in ``kernel/`` (Rust), which the
+``route`` and ``latest_by_lane`` have compiled twins in ``kernel/`` (Rust), which the
 stream runs when installed (``detector_kernel.py``): a change to one of them is a change to its twin too,
 and ``tests/unit/test_kernel.py`` fails until both agree.
 
@@ -43,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic_core import from_json, to_json
+from pydantic_core import from_json
 
 from alerting.model import Alert, fingerprint
 from detectors.buckets import (
@@ -52,6 +55,7 @@ from detectors.buckets import (
     COST,
     EGRESS_METER,
     END,
+    EVENT_ID,
     LLM_SOURCE,
     METER,
     MODEL,
@@ -82,16 +86,23 @@ from streams.core.open_inputs import OPEN, OpenInputs
 from streams.core.repeats import seen_before
 from streams.core.router_ticks import QUIET, STARTING, RouterTicks
 
-GPU, USAGE, SERIES, TICK = "g", "u", "s", "t"
+GPU, USAGE, SERIES, TICK, RUN = "g", "u", "s", "t", "r"
 FOLD_S = 60.0  # series inputs of one batch are summed per minute before they are sent
 IDLE_SOURCE_S = 300.0
 IDLE_WALL_S = 30.0
-SEEN, STATE, PEERS, MARK, RANGES = "i|", "s|", "p|", "w|", "r|"
+SEEN, STATE, PEERS, MARK, RANGES, USAGE_RANGES = "i|", "s|", "p|", "w|", "r|", "a|"
 SERIES_FIELDS = 8  # a series input's fields before the usage source, run range and per-message sums
+USAGE_FIELDS = 12  # an LLM request input's fields before its usage message's offset
 MAX_RANGES = 16  # offset ranges kept per series group and usage partition; older gaps count as applied
 LLM_STATES = "s|llm|"  # an LLM entity's detector states, one entry (``entity_states``)
 SEEN_VALUE = b"1"  # an ``i|`` entry's value (JSON already): the input was applied; ``o|`` keeps its content
 OPEN_SINCE = "|o"  # ``w|<partition>|o``: flushed_to when ``o|`` entries began (null: from the start)
+UPGRADED = "|a"  # ``w|<partition>|a``: [true] if saved by a version before runs' ranges, else [false]
+# An upgraded partition looks a source's LLM requests up in ``i|`` in this many messages from the first
+# run of it applied since. The old version's requests that come again are those of the messages priced
+# again after the restart: from the committed offset, past the ones whose ids were stored (no inputs
+# now), to the end of the pricing batch then in flight (``BURNWATCH_BATCH_MAX_MESSAGES``: 100,000 at most).
+UPGRADE_LOOKUP_MESSAGES = 1_000_000
 log = logging.getLogger("burnwatch.detectors")
 Item = list[Any]
 
@@ -115,7 +126,9 @@ def route(
     ranges (a message skipped in the batch is a gap), and its sums per message: ``[..., source,
     [[first, last], ...], [[offset, usd, quantity], ...]]``. A message priced again after a crash is
     routed in a run that starts elsewhere, with new ids; the detectors count only the messages outside
-    the ranges they have applied (``PartitionDetectors.applied_part``).
+    the ranges they have applied (``PartitionDetectors.applied_part``). An LLM request input then ends
+    with its message's offset, which the detectors judge against the runs they have applied from that
+    source (``by_partition``), with no ``i|`` entry of its own.
 
     >>> rec = {"SkuMeter": "gpu_hours", "ResourceId": "GPU-1", "ChargePeriodStart": "2026-01-01T00:00:30Z",
     ...        "ChargePeriodEnd": "2026-01-01T00:00:45Z", "x_GpuUtilPct": 1.0, "x_GpuAllocated": True,
@@ -136,6 +149,7 @@ def route(
     spend: dict[tuple[float, str, str | None, str | None], list[Any]] = {}
     egress: dict[tuple[str, float], list[Any]] = {}
     usages: dict[str, list[Any]] = {}
+    usage_offsets: dict[str, int] | None = {} if source is not None else None  # event id -> first offset
     times: dict[str, tuple[float, float]] = {}
     sizes = iter(messages if source is not None else ())
     offset, left = next(sizes, (0, math.inf))  # the current message's offset, and its records left
@@ -160,6 +174,8 @@ def route(
             ])
         elif record.get(SOURCE) == LLM_SOURCE:
             add_llm_record(usages, record)
+            if usage_offsets is not None:
+                usage_offsets.setdefault(record[EVENT_ID], offset)
         group = (minute, record.get(TEAM) or UNALLOCATED, record.get(PROJECT), record.get(MODEL))
         sums = spend.get(group)
         if sums is None:
@@ -209,30 +225,47 @@ def route(
         out.setdefault(f"{scope}:{key}", []).append(item)
     for event_id, acc in usages.items():
         usage = usage_of(acc)
-        out.setdefault(f"app:{usage.app}", []).append([
+        item = [
             USAGE, event_id, usage.time, usage.app, usage.user, usage.session, usage.model,
             usage.input_tokens, usage.output_tokens, usage.cost_usd, usage.prompt_hash, usage.team,
-        ])
+        ]
+        if usage_offsets is not None:
+            item.append(usage_offsets[event_id])
+        out.setdefault(f"app:{usage.app}", []).append(item)
     return out
 
 
-def route_encoded(
-    records: Iterable[Mapping[str, Any]],
-    fold_s: float = FOLD_S,
-    *,
-    source: str | None = None,
-    messages: Sequence[tuple[int, int]] = (),
-) -> dict[str, bytes]:
-    """Return ``route``'s inputs with each group's list as JSON: the message values the stream sends.
+def by_partition(
+    routed: Mapping[str, list[Item]],
+    partition_of: Callable[[str], int],
+    source: str,
+    messages: Sequence[tuple[int, int]],
+) -> dict[int, list[Item]]:
+    """Return a run's inputs (``route``'s, by group key) by partition, as one run item each.
 
-    >>> rec = {"SkuMeter": "storage_gb_months", "ChargePeriodStart": "2026-01-01T00:00:30Z",
-    ...        "ResourceId": "b1", "EffectiveCost": 0.5, "x_ChargeId": "e1:s",
-    ...        "x_SourceType": "storage.usage", "x_Team": "ml"}
-    >>> route_encoded([rec])["bucket:b1"]
-    b'[["s","bucket|80581e92f8a58ff80c9046a1","egress_spike","bucket","b1",1767225600.0,0.0,0.0]]'
+    A run item is ``["r", source, [[first, last], ...], gpus, requests, series]``: the usage partition,
+    the offsets of the run's messages (as ranges) and its inputs for the partition by kind, each kind in
+    group order (a group's inputs are all of one kind). A partition takes a run whole, in one message
+    or one in-place step, so once it has applied a run it has applied all of it: its LLM requests need
+    no ``i|`` entries, only the runs' ranges (``PartitionDetectors.apply``).
+
+    >>> routed = {"app:a": [["u", "e1"]], "gpu:G": [["g", "c1"]], "app:b": [["u", "e2"]]}
+    >>> parts = by_partition(routed, lambda key: int(key.startswith("gpu")), "usage.llm:3", [(7, 1), (8, 2)])
+    >>> parts[0]
+    [['r', 'usage.llm:3', [[7, 8]], [], [['u', 'e1'], ['u', 'e2']], []]]
+    >>> parts[1]
+    [['r', 'usage.llm:3', [[7, 8]], [['g', 'c1']], [], []]]
     """
-    routed = route(records, fold_s, source=source, messages=messages)
-    return {key: to_json(items) for key, items in routed.items()}
+    span = _ranges(offset for offset, _ in messages)
+    at = {GPU: 3, USAGE: 4, SERIES: 5}
+    out: dict[int, list[Item]] = {}
+    for key, items in routed.items():
+        partition = partition_of(key)
+        run = out.get(partition)
+        if run is None:
+            run = out[partition] = [[RUN, source, span, [], [], []]]
+        run[0][at[items[0][0]]] += items
+    return out
 
 
 def _ranges(offsets: Iterable[int]) -> list[list[int]]:
@@ -500,7 +533,9 @@ class Applied:
 class PartitionDetectors:
     """The detectors of one partition, their state saved as ``(key, JSON value)`` table entries.
 
-    Entries: ``i|<input id>`` (seen LLM and series inputs: the dedup memory; its value is ``1``),
+    Entries: ``i|<input id>`` (seen series inputs, and LLM requests routed outside a run: the
+    dedup memory; its value is ``1``), ``a|<usage partition>`` (the usage offset ranges of the runs
+    applied from it: the LLM requests' dedup memory, ``apply``),
     ``o|u|<input id>`` and ``o|s|<input id>`` (the LLM requests and series sums of one step whose
     buckets were still open, for a restart: ``open_inputs``), ``r|<scope>|<key>|<usage partition>``
     (the usage offset ranges a series group has applied: ``applied_part``), ``s|llm|<entity id>`` (an
@@ -549,6 +584,11 @@ class PartitionDetectors:
         # series group and usage partition -> [applied offset ranges, the current run's ranges]
         self.ranges: dict[str, list[Any]] = {}
         self.ranges_changed: set[str] = set()
+        self.usage_ranges: dict[str, list[list[int]]] = {}  # usage partition -> offset ranges of runs applied
+        self.usage_ranges_changed: set[str] = set()
+        # saved by a version before the runs' ranges (``w|<partition>|a``): its ``i|`` entries hold requests
+        self.upgraded = False
+        self.upgraded_saved = False
         self.open = OpenInputs()
         # ``w|<partition>|o``: -inf for a partition that began with ``o|`` entries; None, restored from a
         # version before them, until its first tick (its ``i|`` entries may hold inputs of open buckets)
@@ -565,18 +605,25 @@ class PartitionDetectors:
         apply in order: a tick closes buckets over the inputs before it, not those after it. Buckets that
         only late inputs opened after the last tick (they end by it) are closed at the end of the batch.
 
+        A run (``by_partition``: a run of usage messages' inputs for this partition, by kind) applies
+        whole (``_apply_run``); inputs routed without one (by ``replay``, or by a version before runs)
+        one by one, LLM requests and series alike by their ``i|`` entries.
+
         GPU samples, like LLM requests, are applied together between two ticks (``_add_gpus``): only a
         tick reads the GPUs' states, and only the GPUs' own steps find anything before it.
         """
         runner, done = self.runner, Applied()
-        keys = [SEEN + item[1] for item in items if item[0] != TICK and item[0] != GPU]
+        bounds = self._look_up_bounds(items)  # per source: requests of messages below it are looked up
+        keys = self._seen_keys(items, bounds)
         repeats = iter(zip(keys, seen_before(keys, known(keys) if keys else []), strict=True))
         gpus: list[Item] = []  # GPU samples since the last tick, applied together before the next one
         usages: list[Item] = []  # LLM requests since the last tick, bucketed together before the next one
         fresh: tuple[list[Item], list[Item]] = ([], [])  # the LLM requests and series sums applied
         for item in items:
             tag = item[0]
-            if tag == TICK:
+            if tag == RUN:
+                self._apply_run(item, bounds[item[1]], repeats, gpus, usages, fresh, done)
+            elif tag == TICK:
                 if gpus:
                     self._add_gpus(gpus, done)
                     gpus = []
@@ -586,30 +633,19 @@ class PartitionDetectors:
                 event_time = self.routers.tick(item)
                 if event_time is not None and event_time > runner.watermark:
                     runner.advance(event_time)
-                continue
-            if tag == GPU:
+            elif tag == GPU:
                 gpus.append(item)
-                continue
-            seen, repeated = next(repeats)
-            if repeated:
-                done.repeated += 1
-                continue
-            if tag == USAGE:
-                usages.append(item)
-                fresh[0].append(item)
             else:
-                if len(item) > SERIES_FIELDS:
-                    part = self.applied_part(item)
-                    if part is None:  # every message of it was applied in an earlier run
-                        done.repeated += 1
-                        continue
-                    # its run's offsets are in the ``r|`` ranges now; the ``i|`` entry keeps what a restore
-                    # refills the bucket with, not the sums of every usage message in the run
-                    item = part[:SERIES_FIELDS]
-                runner.series.add(item)
-                fresh[1].append(item)
-            done.applied += 1
-            done.entries.append((seen, SEEN_VALUE))
+                seen, repeated = next(repeats)
+                if repeated:
+                    done.repeated += 1
+                elif tag == USAGE:
+                    usages.append(item)
+                    fresh[0].append(item)
+                    done.applied += 1
+                    done.entries.append((seen, SEEN_VALUE))
+                else:
+                    self._add_series(item, seen, fresh, done)
         if gpus:
             self._add_gpus(gpus, done)
         if usages:
@@ -621,6 +657,88 @@ class PartitionDetectors:
         self._save_open(*fresh, done.entries)
         self._save(done.entries)
         return done
+
+    def _apply_run(self, run: Item, below: float, repeats: Iterator[tuple[str, bool]], gpus: list[Item],
+                   usages: list[Item], fresh: tuple[list[Item], list[Item]], done: Applied) -> None:
+        """Take in a run's inputs (applied with the others between the same two ticks).
+
+        Its LLM requests are judged by their messages' offsets, not ``i|`` entries: one is a repeat when
+        its offset is in the ranges of the runs applied from its source before (``a|`` entries), and the
+        run's offsets join those ranges now. A run wholly after them, the usual case, takes its requests
+        without a look at each. A partition saved by a version before the ranges (``upgraded``: its
+        ``i|`` entries hold the requests it applied) also looks a source's requests up in ``i|`` below
+        ``below``: those in the ``UPGRADE_LOOKUP_MESSAGES`` messages from the first run of the source
+        applied since, where the messages the old version applied and pricing prices again after the
+        restart are. Its series inputs are judged as ever (``i|`` entries and ``applied_part``).
+        """
+        _, source, span, run_gpus, run_usages, run_series = run
+        gpus += run_gpus
+        ranges = self.usage_ranges.get(source)
+        if run_usages:
+            first = span[0][0]
+            if first >= below and (ranges is None or first > ranges[-1][1]):
+                kept = run_usages
+            else:
+                kept = []
+                for item in run_usages:
+                    offset = item[USAGE_FIELDS]
+                    if (offset < below and next(repeats)[1]) or _in_ranges(ranges, offset):
+                        done.repeated += 1
+                    else:
+                        kept.append(item)
+            usages += kept
+            fresh[0].extend(kept)
+            done.applied += len(kept)
+        for item in run_series:
+            seen, repeated = next(repeats)
+            if repeated:
+                done.repeated += 1
+            else:
+                self._add_series(item, seen, fresh, done)
+        self.usage_ranges[source] = _merged(ranges or [], span)
+        self.usage_ranges_changed.add(source)
+
+    def _add_series(self, item: Item, seen: str, fresh: tuple[list[Item], list[Item]], done: Applied) -> None:
+        """Add a series input not seen before (only the part of its run's messages not applied before)."""
+        if len(item) > SERIES_FIELDS:
+            part = self.applied_part(item)
+            if part is None:  # every message of it was applied in an earlier run
+                done.repeated += 1
+                return
+            # its run's offsets are in the ``r|`` ranges now; the ``i|`` entry keeps what a restore
+            # refills the bucket with, not the sums of every usage message in the run
+            item = part[:SERIES_FIELDS]
+        self.runner.series.add(item)
+        fresh[1].append(item)
+        done.applied += 1
+        done.entries.append((seen, SEEN_VALUE))
+
+    def _look_up_bounds(self, items: Sequence[Item]) -> dict[str, float]:
+        """Return, per source of a run in ``items``, the offset below which its requests are looked up."""
+        bounds: dict[str, float] = {}
+        for item in items:
+            if item[0] == RUN and item[1] not in bounds:
+                ranges = self.usage_ranges.get(item[1])
+                if not self.upgraded:
+                    bounds[item[1]] = -math.inf
+                else:  # from the first run of the source applied since the upgrade on
+                    bounds[item[1]] = math.inf if ranges is None else ranges[0][0] + UPGRADE_LOOKUP_MESSAGES
+        return bounds
+
+    @staticmethod
+    def _seen_keys(items: Sequence[Item], bounds: Mapping[str, float]) -> list[str]:
+        """Return the ``i|`` keys ``apply`` looks up, in the order it takes them."""
+        keys: list[str] = []
+        for item in items:
+            tag = item[0]
+            if tag == RUN:
+                below = bounds[item[1]]
+                if below > item[2][0][0]:  # some of its requests may be below it
+                    keys += [SEEN + usage[1] for usage in item[4] if usage[USAGE_FIELDS] < below]
+                keys += [SEEN + series[1] for series in item[5]]
+            elif tag == USAGE or tag == SERIES:
+                keys.append(SEEN + item[1])
+        return keys
 
     def _add_gpus(self, items: list[Item], done: Applied) -> None:
         """Apply GPU samples in order: the kernel's quiet path where it can, else the Python step.
@@ -739,6 +857,12 @@ class PartitionDetectors:
             entries.append((PEERS + app, stamped(runner.peers[app])))
         entries += [(RANGES + name, self.ranges[name]) for name in sorted(self.ranges_changed)]
         self.ranges_changed.clear()
+        entries += [(USAGE_RANGES + source, self.usage_ranges[source])
+                    for source in sorted(self.usage_ranges_changed)]
+        self.usage_ranges_changed.clear()
+        if not self.upgraded_saved:
+            entries.append((f"{MARK}{self.partition}{UPGRADED}", [self.upgraded]))
+            self.upgraded_saved = True
         runner.changed.clear()
         runner.peers_changed.clear()
         entries.append((f"{MARK}{self.partition}", [_finite(runner.watermark), _finite(runner.flushed_to)]))
@@ -762,7 +886,7 @@ class PartitionDetectors:
         self = cls(partition, config, llm_bucketer, idle_gpu_quiet, routers)
         runner = self.runner
         pending: list[Item] = []
-        marked, since = False, None  # a saved mark; when ``o|`` entries began
+        marked, since, ranged = False, None, None  # a saved mark; when ``o|`` entries began; ``|a``
         states: dict[tuple[str, str], State] = {}
         merged: dict[str, dict[str, State]] = {}  # s|llm| entries by entity
         for key, value in entries:
@@ -796,11 +920,18 @@ class PartitionDetectors:
                     self.ranges[key[len(RANGES):]] = value
                 else:  # its group counts every later run whole, as before ranges were kept
                     log.warning("dropped the saved offset ranges %s: %r", key, value)
+            elif key.startswith(USAGE_RANGES):
+                if _pairs(value) and value:
+                    self.usage_ranges[key[len(USAGE_RANGES):]] = value
+                else:  # its source's requests are looked up in ``i|`` again until a run brings a new one
+                    log.warning("dropped the saved offset ranges %s: %r", key, value)
             elif key == f"{MARK}{partition}":
                 runner.watermark, runner.flushed_to = (v if v is not None else -math.inf for v in value)
                 marked = True
             elif key == f"{MARK}{partition}{OPEN_SINCE}":
                 since = _saved_time(value)
+            elif key == f"{MARK}{partition}{UPGRADED}":
+                ranged = value
             elif key.startswith(OPEN):
                 pending += self.open.restore(key, value)
             elif key.startswith(SEEN) and isinstance(value, list):  # saved before ``o|`` entries
@@ -809,6 +940,10 @@ class PartitionDetectors:
             self.open_since, self.open_since_saved = since, True
         elif marked:  # saved by a version before ``o|`` entries
             self.open_since = None
+        if isinstance(ranged, list) and len(ranged) == 1 and isinstance(ranged[0], bool):
+            self.upgraded, self.upgraded_saved = ranged[0], True
+        elif marked:  # saved by a version before the runs' ranges (or its mark unreadable: looked up)
+            self.upgraded = True
         for entity, fused in merged.items():  # newer than any one-entry state of the same entity
             for name in LLM_SECTIONS:
                 states.pop((name, entity), None)
@@ -862,7 +997,7 @@ def saved_entries(read: Callable[[str], Iterable[tuple[str, Any]]], partition: i
     mark = marks.get(f"{MARK}{partition}")
     flushed_to = _saved_time(mark[1:]) if isinstance(mark, list) else None
     yield from marks.items()
-    for prefix in (OPEN, PEERS, RANGES, STATE):
+    for prefix in (OPEN, PEERS, RANGES, USAGE_RANGES, STATE):
         yield from read(prefix)
     if since is None or flushed_to is None or flushed_to < since + widest_s:
         yield from read(SEEN)
@@ -902,12 +1037,30 @@ def _merged(ranges: list[list[int]], span: list[list[int]]) -> list[list[int]]:
     return out
 
 
+def _pairs(value: Any) -> bool:
+    """Whether ``value`` is ``[[start, end], ...]`` of integers.
+
+    >>> _pairs([[1, 4], [6, 6]]), _pairs([[1, 4.5]]), _pairs("x")
+    (True, False, False)
+    """
+    return isinstance(value, list) and all(
+        isinstance(r, list) and len(r) == 2 and all(type(x) is int for x in r) for r in value)
+
+
 def _ranges_ok(value: Any) -> bool:
     """Whether a saved ``r|`` entry is ``[[[start, end], ...], [[start, end], ...]]`` of integers."""
-    def pairs(v: Any) -> bool:
-        return isinstance(v, list) and all(
-            isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) for x in r) for r in v)
-    return isinstance(value, list) and len(value) == 2 and pairs(value[0]) and pairs(value[1])
+    return isinstance(value, list) and len(value) == 2 and _pairs(value[0]) and _pairs(value[1])
+
+
+def _in_ranges(ranges: list[list[int]] | None, offset: int) -> bool:
+    """Whether ``offset`` is in one of ``ranges`` (ascending ``[first, last]`` pairs; None: none).
+
+    >>> [_in_ranges([[0, 3], [5, 8]], offset) for offset in (2, 4, 8, 9)], _in_ranges(None, 1)
+    ([True, False, True, False], False)
+    """
+    if ranges is None or offset > ranges[-1][1]:
+        return False
+    return any(start <= offset <= end for start, end in ranges)
 
 
 def load_detector_config(path: Path | None) -> DetectorConfig:

@@ -1,17 +1,16 @@
 """Which code runs the detector feed's per-record loops: the compiled kernel (``kernel/``) or Python.
 
 ``burnwatch_kernel`` (Rust, built by ``make install`` with cargo; ``pip install ./kernel`` by hand) holds
-twins of ``route``, ``route_encoded`` (the same inputs as the JSON the stream sends) and
-``latest_by_lane`` (the ``Watermark``'s loop) that give exactly what the Python functions give, in
-about 0.4 of their time (``python -m bench.feed``), and of ``detectors.buckets.LlmBucketer`` (the same
-closed buckets, in the same order; about 0.4 of its time too), which the stream's detectors bucket LLM
-requests with; it also keeps the young sessions and users that wait unstepped
-(``DetectorRunner.wait_in_bucketer``), and writes their table entries as JSON; ``IdleGpuQuiet`` takes
-GPU samples through the idle-GPU step's quiet path (a batch's in one call). It is optional:
-``load_feed("auto")`` (the default, ``BURNWATCH_DETECTOR_KERNEL``) takes the kernel when it is
-installed and built with this source's kernel API, else the Python code;
-``"compiled"`` requires the kernel (a worker that should have it fails at start instead of running
-slower); ``"python"`` never uses it.
+twins of ``route`` and ``latest_by_lane`` (the ``Watermark``'s loop) that give exactly what the Python
+functions give, in about 0.4 of their time (``python -m bench.feed``), and of
+``detectors.buckets.LlmBucketer`` (the same closed buckets, in the same order; about 0.4 of its time
+too), which the stream's detectors bucket LLM requests with; it also keeps the young sessions and users
+that wait unstepped (``DetectorRunner.wait_in_bucketer``), and writes their table entries as JSON;
+``IdleGpuQuiet`` takes GPU samples through the idle-GPU step's quiet path (a batch's in one call). It is
+optional: ``load_feed("auto")`` (the default, ``BURNWATCH_DETECTOR_KERNEL``) takes the kernel when it is
+installed and built with this source's kernel API, else the Python code; ``"compiled"`` requires the
+kernel (a worker that should have it fails at start instead of running slower); ``"python"`` never uses
+it.
 """
 
 from __future__ import annotations
@@ -23,12 +22,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from detectors.buckets import LlmBucketer
-from streams.core.detector_feed import latest_by_lane, route, route_encoded
+from streams.core.detector_feed import latest_by_lane, route
 
 KernelMode = Literal["auto", "compiled", "python"]
 # The kernel API this source expects (``API`` in kernel/src/lib.rs): a kernel built from an older or a
 # newer checkout may compute differently, so it is not used.
-KERNEL_API = 7
+KERNEL_API = 8
 MODULE = "burnwatch_kernel"
 log = logging.getLogger("burnwatch.detectors")
 
@@ -42,7 +41,6 @@ class Feed:
     """The feed's loops to run, and which code they are (``"compiled"`` or ``"python"``)."""
 
     route: Callable[..., dict[str, list[Any]]]
-    route_encoded: Callable[..., dict[str, bytes]]
     latest_by_lane: Callable[[Iterable[Mapping[str, Any]]], dict[str, float]]
     kind: str
     llm_bucketer: Callable[[Any], Any] = LlmBucketer  # made with a BucketConfig; ``add`` and ``flush``
@@ -50,7 +48,7 @@ class Feed:
     idle_gpu_quiet: Callable[[Any], Any] | None = None
 
 
-PYTHON = Feed(route, route_encoded, latest_by_lane, "python")
+PYTHON = Feed(route, latest_by_lane, "python")
 
 
 def load_feed(mode: KernelMode = "auto") -> Feed:
@@ -69,8 +67,7 @@ def load_feed(mode: KernelMode = "auto") -> Feed:
     if api != KERNEL_API:
         return _fallback(mode, f"{MODULE} has kernel API {api}, this burnwatch needs {KERNEL_API} "
                                "(a stale build)")
-    return Feed(kernel.route, kernel.route_encoded, kernel.latest_by_lane, "compiled", kernel.LlmBucketer,
-                kernel.IdleGpuQuiet)
+    return Feed(kernel.route, kernel.latest_by_lane, "compiled", kernel.LlmBucketer, kernel.IdleGpuQuiet)
 
 
 def _fallback(mode: KernelMode, why: str) -> Feed:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from detectors.buckets import SeriesBucketer, parse_time
@@ -22,10 +23,13 @@ from streams.core.catalog import load_catalog
 from streams.core.detector_feed import (
     LLM_STATES,
     SEEN,
+    USAGE_FIELDS,
+    USAGE_RANGES,
     Backlog,
     PartitionDetectors,
     SeriesContributions,
     Watermark,
+    by_partition,
     finding_alert,
     route,
     saved_entries,
@@ -320,11 +324,16 @@ def test_repeated_batches_change_nothing_and_are_counted() -> None:
 SOURCE = "usage.llm:0"
 
 
-def routed_run(messages: dict[int, list[dict[str, Any]]], offsets: Sequence[int]) -> list[list[Any]]:
-    """The detector inputs of the usage messages at ``offsets``, routed as one run as ``price_usage`` does."""
+def routed_run(messages: dict[int, list[dict[str, Any]]], offsets: Sequence[int], marked: bool = True
+               ) -> list[list[Any]]:
+    """The detector inputs of the usage messages at ``offsets``, routed as one run as ``price_usage`` does
+    (all to one partition; ``marked=False``: one by one, as versions before runs sent them)."""
     records = [record for offset in offsets for record in messages[offset]]
-    run = route(records, source=SOURCE, messages=[(offset, len(messages[offset])) for offset in offsets])
-    return [item for group in run.values() for item in group]
+    sizes = [(offset, len(messages[offset])) for offset in offsets]
+    run = route(records, source=SOURCE, messages=sizes)
+    if not marked:
+        return [item[:USAGE_FIELDS] if item[0] == "u" else item for group in run.values() for item in group]
+    return by_partition(run, lambda key: 0, SOURCE, sizes)[0]
 
 
 def series_sums(det: PartitionDetectors) -> dict[tuple[Any, ...], float]:
@@ -337,14 +346,21 @@ def usage_messages() -> dict[int, list[dict[str, Any]]]:
     return {100 + i: list(records) for i, records in enumerate(priced_events()[:40])}
 
 
-def apply_runs(runs: list[list[int]], restart: bool = False) -> PartitionDetectors:
-    messages, table, det = usage_messages(), Table(), PartitionDetectors(0)
+def apply_runs(runs: list[list[int]], restart: bool = False, table: Table | None = None,
+               marked: bool = True) -> PartitionDetectors:
+    messages, table, det = usage_messages(), table if table is not None else Table(), PartitionDetectors(0)
     for run in runs:
-        done = det.apply(routed_run(messages, run), table.known)
+        done = det.apply(routed_run(messages, run, marked), table.known)
         table.put(done.entries)
         if restart:  # a restart between runs: only the saved entries are left
             det = PartitionDetectors.restore(0, table.data.items())
     return det
+
+
+def llm_sums(det: PartitionDetectors) -> dict[tuple[Any, ...], tuple[int, float]]:
+    """Every LLM bucket's requests and cost (all closed now), by scope, key and start."""
+    closed = det.runner.llm.flush(math.inf)
+    return {(b.scope, b.key, b.start): (b.requests, round(b.cost_usd, 9)) for b in closed}
 
 
 def once() -> dict[tuple[Any, ...], float]:
@@ -372,6 +388,95 @@ def test_a_message_skipped_inside_a_run_counts_when_it_is_read_again() -> None:
     """A batch that left message 110 out (an older generation's): the run's offsets have a gap there."""
     runs = [[*range(100, 110), *range(111, 140)], list(range(110, 140))]
     assert series_sums(apply_runs(runs)) == once()
+
+
+def llm_once() -> dict[tuple[Any, ...], tuple[int, float]]:
+    sums = llm_sums(apply_runs([list(range(100, 140))]))
+    assert sum(requests for (scope, _, _), (requests, _) in sums.items() if scope == "app") >= 20
+    return sums
+
+
+def request_keys(offsets: Iterable[int]) -> set[str]:
+    """The ``i|`` keys the LLM requests of the usage messages at ``offsets`` would have."""
+    return {SEEN + item[1] for item in requests(routed_run(usage_messages(), list(offsets)))}
+
+
+def requests(items: list[list[Any]]) -> list[list[Any]]:
+    """The LLM requests of routed inputs: a run's, or those routed without one."""
+    runs = [item[4] if item[0] == "r" else [item] if item[0] == "u" else [] for item in items]
+    return [request for run in runs for request in run]
+
+
+@pytest.mark.parametrize("runs", [
+    [list(range(100, 125)), list(range(110, 140))],  # priced again in a run that starts elsewhere
+    [list(range(100, 110)), list(range(111, 140)), list(range(110, 140))],  # one read again out of order
+    [[*range(100, 110), *range(111, 140)], list(range(110, 140))],  # one skipped inside a run
+    [list(range(100, 140)), list(range(100, 140))],  # the same run twice
+])
+@pytest.mark.parametrize("restart", [False, True])
+def test_llm_requests_count_once_by_their_runs_offsets_with_no_seen_entries(
+        runs: list[list[int]], restart: bool) -> None:
+    table = Table()
+    det = apply_runs(runs, restart=restart, table=table)
+    assert llm_sums(det) == llm_once()
+    assert table.data[USAGE_RANGES + SOURCE] == [[100, 139]]
+    assert not request_keys(range(100, 140)) & set(table.data)
+
+
+def test_two_routers_runs_read_in_one_step_count_once() -> None:
+    """After a rebalance the old router's run and the new one's, over the same messages, in one batch."""
+    messages, det = usage_messages(), PartitionDetectors(0)
+    items = [*routed_run(messages, range(100, 130)), *routed_run(messages, range(115, 140))]
+    done = det.apply(items, Table().known)
+    assert done.repeated >= 1
+    assert llm_sums(det) == llm_once()
+
+
+def test_a_partition_that_began_with_ranges_never_looks_requests_up() -> None:
+    table, asked = Table(), []
+
+    def known(keys: Sequence[str]) -> list[bool]:
+        asked.extend(keys)
+        return table.known(keys)
+
+    messages, det = usage_messages(), PartitionDetectors(0)
+    for run in (range(100, 125), range(110, 140)):
+        table.put(det.apply(routed_run(messages, run), known).entries)
+        det = PartitionDetectors.restore(0, table.data.items())
+    assert table.data["w|0|a"] == [False] and not det.upgraded
+    assert not request_keys(range(100, 140)) & set(asked)
+
+
+@pytest.mark.parametrize("old_apps", [None, 1])  # what the old version applied: whole runs, or one app's
+def test_requests_a_version_before_runs_applied_are_found_in_their_seen_entries(old_apps: int | None
+                                                                                        ) -> None:
+    """Upgraded mid-stream: the old version applied 100-124 with an ``i|`` entry per request (only one
+    app's, when its router died between one group's message and the next), and the new one prices
+    110-139 again after the restart, in runs that start elsewhere. An upgraded partition looks a source's
+    requests up in ``i|`` in the first messages after its first run since (``UPGRADE_LOOKUP_MESSAGES``)."""
+    table, messages = Table(), usage_messages()
+    old = routed_run(messages, range(100, 125), marked=False)
+    apps = sorted({item[3] for item in old if item[0] == "u"})
+    if old_apps is not None:
+        old = [item for item in old if item[0] != "u" or item[3] in apps[:old_apps]]
+    table.put(PartitionDetectors(0).apply(old, table.known).entries)
+    table.data.pop("w|0|a")  # as the old version saved it
+    det = PartitionDetectors.restore(0, table.data.items())
+    assert det.upgraded
+    for run in (range(110, 117), range(117, 130), range(125, 140)):
+        table.put(det.apply(routed_run(messages, run), table.known).entries)
+    assert table.data[USAGE_RANGES + SOURCE] == [[110, 139]] and table.data["w|0|a"] == [True]
+    assert not request_keys(range(125, 140)) & set(table.data)
+    if old_apps is None:
+        assert llm_sums(det) == llm_once()
+    else:  # the requests of 100-109 of the other apps were never applied
+        early = requests(routed_run(messages, range(100, 110)))
+        fresh = [item for item in early if item[3] not in apps[:old_apps]]
+        assert fresh
+        sums = llm_sums(det)
+        expected = llm_once()
+        assert sum(n for (scope, *_), (n, _) in sums.items() if scope == "app") == sum(
+            n for (scope, *_), (n, _) in expected.items() if scope == "app") - len(fresh)
 
 
 def test_gpu_samples_need_no_seen_entry_and_stay_repeats_after_a_restart() -> None:
