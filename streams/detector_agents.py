@@ -7,9 +7,8 @@ installed: ``core/detector_kernel.py``), so all the state one group's detectors 
 partition of ``detector.inputs`` (Kafka's keyed partitioner: ``group_partitions.py``). A run's inputs
 for one partition go together, as one run item (``by_partition``: with its usage partition and
 offsets, by which the partition knows the run's LLM requests if they come again): applied in place,
-with no message, if this worker owns the partition and has read its topic to the end since the
-rebalance (``LiveDetectors.drained``), else in one message to the topic, where ``detect_anomalies``
-applies them. The stage also ticks every partition (in place or through the
+with no message, if this worker owns the partition, else in one message to the topic, where
+``detect_anomalies`` applies them. The stage also ticks every partition (in place or through the
 topic) whenever its ``Watermark`` (the slowest source still reporting; none is let go while a usage
 partition has a backlog unread) moves on by 5 s, so buckets close, and silent GPUs and quiet sessions
 are noticed while others still report. A 1 s timer makes the same check when no costs arrive, so event
@@ -78,13 +77,10 @@ class LiveDetectors:
     """The detectors of the ``detector.inputs`` partitions this worker owns.
 
     With the router's ``Watermark`` and its ``Backlog`` (what holds event time back while catching up),
-    ``in_place``: the partitions rebuilt since the last rebalance, which the router may step itself;
-    and ``drained``: those of them whose ``detector.inputs`` messages ``detect_anomalies`` has read to
-    the end since, whose inputs and ticks the router applies in place. Until then both go through the
-    topic, behind what was sent there before: a tick must not close buckets before the inputs sent
-    ahead of it, and a usage message another router routed before a rebalance must be applied before
-    this router's run of it (which may lack the requests whose ids that router stored), so that the
-    runs' ranges take this one's for the repeat.
+    ``in_place``: the partitions rebuilt since the last rebalance, whose inputs the router applies
+    itself rather than send them through the topic; and ``drained``: those of them whose
+    ``detector.inputs`` messages ``detect_anomalies`` has read to the end since, whose ticks the router
+    applies in place too (until then a tick goes through the topic, behind the inputs sent before it).
     """
 
     watermark: Watermark
@@ -218,7 +214,7 @@ def register_detector_agents(
         local: dict[int, list[Any]] = {}
         routed = feed.route(records, source=source, messages=messages)
         for partition, items in by_partition(routed, partition_of, source, messages).items():
-            if partition in live.drained:
+            if partition in live.in_place:
                 local[partition] = items
             else:  # the run's inputs for a partition in one message: it applies them all or none
                 acks.append(await topics.detector_inputs_topic.send(

@@ -89,7 +89,9 @@ pub fn fold_series<'py>(
         );
     }
     let span = match (source, messages.is_empty()) {
-        (Some(_), false) => Some(ranges(messages.iter().map(|(offset, _)| *offset))),
+        // the messages with records: one whose every event was known (another router stored its ids, and
+        // its run of it holds them) is not claimed by this run
+        (Some(_), false) => Some(ranges(messages.iter().filter(|(_, n)| *n > 0).map(|(offset, _)| *offset))),
         _ => None,
     };
     for ((scope, key, kind, minute), fold) in &folds {

@@ -216,7 +216,7 @@ def route(
                     sums[3].append(parts)
     for (bucket, minute), (cost, quantity, charges, parts) in egress.items():
         folds[("bucket", bucket, "egress_spike", minute)] = [cost, quantity, charges, parts]
-    span = _ranges(offset for offset, _ in messages) if source is not None and messages else None
+    span = _spanned(messages) if source is not None and messages else None
     for (scope, key, kind, minute), (cost, quantity, charges, parts) in folds.items():
         digest = blake2b("\x1f".join((kind, key, *charges)).encode(), digest_size=12).hexdigest()
         item = [SERIES, f"{scope}|{digest}", kind, scope, key, minute, cost, quantity]
@@ -256,7 +256,7 @@ def by_partition(
     >>> parts[1]
     [['r', 'usage.llm:3', [[7, 8]], [['g', 'c1']], [], []]]
     """
-    span = _ranges(offset for offset, _ in messages)
+    span = _spanned(messages)
     at = {GPU: 3, USAGE: 4, SERIES: 5}
     out: dict[int, list[Item]] = {}
     for key, items in routed.items():
@@ -266,6 +266,18 @@ def by_partition(
             run = out[partition] = [[RUN, source, span, [], [], []]]
         run[0][at[items[0][0]]] += items
     return out
+
+
+def _spanned(messages: Sequence[tuple[int, int]]) -> list[list[int]]:
+    """Return the offset ranges a run's inputs stand for: those of its messages with records.
+
+    A message with none had every event known to pricing: another router priced it and stored its ids
+    once its inputs were sent, so that router's run holds them and must count, wherever it comes.
+
+    >>> _spanned([(4, 2), (5, 0), (6, 1), (7, 3)])
+    [[4, 4], [6, 7]]
+    """
+    return _ranges(offset for offset, records in messages if records)
 
 
 def _ranges(offsets: Iterable[int]) -> list[list[int]]:
@@ -669,7 +681,9 @@ class PartitionDetectors:
         ``i|`` entries hold the requests it applied) also looks a source's requests up in ``i|`` below
         ``below``: those in the ``UPGRADE_LOOKUP_MESSAGES`` messages from the first run of the source
         applied since, where the messages the old version applied and pricing prices again after the
-        restart are. Its series inputs are judged as ever (``i|`` entries and ``applied_part``).
+        restart are; those applied there get an ``i|`` entry too, for the old version's inputs of them
+        that may still be in the topic. Its series inputs are judged as ever (``i|`` entries and
+        ``applied_part``).
         """
         _, source, span, run_gpus, run_usages, run_series = run
         gpus += run_gpus
@@ -682,10 +696,13 @@ class PartitionDetectors:
                 kept = []
                 for item in run_usages:
                     offset = item[USAGE_FIELDS]
-                    if (offset < below and next(repeats)[1]) or _in_ranges(ranges, offset):
+                    looked_up = offset < below
+                    if (looked_up and next(repeats)[1]) or _in_ranges(ranges, offset):
                         done.repeated += 1
-                    else:
-                        kept.append(item)
+                        continue
+                    kept.append(item)
+                    if looked_up:  # the version before's inputs of it, still in the topic, may come after
+                        done.entries.append((SEEN + item[1], SEEN_VALUE))
             usages += kept
             fresh[0].extend(kept)
             done.applied += len(kept)
