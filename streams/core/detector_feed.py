@@ -750,7 +750,7 @@ class PartitionDetectors:
             tag = item[0]
             if tag == RUN:
                 below = bounds[item[1]]
-                if below > item[2][0][0]:  # some of its requests may be below it
+                if item[4] and below > item[2][0][0]:  # some of its requests may be below it
                     keys += [SEEN + usage[1] for usage in item[4] if usage[USAGE_FIELDS] < below]
                 keys += [SEEN + series[1] for series in item[5]]
             elif tag == USAGE or tag == SERIES:
