@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -138,9 +139,12 @@ def test_idle_gpu_and_agent_loop_alert_once_despite_repeats(stack_factory: Any, 
     again = wait_alerts(stack, lambda rs: False, timeout=8)
     counts = Counter((a["kind"], a["fingerprint"], a["status"]) for a in again)
     assert max(counts.values()) == 1, counts
-    repeated = [line for line in stack.metrics().splitlines()
-                if line.startswith("burnwatch_detector_inputs_repeated_total")]
-    assert float(repeated[0].split()[-1]) > 0
+    # every input re-sent is dropped as a repeat: GPU samples by time, series by id, LLM requests by their
+    # runs' offsets (a run item holds them by kind: ["r", source, span, gpus, requests, series])
+    resent = sum(len(run[3]) + len(run[4]) + len(run[5])
+                 for _, key, value in sent if key != b"tick" for run in json.loads(value))
+    assert resent > 0
+    assert metric_values(stack, "burnwatch_detector_inputs_repeated_total") == [float(resent)]
 
 
 @pytest.mark.parametrize("in_place_after", [True, False], ids=["in-place", "then-through-the-topic"])
