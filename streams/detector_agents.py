@@ -51,6 +51,7 @@ from streams.core.detector_feed import (
     by_partition,
     finding_alert,
     finding_key,
+    run_inputs,
     saved_entries,
     tick,
     widest_bucket_s,
@@ -222,8 +223,7 @@ def register_detector_agents(
         # observed after the inputs are sent: a tick never overtakes the inputs it closes buckets over
         now = time.monotonic()
         live.backlog.record((batch.topic, batch.partition), unread_after(app, batch), now)
-        in_place = sum(len(run[3]) + len(run[4]) + len(run[5]) for run, in local.values())  # its inputs
-        metrics.detector_inputs_in_place.inc(in_place)
+        metrics.detector_inputs_in_place.inc(sum(run_inputs(run) for run, in local.values()))
         acks += await send_ticks(live.watermark.observe(records, now, live.backlog.behind(now)), local)
         # what the steps save is acknowledged before the run's ids are stored
         return acks + await live.step_in_place(local, step_here, send_items, failed_in_place)

@@ -268,6 +268,15 @@ def by_partition(
     return out
 
 
+def run_inputs(run: Item) -> int:
+    """Return how many inputs a run item (``by_partition``) holds: its GPU samples, requests and series.
+
+    >>> run_inputs(["r", "usage.llm:3", [[7, 8]], [["g", "c1"]], [["u", "e1"], ["u", "e2"]], []])
+    3
+    """
+    return len(run[3]) + len(run[4]) + len(run[5])
+
+
 def _spanned(messages: Sequence[tuple[int, int]]) -> list[list[int]]:
     """Return the offset ranges a run's inputs stand for: those of its messages with records.
 
@@ -696,13 +705,13 @@ class PartitionDetectors:
                 kept = []
                 for item in run_usages:
                     offset = item[USAGE_FIELDS]
-                    looked_up = offset < below
-                    if (looked_up and next(repeats)[1]) or _in_ranges(ranges, offset):
+                    seen, repeated = next(repeats) if offset < below else (None, False)
+                    if repeated or _in_ranges(ranges, offset):
                         done.repeated += 1
                         continue
                     kept.append(item)
-                    if looked_up:  # the version before's inputs of it, still in the topic, may come after
-                        done.entries.append((SEEN + item[1], SEEN_VALUE))
+                    if seen is not None:  # the old version's inputs of it, still in the topic, may follow
+                        done.entries.append((seen, SEEN_VALUE))
             usages += kept
             fresh[0].extend(kept)
             done.applied += len(kept)
@@ -735,10 +744,10 @@ class PartitionDetectors:
         bounds: dict[str, float] = {}
         for item in items:
             if item[0] == RUN and item[1] not in bounds:
-                ranges = self.usage_ranges.get(item[1])
                 if not self.upgraded:
                     bounds[item[1]] = -math.inf
                 else:  # from the first run of the source applied since the upgrade on
+                    ranges = self.usage_ranges.get(item[1])
                     bounds[item[1]] = math.inf if ranges is None else ranges[0][0] + UPGRADE_LOOKUP_MESSAGES
         return bounds
 
@@ -831,7 +840,7 @@ class PartitionDetectors:
         usd = quantity = 0.0
         fresh = False
         for offset, part_usd, part_quantity in parts:
-            if not any(start <= offset <= end for start, end in applied):
+            if not _in_ranges(applied, offset):
                 usd += part_usd
                 quantity += part_quantity
                 fresh = True
@@ -1070,12 +1079,14 @@ def _ranges_ok(value: Any) -> bool:
 
 
 def _in_ranges(ranges: list[list[int]] | None, offset: int) -> bool:
-    """Whether ``offset`` is in one of ``ranges`` (ascending ``[first, last]`` pairs; None: none).
+    """Whether ``offset`` is in one of ``ranges`` (ascending ``[first, last]`` pairs; None or []: none).
 
-    >>> [_in_ranges([[0, 3], [5, 8]], offset) for offset in (2, 4, 8, 9)], _in_ranges(None, 1)
-    ([True, False, True, False], False)
+    >>> [_in_ranges([[0, 3], [5, 8]], offset) for offset in (2, 4, 8, 9)]
+    [True, False, True, False]
+    >>> _in_ranges(None, 1), _in_ranges([], 1)
+    (False, False)
     """
-    if ranges is None or offset > ranges[-1][1]:
+    if not ranges or offset > ranges[-1][1]:
         return False
     return any(start <= offset <= end for start, end in ranges)
 
