@@ -10,7 +10,8 @@ per envelope what a worker that owns every ``detector.inputs`` partition does wi
 - ``route``: ``route`` (the lists, no JSON), each group to its partition (``by_partition``), and the
   ``Watermark`` (replay's clock: event time only), whose ticks go to every partition after the inputs;
 - ``apply``: ``PartitionDetectors.apply`` per partition, with its lookups of seen inputs in the
-  partition's RocksDB store (opened as faust opens the worker's, with the dedup horizon's TTL);
+  partition's RocksDB store (opened as the worker opens them: faust's options, the dedup horizon's TTL,
+  no write-ahead log, ``streams/rocksdb_wal.py``);
 - ``save``: the table entries written as ``BatchLoggedTable.put_batch`` writes them: encoded, stored in
   one RocksDB write, and made into the changelog message (not sent: Kafka is ``bench.run``'s).
 
@@ -46,6 +47,7 @@ from streams.core.events import parse_message
 from streams.core.pricing import Pricer
 from streams.gc_tuning import YOUNG_THRESHOLD, tune_collector
 from streams.group_partitions import GroupPartitions
+from streams.rocksdb_wal import open_unlogged
 from streams.settings import Settings
 from streams.tables import batch_message, encode_entries, stored_keys, write_entries
 
@@ -93,7 +95,7 @@ def one_pass(runs: list[Run], partitions: int, kernel: DetectorKernel = Detector
     applied = entries = 0
     with tempfile.TemporaryDirectory(prefix="burnwatch-in-place-") as work:
         options = RocksDBOptions(ttl=int(Settings().dedup_horizon_hours * 3600))
-        stores = [options.open(Path(work) / str(p)) for p in range(partitions)]
+        stores = [open_unlogged(options, Path(work) / str(p)) for p in range(partitions)]  # as the worker
         for run in runs:
             began = time.process_time()
             messages = [(run.offset, len(run.records))]

@@ -5,12 +5,13 @@ from __future__ import annotations
 import faust
 from aiokafka.helpers import create_ssl_context
 
-from streams import faust_fixes, faust_reread
+from streams import faust_fixes, faust_reread, rocksdb_wal
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
 
 faust_fixes.apply()
 faust_reread.apply()
+rocksdb_wal.apply()
 
 MAX_MESSAGE_BYTES_ON_WIRE = 16 * 1024 * 1024
 
