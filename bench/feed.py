@@ -78,10 +78,11 @@ def path_stages(
             sent: list[list[bytes]] = [[] for _ in range(partitions)]
             offsets = [(offset, 1) for offset in range(first, first + len(run))]
             first += len(run)
-            routed = feed.route(run, source=SOURCE, messages=offsets)
+            lanes: dict[str, float] = {}
+            routed = feed.route(run, source=SOURCE, messages=offsets, lanes=lanes)
             for partition, items in by_partition(routed, partition_of, SOURCE, offsets).items():
                 sent[partition].append(to_json(items))
-            event_time = watermark.observe(run)
+            event_time = watermark.observe(run, lanes=lanes)
             if event_time is not None:
                 for partition in sent:
                     partition.append(to_json([tick(event_time)]))

@@ -99,9 +99,10 @@ def one_pass(runs: list[Run], partitions: int, kernel: DetectorKernel = Detector
         for run in runs:
             began = time.process_time()
             messages = [(run.offset, len(run.records))]
-            routed = feed.route(run.records, source=run.source, messages=messages)
+            lanes: dict[str, float] = {}
+            routed = feed.route(run.records, source=run.source, messages=messages, lanes=lanes)
             local = by_partition(routed, partition_of, run.source, messages)
-            event_time = watermark.observe(run.records)
+            event_time = watermark.observe(run.records, lanes=lanes)
             if event_time is not None:
                 for partition in range(partitions):
                     local.setdefault(partition, []).append(tick(event_time))

@@ -213,7 +213,8 @@ def register_detector_agents(
         acks: list[Any] = []
         source = f"{batch.topic}:{batch.partition}"
         local: dict[int, list[Any]] = {}
-        routed = feed.route(records, source=source, messages=messages)
+        lanes: dict[str, float] = {}  # the Watermark's, read in the same pass
+        routed = feed.route(records, source=source, messages=messages, lanes=lanes)
         for partition, items in by_partition(routed, partition_of, source, messages).items():
             if partition in live.in_place:
                 local[partition] = items
@@ -224,7 +225,7 @@ def register_detector_agents(
         now = time.monotonic()
         live.backlog.record((batch.topic, batch.partition), unread_after(app, batch), now)
         metrics.detector_inputs_in_place.inc(sum(run_inputs(run) for run, in local.values()))
-        acks += await send_ticks(live.watermark.observe(records, now, live.backlog.behind(now)), local)
+        acks += await send_ticks(live.watermark.observe(records, now, live.backlog.behind(now), lanes), local)
         # what the steps save is acknowledged before the run's ids are stored
         return acks + await live.step_in_place(local, step_here, send_items, failed_in_place)
 

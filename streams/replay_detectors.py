@@ -38,8 +38,9 @@ class ReplayDetectors:
     def feed(self, records: Iterable[Mapping[str, Any]]) -> None:
         """Run the detectors over one chunk of priced records."""
         records = list(records)
-        items = [item for group in self.loops.route(records).values() for item in group]
-        event_time = self.watermark.observe(records)
+        lanes: dict[str, float] = {}
+        items = [item for group in self.loops.route(records, lanes=lanes).values() for item in group]
+        event_time = self.watermark.observe(records, lanes=lanes)
         if event_time is not None:
             items.append(tick(event_time))
         done = self.detectors.apply(items, self._known)

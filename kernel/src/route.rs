@@ -10,8 +10,9 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
+use crate::lanes::Lanes;
 use crate::record::{get, item, optional_str, text};
-use crate::series::{fold_series, Charges, Egress, GroupKey, Spend};
+use crate::series::{fold_series, joined, Charges, Egress, GroupKey, Spend};
 use crate::times::TimeCache;
 use crate::value::V;
 use crate::FxIndexMap;
@@ -41,18 +42,25 @@ struct Usages<'py> {
 
 type Inputs<'py> = FxIndexMap<String, Vec<V<'py>>>;
 
-/// Return the detector inputs of `records` by group key (see the Python `route`).
+/// Return the detector inputs of `records` by group key (see the Python `route`); with `lanes`, a dict,
+/// put each lane's latest record time in it too, as `latest_by_lane` returns them.
 #[pyfunction]
-#[pyo3(signature = (records, fold_s = 60.0, *, source = None, messages = Vec::new()))]
+#[pyo3(signature = (records, fold_s = 60.0, *, source = None, messages = Vec::new(), lanes = None))]
 pub fn route<'py>(
     py: Python<'py>,
     records: &Bound<'py, PyAny>,
     fold_s: f64,
     source: Option<Bound<'py, PyAny>>,
     messages: Vec<(i64, i64)>,
+    lanes: Option<Bound<'py, PyDict>>,
 ) -> PyResult<Bound<'py, PyDict>> {
+    let mut seen = lanes.as_ref().map(|_| Lanes::default());
+    let built = build(py, records, fold_s, source, messages, seen.as_mut())?;
+    if let (Some(out), Some(seen)) = (lanes, seen) {
+        seen.write_to(&out)?;
+    }
     let result = PyDict::new(py);
-    for (key, items) in build(py, records, fold_s, source, messages)? {
+    for (key, items) in built {
         let items = items.iter().map(|item| item.to_py(py)).collect::<PyResult<Vec<_>>>()?;
         result.set_item(key, PyList::new(py, items)?)?;
     }
@@ -65,6 +73,7 @@ fn build<'py>(
     fold_s: f64,
     source: Option<Bound<'py, PyAny>>,
     messages: Vec<(i64, i64)>,
+    mut lanes: Option<&mut Lanes>,
 ) -> PyResult<Inputs<'py>> {
     let k_charge = intern!(py, "x_ChargeId");
     let k_start = intern!(py, "ChargePeriodStart");
@@ -107,6 +116,10 @@ fn build<'py>(
         let cost: f64 = cost_value.extract()?;
         let meter = get(record, k_meter)?;
         let meter_text = if meter.is_none() { None } else { Some(meter.cast::<PyString>()?.to_str()?) };
+        let record_source = get(record, k_source)?;
+        if let Some(lanes) = lanes.as_deref_mut() {
+            lanes.see(record, &record_source, || Ok(t))?;
+        }
         if meter_text == Some("gpu_hours") {
             let gpu = item(record, k_resource)?.str()?;
             let util = get(record, k_util)?;
@@ -123,11 +136,9 @@ fn build<'py>(
                 V::Obj(get(record, k_team)?),
                 V::Obj(gpu.clone().into_any()),
             ]);
-            let key = format!("gpu:{}", gpu.to_str()?);
+            let key = joined(&["gpu:", gpu.to_str()?]);
             out.entry(key).or_default().push(item);
-        } else if get(record, k_source)?
-            .cast::<PyString>()
-            .is_ok_and(|s| s.to_str().is_ok_and(|s| s == "llm.request"))
+        } else if record_source.cast::<PyString>().is_ok_and(|s| s.to_str().is_ok_and(|s| s == "llm.request"))
         {
             let keys = (k_event, k_meter, k_quantity);
             add_llm_record(record, meter_text, cost, offset, &mut usages, keys)?;
@@ -242,7 +253,7 @@ fn build<'py>(
         if source.is_some() {
             fields.push(V::I(usage.offset)); // its usage message's offset: the detectors judge it by the run
         }
-        out.entry(format!("app:{app_key}")).or_default().push(V::List(fields));
+        out.entry(joined(&["app:", &app_key])).or_default().push(V::List(fields));
     }
     Ok(out)
 }

@@ -101,7 +101,7 @@ pub fn fold_series<'py>(
         };
         let mut fields = vec![
             V::Static("s"),
-            V::Str(format!("{scope}|{}", digest(kind, key, &charges))),
+            V::Str(joined(&[scope, "|", &digest(kind, key, &charges)])),
             V::Static(kind),
             V::Static(scope),
             V::Str(key.clone()),
@@ -114,7 +114,7 @@ pub fn fold_series<'py>(
             fields.push(V::List(span.iter().map(|(a, b)| V::List(vec![V::I(*a), V::I(*b)])).collect()));
             fields.push(per_message(&fold.parts, spend, egress));
         }
-        out.entry(format!("{scope}:{key}")).or_default().push(V::List(fields));
+        out.entry(joined(&[scope, ":", key])).or_default().push(V::List(fields));
     }
 }
 
@@ -127,7 +127,22 @@ fn digest(kind: &str, key: &str, charges: &[&Charges]) -> String {
     for group in charges {
         hasher.update(group.0.as_bytes());
     }
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(24);
+    for byte in hasher.finalize() {
+        hex.push(char::from(HEX[usize::from(byte >> 4)]));
+        hex.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    hex
+}
+
+/// `parts` written one after the other (a group key or an input id): `format!` costs several times more.
+pub(crate) fn joined(parts: &[&str]) -> String {
+    let mut out = String::with_capacity(parts.iter().map(|part| part.len()).sum());
+    for part in parts {
+        out.push_str(part);
+    }
+    out
 }
 
 /// Ascending offsets as ranges of consecutive ones, `[(first, last), ...]`.

@@ -113,6 +113,7 @@ def route(
     *,
     source: str | None = None,
     messages: Sequence[tuple[int, int]] = (),
+    lanes: dict[str, float] | None = None,
 ) -> dict[str, list[Item]]:
     """Return the detector inputs of ``records`` by group key, in record order within a group.
 
@@ -130,6 +131,9 @@ def route(
     with its message's offset, which the detectors judge against the runs they have applied from that
     source (``by_partition``), with no ``i|`` entry of its own.
 
+    With ``lanes`` (a dict), each lane's latest record time goes in it too, as ``latest_by_lane`` gives
+    them: the router's ``Watermark`` takes them (``observe``), and the compiled kernel reads the batch once.
+
     >>> rec = {"SkuMeter": "gpu_hours", "ResourceId": "GPU-1", "ChargePeriodStart": "2026-01-01T00:00:30Z",
     ...        "ChargePeriodEnd": "2026-01-01T00:00:45Z", "x_GpuUtilPct": 1.0, "x_GpuAllocated": True,
     ...        "EffectiveCost": 0.01, "x_ChargeId": "e1:gpu0", "x_SourceType": "gpu.sample",
@@ -142,6 +146,9 @@ def route(
     >>> [(item[0], item[2:]) for item in route([rec, later])["team:ml"]]
     [('s', ['spend_spike', 'team', 'ml', 1767225600.0, 0.02, 0.0])]
     """
+    if lanes is not None:
+        records = records if isinstance(records, Sequence) else list(records)
+        lanes.update(latest_by_lane(records))
     out: dict[str, list[Item]] = {}
     # one pass: a record's charge goes to its (minute, team, project, model) group, its LLM meters to its
     # request's sums; the groups fold into the three spend scopes after it
@@ -376,11 +383,15 @@ class Watermark:
         self.started: float | None = None
 
     def observe(
-        self, records: Iterable[Mapping[str, Any]], now: float | None = None, backlog: bool = False
+        self, records: Iterable[Mapping[str, Any]], now: float | None = None, backlog: bool = False,
+        lanes: Mapping[str, float] | None = None,
     ) -> float | None:
-        """Take a batch of cost records (read at wall-clock ``now``, if any); return a tick time or None."""
+        """Take a batch of cost records (read at wall-clock ``now``, if any); return a tick time or None.
+
+        ``lanes``: the batch's lanes, when ``route`` has read them already (its ``lanes``).
+        """
         latest, arrived = self.latest, self.arrived
-        for lane, t in self.lanes(records).items():
+        for lane, t in (self.lanes(records) if lanes is None else lanes).items():
             if now is not None:
                 arrived[lane] = now
             if t > latest.get(lane, -math.inf):

@@ -57,6 +57,13 @@ def same(records: list[dict[str, Any]], *args: Any, **kwargs: Any) -> None:
     assert got == expected
     lanes, got_lanes = latest_by_lane(records), burnwatch_kernel.latest_by_lane(records)
     assert list(got_lanes.items()) == list(lanes.items())
+    # route's lanes: the same, read in the same pass; and the same inputs as without them
+    routed_lanes: dict[str, float] = {}
+    assert burnwatch_kernel.route(records, *args, lanes=routed_lanes, **kwargs) == expected
+    assert list(routed_lanes.items()) == list(lanes.items())
+    python_lanes: dict[str, float] = {}
+    assert route(iter(records), *args, lanes=python_lanes, **kwargs) == expected
+    assert list(python_lanes.items()) == list(lanes.items())
 
 
 @lru_cache(maxsize=1)
