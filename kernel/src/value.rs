@@ -37,6 +37,13 @@ impl<'py> V<'py> {
 /// A JSON float: shortest round-trip digits; `NaN`, `Infinity` and `-Infinity` as pydantic writes them.
 pub(crate) fn write_f64(out: &mut Vec<u8>, x: f64) {
     if x.is_finite() {
+        if x.fract() == 0.0 && x.abs() < 1e15 && x != 0.0 {
+            // a whole number (most are times: bucket starts and ends): its integer digits and ".0", what
+            // ryu writes below 1e15, without ryu's search for the shortest digits (zero keeps its sign there)
+            out.extend_from_slice(itoa::Buffer::new().format(x as i64).as_bytes());
+            out.extend_from_slice(b".0");
+            return;
+        }
         out.extend_from_slice(ryu::Buffer::new().format_finite(x).as_bytes());
     } else if x.is_nan() {
         out.extend_from_slice(b"NaN");
