@@ -19,6 +19,10 @@ Each pass starts from empty detectors and stores; the fastest of ``--repeat`` pa
 time), and the figures are µs per event beside parse + price; ``--profile FILE`` adds a cProfile of
 one more pass (what docs/detectors.md's breakdowns of the path come from). What the stream adds on top (the
 changelog's send and compression, faust's work per step) is in ``bench.run`` only.
+
+On a machine too noisy for CPU times, count instructions instead: ``valgrind --tool=callgrind python -m
+bench.in_place --events 20000 --repeat 1`` minus the same with ``--repeat 0`` (the workload built and
+priced, no pass) is the path's instructions over 20,000 events (docs/detectors.md, sixteenth round).
 """
 
 from __future__ import annotations
@@ -144,6 +148,10 @@ def main(
     """Print µs per event of the in-place detector path's stages, beside parse + price."""
     runs, pricing_s = priced_runs(events, envelope_size, partitions, events_per_s, seed)
     tune_collector(gc_young_threshold)
+    if repeat <= 0:  # the baseline of an instruction count: the same process with no pass (module docs)
+        console.print(f"{events:,} events built and priced ({pricing_s / events * 1e6:.2f} µs per event); "
+                      "no pass")
+        return
     passes = [one_pass(runs, partitions, kernel) for _ in range(repeat)]
     best = passes[-1] | {stage: min(figures[stage] for figures in passes) for stage in STAGES}
     per = {stage: best[stage] / events * 1e6 for stage in STAGES}

@@ -49,3 +49,15 @@ def test_the_command_prints_and_writes_the_figures(tmp_path):
     assert set(figures["us_per_event"]) == set(in_place.STAGES)
     assert figures["path_us_per_event"] == pytest.approx(sum(figures["us_per_event"].values()), abs=0.05)
 
+
+
+def test_no_pass_builds_and_prices_only(tmp_path):
+    """``--repeat 0``: the baseline process an instruction count of the path subtracts."""
+    app = typer.Typer()
+    app.command()(in_place.main)
+    out = tmp_path / "in_place.json"
+    result = CliRunner().invoke(app, ["--events", "600", "--envelope-size", "300", "--repeat", "0",
+                                      "--gc-young-threshold", "0", "--kernel", "python", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "600 events built and priced" in result.output and "no pass" in result.output
+    assert not out.exists()  # no figures: nothing was run to have them
