@@ -15,6 +15,7 @@ use crate::peers::{learn, PeerConfig};
 use crate::pending_doc::{Entry, Pending, SCOPE_NAMES};
 use crate::quiet::{quiet_user_step, RunawayQuiet};
 use crate::rounding::round7;
+use crate::value::joined;
 
 const HOUR_S: f64 = 3600.0;
 
@@ -304,10 +305,5 @@ impl Waiting {
 
 /// `detectors.runner.entity_id` of a session or user: `app=<app>,session=<key>` or `app=<app>,user=<key>`.
 fn entity_id(scope: usize, app: &str, key: &str) -> String {
-    let scope = SCOPE_NAMES[scope];
-    let mut id = String::with_capacity(6 + app.len() + scope.len() + key.len());
-    for part in ["app=", app, ",", scope, "=", key] {
-        id.push_str(part);
-    }
-    id
+    joined(&["app=", app, ",", SCOPE_NAMES[scope], "=", key])
 }

@@ -12,9 +12,9 @@ use pyo3::types::{PyDict, PyList, PyString};
 
 use crate::lanes::Lanes;
 use crate::record::{get, item, optional_str, text};
-use crate::series::{fold_series, joined, Charges, Egress, GroupKey, Spend};
+use crate::series::{fold_series, Charges, Egress, GroupKey, Spend};
 use crate::times::TimeCache;
-use crate::value::V;
+use crate::value::{joined, V};
 use crate::FxIndexMap;
 
 const INPUT_METERS: [&str; 3] = ["input_tokens", "cached_input_tokens", "cache_write_tokens"];

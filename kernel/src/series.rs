@@ -5,7 +5,7 @@ use blake2::digest::consts::U12;
 use blake2::{Blake2b, Digest};
 use pyo3::prelude::*;
 
-use crate::value::V;
+use crate::value::{joined, V};
 use crate::FxIndexMap;
 
 /// A charge group: one minute of one (team, project, model), as the Python code's `spend` values.
@@ -134,15 +134,6 @@ fn digest(kind: &str, key: &str, charges: &[&Charges]) -> String {
         hex.push(char::from(HEX[usize::from(byte & 0xf)]));
     }
     hex
-}
-
-/// `parts` written one after the other (a group key or an input id): `format!` costs several times more.
-pub(crate) fn joined(parts: &[&str]) -> String {
-    let mut out = String::with_capacity(parts.iter().map(|part| part.len()).sum());
-    for part in parts {
-        out.push_str(part);
-    }
-    out
 }
 
 /// Ascending offsets as ranges of consecutive ones, `[(first, last), ...]`.
