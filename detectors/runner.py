@@ -33,6 +33,7 @@ from detectors.deferred import PENDING, bucket_of, entry, wait_below
 from detectors.findings import Finding
 from detectors.idle_gpu import IdleGpuDetector
 from detectors.model_switch import ModelSwitchDetector
+from detectors.pending_log import LOG_KEPT, PendingLog
 from detectors.spikes import SpikeDetector
 from detectors.state import State, decode, encode
 from detectors.token_runaway import HOUR_S, TokenRunawayDetector, slide
@@ -98,6 +99,7 @@ class DetectorRunner:
         self.peers: dict[str, State] = {}
         # sessions and users too young to be judged: their buckets, not yet stepped (``deferred``)
         self.pending: dict[str, State] = {}
+        self.pending_log: PendingLog | None = None  # their changes, logged if saved (``log_pending``)
         self._wait_below = wait_below(config) if wait else {"session": 0, "user": 0}
         self.llm: Any = LlmBucketer(config.buckets)  # or the kernel's twin (``wait_in_bucketer``)
         self.bucketer_waits = False  # young entities' buckets wait in ``llm``, not in ``pending``
@@ -175,9 +177,11 @@ class DetectorRunner:
                 ]:
                     del states[key]
                     self.changed.add((name, key))
-            for key in [k for k, p in self.pending.items() if self.runaway.expired(p, watermark)]:
+            for key in sorted(k for k, p in self.pending.items() if self.runaway.expired(p, watermark)):
                 del self.pending[key]
                 self.changed.add((PENDING, key))
+                if self.pending_log is not None:
+                    self.pending_log.gone(key)
             if self.bucketer_waits:
                 self.llm.expire_pending(watermark)
         return self.findings[before:]
@@ -235,10 +239,55 @@ class DetectorRunner:
         if self.bucketer_waits:
             for item in self.llm.release_pending():
                 self._closed(item)
-        for key, pending in list(self.pending.items()):
+        for key, pending in sorted(self.pending.items()):
             del self.pending[key]
             self.changed.add((PENDING, key))
+            if self.pending_log is not None:
+                self.pending_log.gone(key)
             self._step_pending(key, "session" if "session" in pending["e"] else "user", pending)
+
+    def log_pending(self, kept: int = LOG_KEPT) -> None:
+        """Log the young entities' changes (``detectors.pending_log``), for a caller that saves them.
+
+        Each step's entry is ``pending_log_entry``'s.
+        """
+        if self.bucketer_waits:
+            self.llm.log_pending(kept)
+        else:
+            self.pending_log = PendingLog(kept)
+
+    def pending_log_entry(self) -> tuple[tuple[int, Any] | None, list[int]]:
+        """End a step of the young entities' log: its entry ``(seq, records)`` and the entries to delete.
+
+        The entry is None when there is none to write; its records are JSON bytes when the bucketer keeps
+        them.
+        """
+        if self.bucketer_waits:
+            entry: tuple[tuple[int, Any] | None, list[int]] = self.llm.take_pending_log()
+            return entry
+        if self.pending_log is None:
+            return None, []
+        return self.pending_log.take(self.pending)
+
+    def restore_pending_log(self, written: Iterable[int]) -> None:
+        """Take back the young entities' log entries the table holds (before ``restore_waiting``)."""
+        if self.bucketer_waits:
+            self.llm.restore_pending_log(sorted(written))
+        elif self.pending_log is not None:
+            self.pending_log.restore_entries(written)
+
+    def restore_waiting(self, key: str, doc: State, seq: int | None) -> None:
+        """Put back a young entity's document, pinned at log entry ``seq``.
+
+        ``seq`` None: it was saved whole before the log, and is logged again whole. Raises ``ValueError``
+        for a document the bucketer cannot read.
+        """
+        if self.bucketer_waits:
+            self.llm.restore_pending(key, doc, seq)
+            return
+        self.pending[key] = doc
+        if self.pending_log is not None:
+            self.pending_log.restore(key, doc, seq)
 
     def restore(self, name: str, key: str, state: State) -> None:
         """Put back an entity's saved state (after a restart); not marked as changed."""
@@ -297,6 +346,8 @@ class DetectorRunner:
             if sent + bucket.requests >= below:
                 del self.pending[key]
                 self.changed.add((PENDING, key))
+                if self.pending_log is not None:
+                    self.pending_log.gone(key)
                 self._step_pending(key, bucket.scope, pending)
                 return False
             kept, items = pending.get("w", []), pending["b"]
@@ -313,6 +364,11 @@ class DetectorRunner:
             seen = {"rate": usd / self.runaway.config.window_s * HOUR_S, "w": window[-1:]}
             self.peers[app] = self.runaway.learn_peer(peers or {}, seen, owned=not self.roundtrip_state)
             self.peers_changed.add(app)
+        if self.pending_log is not None:
+            if pending is None:
+                self.pending_log.opened(key, waiting)
+            else:
+                self.pending_log.added(key, waiting["b"][-1])
         return True
 
     def _closed(self, item: LlmBucket | tuple[str, str, str, State]) -> None:

@@ -196,25 +196,37 @@ impl LlmBucketer {
         self.waiting.as_mut().map_or(0, |waiting| waiting.expire(now))
     }
 
-    /// Put back a pending entity's saved document (`wait` first).
-    fn restore_pending(&mut self, key: String, doc: &Bound<'_, PyDict>) -> PyResult<()> {
-        self.waiting_mut()?.restore(key, doc)
+    /// Put back a pending entity's saved document (`wait` first), pinned at the young entities' log
+    /// entry `seq` (None: saved before the log, and logged again whole at the next step).
+    #[pyo3(signature = (key, doc, seq = None))]
+    fn restore_pending(&mut self, key: String, doc: &Bound<'_, PyDict>, seq: Option<u64>) -> PyResult<()> {
+        self.waiting_mut()?.restore(key, doc, seq)
     }
 
-    /// The pending entities changed since the last call, by id: `(entity id, JSON of its table entry or
-    /// None once it is gone)`.
-    fn pending_changes<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let out = PyList::empty(py);
-        if let Some(waiting) = self.waiting.as_mut() {
-            for (key, json) in waiting.changes() {
-                let value = match json {
-                    Some(json) => PyBytes::new(py, &json).into_any(),
-                    None => py.None().into_bound(py),
-                };
-                out.append((key, value))?;
-            }
-        }
-        Ok(out)
+    /// Keep the young entities' log (`detectors.pending_log`), writing an entity again once it is pinned
+    /// more than `kept` entries back (`wait` first).
+    fn log_pending(&mut self, kept: u64) -> PyResult<()> {
+        self.waiting_mut()?.log.enable(kept);
+        Ok(())
+    }
+
+    /// Take back the log's entries the table holds (their sequence numbers), before `restore_pending`.
+    fn restore_pending_log(&mut self, written: Vec<u64>) -> PyResult<()> {
+        self.waiting_mut()?.log.restore_entries(written);
+        Ok(())
+    }
+
+    /// End a step of the young entities' log: `((seq, JSON of its records) or None, [entries to delete])`.
+    #[allow(clippy::type_complexity)]
+    fn take_pending_log<'py>(
+        &mut self,
+        py: Python<'py>,
+    ) -> PyResult<(Option<(u64, Bound<'py, PyBytes>)>, Vec<u64>)> {
+        let Some(waiting) = self.waiting.as_mut() else {
+            return Ok((None, Vec::new()));
+        };
+        let (entry, deleted) = waiting.take_log();
+        Ok((entry.map(|(seq, json)| (seq, PyBytes::new(py, &json))), deleted))
     }
 
     /// Take every pending entity out, by id, as `close`'s `("r", ...)` items.

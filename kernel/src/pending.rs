@@ -2,7 +2,8 @@
 //! are kept here, as `DetectorRunner._wait` keeps them in Python (`detectors/deferred.py`; the Python code
 //! is the reference), and never become Python objects unless the entity grows old enough to be stepped.
 //!
-//! A pending entity is a `pending_doc::Pending`, saved as the table's `s|llm|<entity id>` entry.
+//! A pending entity is a `pending_doc::Pending`, saved through the partition's young entities' log
+//! (`pending_log`).
 
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
@@ -13,6 +14,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use crate::buckets::{Bucket, SESSION, USER};
 use crate::peers::{learn, PeerConfig};
 use crate::pending_doc::{Entry, Pending, SCOPE_NAMES};
+use crate::pending_log::PendingLog;
 use crate::quiet::{quiet_user_step, RunawayQuiet};
 use crate::rounding::round7;
 use crate::value::joined;
@@ -44,7 +46,7 @@ pub struct Waiting {
     changed_states: Py<PySet>, // the runner's `changed`: (detector, entity id) of the states it saves
     quiet: RunawayQuiet,
     pending: FxHashMap<String, Pending>,
-    changed: FxHashSet<String>,
+    pub log: PendingLog,
     // entities handed to the runner to step since `begin`: they have states once it has stepped them,
     // but it steps them only after the whole `close` (the states tables do not show them yet)
     handed: FxHashSet<String>,
@@ -74,7 +76,7 @@ impl Waiting {
             changed_states,
             quiet,
             pending: FxHashMap::default(),
-            changed: FxHashSet::default(),
+            log: PendingLog::default(),
             handed: FxHashSet::default(),
         }
     }
@@ -99,10 +101,11 @@ impl Waiting {
         if below <= 0 || self.handed.contains(&key) {
             return self.stepped(py, &key, app, name, bucket);
         }
+        let mut fresh = true;
         match self.pending.get(&key).map(|pending| pending.n) {
             Some(sent) if sent + bucket.requests >= below => {
                 let pending = self.pending.remove(&key).expect("a key just read");
-                self.changed.insert(key.clone());
+                self.log.gone(&key);
                 self.handed.insert(key.clone());
                 if scope == USER && self.release_quietly(py, &key, &pending)? {
                     return self.stepped(py, &key, app, name, bucket); // its state is made
@@ -119,7 +122,7 @@ impl Waiting {
                 )?;
                 return Ok(Outcome::Release(release));
             }
-            Some(_) => {}
+            Some(_) => fresh = false,
             None => {
                 if bucket.requests >= below {
                     self.handed.insert(key.clone());
@@ -179,7 +182,12 @@ impl Waiting {
             learn(py, &peers, rate, (latest.3, latest.0, latest.1, latest.2), &self.peer)?;
             self.peers_changed.bind(py).add(&app_object)?;
         }
-        self.changed.insert(key);
+        let pending = &self.pending[&key];
+        if fresh {
+            self.log.opened(&key, pending);
+        } else if let Some(entry) = pending.b.last() {
+            self.log.added(&key, entry);
+        }
         Ok(Outcome::Done)
     }
 
@@ -237,38 +245,33 @@ impl Waiting {
 
     /// Drop the entities quiet for more than `expire_after_s` at `now`; return how many.
     pub fn expire(&mut self, now: f64) -> usize {
-        let gone: Vec<String> = self
+        let mut gone: Vec<String> = self
             .pending
             .iter()
             .filter(|(_, p)| now - p.last > self.expire_after_s)
             .map(|(key, _)| key.clone())
             .collect();
+        gone.sort_unstable(); // logged in the order the Python runner drops them
         for key in &gone {
             self.pending.remove(key);
-            self.changed.insert(key.clone());
+            self.log.gone(key);
         }
         gone.len()
     }
 
-    /// Put back a saved document (a table entry's `pending` section, decoded).
-    pub fn restore(&mut self, key: String, doc: &Bound<'_, PyDict>) -> PyResult<()> {
+    /// Put back a saved document (decoded), pinned at log entry `seq` (None: logged again whole).
+    pub fn restore(&mut self, key: String, doc: &Bound<'_, PyDict>, seq: Option<u64>) -> PyResult<()> {
         let pending = Pending::from_python(doc).map_err(|error| {
             PyValueError::new_err(format!("the pending document of {key} is not one: {error}"))
         })?;
+        self.log.restore(&key, &pending, seq);
         self.pending.insert(key, pending);
         Ok(())
     }
 
-    /// The entities changed since the last call, sorted, each with its saved document's JSON (None: gone).
-    pub fn changes(&mut self) -> Vec<(String, Option<Vec<u8>>)> {
-        let mut keys: Vec<String> = self.changed.drain().collect();
-        keys.sort_unstable();
-        keys.into_iter()
-            .map(|key| {
-                let json = self.pending.get(&key).map(Pending::to_json);
-                (key, json)
-            })
-            .collect()
+    /// End a step of the log: its entry `(seq, JSON)`, if any, and the entries to delete.
+    pub fn take_log(&mut self) -> (Option<(u64, Vec<u8>)>, Vec<u64>) {
+        self.log.take(&self.pending)
     }
 
     /// Every pending entity, sorted by id, taken out (as `("r", scope, key, doc)` tuples).
@@ -278,7 +281,7 @@ impl Waiting {
         keys.into_iter()
             .map(|key| {
                 let pending = self.pending.remove(&key).expect("a key just listed");
-                self.changed.insert(key.clone());
+                self.log.gone(&key);
                 let scope = SCOPE_NAMES[pending.scope].into_pyobject(py)?.into_any();
                 let doc = pending.to_python(py)?.into_any();
                 PyTuple::new(

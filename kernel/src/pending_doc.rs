@@ -1,7 +1,7 @@
 //! A young session's or user's pending document, as the Python runner keeps it
 //! (`detectors/deferred.py`): `{"e": entity, "last": end, "n": requests, "b": [entries], "w": window}`
-//! (a user's has no window). Written as its table entry's JSON (`{"_v": 1, "pending": doc}`, what
-//! `streams.core.entity_states.fuse` saves), handed to the runner as a Python dict, read back from one.
+//! (a user's has no window). Written as JSON into the young entities' log (`pending_log`), handed to the
+//! runner as a Python dict, read back from one.
 
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
@@ -11,7 +11,6 @@ use pyo3::types::{PyDict, PyList};
 use crate::buckets::{SESSION, USER};
 use crate::value::{write_f64, write_str};
 
-const STATE_VERSION: i64 = 1; // detectors.state.STATE_VERSION
 pub const SCOPE_NAMES: [&str; 2] = ["session", "user"];
 
 /// A closed bucket as a pending entry (`detectors.deferred.entry`).
@@ -25,6 +24,36 @@ pub struct Entry {
     pub inputs: Vec<i64>,
     pub prompts: Vec<(String, i64)>,
     pub team: Option<String>,
+}
+
+impl Entry {
+    /// Write the entry's JSON (`detectors.deferred.entry`'s list, as pydantic's `to_json` writes it).
+    pub fn write(&self, out: &mut Vec<u8>) {
+        out.push(b'[');
+        write_f64(out, self.start);
+        out.push(b',');
+        write_f64(out, self.end);
+        for count in [self.requests, self.input_tokens, self.output_tokens] {
+            out.push(b',');
+            write_i64(out, count);
+        }
+        out.push(b',');
+        write_f64(out, self.cost_usd);
+        out.extend_from_slice(b",[");
+        joined(out, &self.inputs, |out, size| write_i64(out, *size));
+        out.extend_from_slice(b"],{");
+        joined(out, &self.prompts, |out, (prompt, count)| {
+            write_str(out, prompt);
+            out.push(b':');
+            write_i64(out, *count);
+        });
+        out.extend_from_slice(b"},");
+        match &self.team {
+            Some(team) => write_str(out, team),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.push(b']');
+    }
 }
 
 /// One pending entity's document.
@@ -92,50 +121,22 @@ impl Pending {
         Ok(doc)
     }
 
-    /// The table entry's value: `{"_v": 1, "pending": doc}` (`streams.core.entity_states.fuse`).
-    pub fn to_json(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(160 + 120 * self.b.len());
-        out.extend_from_slice(b"{\"_v\":");
-        out.extend_from_slice(itoa::Buffer::new().format(STATE_VERSION).as_bytes());
-        out.extend_from_slice(b",\"pending\":{\"e\":{\"app\":");
-        write_str(&mut out, &self.app);
+    /// Write the document's JSON (as pydantic's `to_json` writes the Python runner's dict).
+    pub fn write_doc(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"e\":{\"app\":");
+        write_str(out, &self.app);
         out.extend_from_slice(if self.scope == SESSION { b",\"session\":" } else { b",\"user\":" });
-        write_str(&mut out, &self.key);
+        write_str(out, &self.key);
         out.extend_from_slice(b"},\"last\":");
-        write_f64(&mut out, self.last);
+        write_f64(out, self.last);
         out.extend_from_slice(b",\"n\":");
-        write_i64(&mut out, self.n);
+        write_i64(out, self.n);
         out.extend_from_slice(b",\"b\":[");
-        joined(&mut out, &self.b, |out, e| {
-            out.push(b'[');
-            write_f64(out, e.start);
-            out.push(b',');
-            write_f64(out, e.end);
-            for count in [e.requests, e.input_tokens, e.output_tokens] {
-                out.push(b',');
-                write_i64(out, count);
-            }
-            out.push(b',');
-            write_f64(out, e.cost_usd);
-            out.extend_from_slice(b",[");
-            joined(out, &e.inputs, |out, size| write_i64(out, *size));
-            out.extend_from_slice(b"],{");
-            joined(out, &e.prompts, |out, (prompt, count)| {
-                write_str(out, prompt);
-                out.push(b':');
-                write_i64(out, *count);
-            });
-            out.extend_from_slice(b"},");
-            match &e.team {
-                Some(team) => write_str(out, team),
-                None => out.extend_from_slice(b"null"),
-            }
-            out.push(b']');
-        });
+        joined(out, &self.b, |out, e| e.write(out));
         out.push(b']');
         if self.scope == SESSION {
             out.extend_from_slice(b",\"w\":[");
-            joined(&mut out, &self.w, |out, (end, usd, requests, start)| {
+            joined(out, &self.w, |out, (end, usd, requests, start)| {
                 out.push(b'[');
                 write_f64(out, *end);
                 out.push(b',');
@@ -148,8 +149,7 @@ impl Pending {
             });
             out.push(b']');
         }
-        out.extend_from_slice(b"}}");
-        out
+        out.push(b'}');
     }
 
     pub fn from_python(doc: &Bound<'_, PyDict>) -> PyResult<Self> {

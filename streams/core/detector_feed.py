@@ -79,6 +79,7 @@ from detectors.buckets import (
 from detectors.config import DetectorConfig
 from detectors.deferred import PENDING
 from detectors.findings import Finding
+from detectors.pending_log import LOG_KEPT, replay
 from detectors.runner import TICK_S, DetectorRunner
 from detectors.state import State, StateError, from_dict, stamped
 from streams.core.entity_states import LLM_DETECTORS, LLM_SECTIONS, fuse, split
@@ -95,6 +96,7 @@ SERIES_FIELDS = 8  # a series input's fields before the usage source, run range 
 USAGE_FIELDS = 12  # an LLM request input's fields before its usage message's offset
 MAX_RANGES = 16  # offset ranges kept per series group and usage partition; older gaps count as applied
 LLM_STATES = "s|llm|"  # an LLM entity's detector states, one entry (``entity_states``)
+LOG = "y|"  # ``y|<partition>|<seq>``: an entry of the young entities' log (``detectors.pending_log``)
 SEEN_VALUE = b"1"  # an ``i|`` entry's value (JSON already): the input was applied; ``o|`` keeps its content
 OPEN_SINCE = "|o"  # ``w|<partition>|o``: flushed_to when ``o|`` entries began (null: from the start)
 UPGRADED = "|a"  # ``w|<partition>|a``: [true] if saved by a version before runs' ranges, else [false]
@@ -571,9 +573,10 @@ class PartitionDetectors:
     ``o|u|<input id>`` and ``o|s|<input id>`` (the LLM requests and series sums of one step whose
     buckets were still open, for a restart: ``open_inputs``), ``r|<scope>|<key>|<usage partition>``
     (the usage offset ranges a series group has applied: ``applied_part``), ``s|llm|<entity id>`` (an
-    app's, user's or session's states, one document for all its LLM detectors: ``entity_states.fuse``;
-    a young entity's is JSON bytes already when the compiled bucketer keeps it:
-    ``DetectorRunner.wait_in_bucketer``),
+    app's, user's or session's states, one document for all its LLM detectors: ``entity_states.fuse``),
+    ``y|<partition>|<seq>`` (the young sessions' and users' log: what happened to them in one step, JSON
+    bytes already when the compiled bucketer keeps them: ``detectors.pending_log``; before the log each
+    had its own ``s|llm|`` document, taken into the log at a restore),
     ``s|<detector>|<entity id>`` (a GPU's or a series' state; both ``None`` once expired), ``p|<app>``
     (an app's session peers), ``w|<partition>`` (event time reached and buckets closed up to) and
     ``w|<partition>|o`` (buckets closed up to when ``o|`` entries began: ``saved_entries``).
@@ -629,6 +632,8 @@ class PartitionDetectors:
         buckets = self.runner.config.buckets
         self.llm_widths = (buckets.session_s, buckets.app_s, buckets.scope_s)
         self.series_widths = buckets.series_s
+        self.runner.log_pending(LOG_KEPT)
+        self.converted: list[str] = []  # young entities saved whole before the log: their documents go
 
     def apply(self, items: Sequence[Item], known: Callable[[Sequence[str]], list[bool]]) -> Applied:
         """Step the detectors with ``items``, skipping inputs already applied.
@@ -876,20 +881,27 @@ class PartitionDetectors:
         runner, states = self.runner, self.runner.states
         fused: dict[str, None] = {}  # LLM entities, in order
         for name, key in sorted(runner.changed):
-            if name in LLM_SECTIONS:
+            if name in LLM_DETECTORS:
                 fused[key] = None
+            elif name == PENDING:  # a young entity's changes are in its log
+                continue
             else:
                 state = states[name].get(key)
                 entries.append((f"{STATE}{name}|{key}", None if state is None else stamped(state)))
-        tables = [*((name, states[name]) for name in LLM_DETECTORS), (PENDING, runner.pending)]
+        if self.converted:  # saved whole before the log (now in it): their documents keep their states only
+            fused.update(dict.fromkeys(self.converted))
+            self.converted = []
+        tables = [(name, states[name]) for name in LLM_DETECTORS]
         for key in fused:
             entries.append((LLM_STATES + key, fuse(tables, key)))
             if self.legacy and key in self.legacy:  # its states were last saved one entry each
                 self.legacy.discard(key)
                 entries += [(f"{STATE}{name}|{key}", None) for name in LLM_DETECTORS]
-        if runner.bucketer_waits:  # young entities' documents, as the bucketer's JSON (None: gone)
-            entries += [(LLM_STATES + key, json) for key, json in runner.llm.pending_changes()
-                        if key not in fused]
+        logged, deleted = runner.pending_log_entry()
+        log_key = f"{LOG}{self.partition}|"
+        if logged is not None:
+            entries.append((f"{log_key}{logged[0]}", logged[1]))
+        entries += [(f"{log_key}{seq}", None) for seq in deleted]
         for app in sorted(runner.peers_changed):
             entries.append((PEERS + app, stamped(runner.peers[app])))
         entries += [(RANGES + name, self.ranges[name]) for name in sorted(self.ranges_changed)]
@@ -926,6 +938,7 @@ class PartitionDetectors:
         marked, since, ranged = False, None, None  # a saved mark; when ``o|`` entries began; ``|a``
         states: dict[tuple[str, str], State] = {}
         merged: dict[str, dict[str, State]] = {}  # s|llm| entries by entity
+        logged: list[tuple[int, Any]] = []  # the young entities' log: (seq, records)
         for key, value in entries:
             if value is None:
                 continue
@@ -971,6 +984,12 @@ class PartitionDetectors:
                 ranged = value
             elif key.startswith(OPEN):
                 pending += self.open.restore(key, value)
+            elif key.startswith(f"{LOG}{partition}|"):
+                seq = key[len(f"{LOG}{partition}|"):]
+                if seq.isdigit():
+                    logged.append((int(seq), value))
+                else:
+                    log.warning("dropped the young entities' log entry %s: not a sequence number", key)
             elif key.startswith(SEEN) and isinstance(value, list):  # saved before ``o|`` entries
                 pending.append(value)
         if since is not None:
@@ -985,11 +1004,21 @@ class PartitionDetectors:
             for name in LLM_SECTIONS:
                 states.pop((name, entity), None)
             states.update(((name, entity), state) for name, state in fused.items())
+        waiting, pinned = replay(logged, runner.runaway.config.window_s)
+        runner.restore_pending_log(seq for seq, _ in logged)
         for (name, entity), state in states.items():
-            try:
+            if name == PENDING:  # saved whole before the log: logged again, its document goes
+                self.converted.append(entity)
+                if entity in waiting:
+                    continue
+                waiting[entity] = state
+            else:
                 runner.restore(name, entity, state)
+        for entity, doc in waiting.items():
+            try:
+                runner.restore_waiting(entity, doc, pinned.get(entity))
             except ValueError as error:  # a pending document the kernel's bucketer cannot read
-                log.warning("dropped the saved detector state %s of %s: %s", name, entity, error)
+                log.warning("dropped the saved detector state %s of %s: %s", PENDING, entity, error)
         horizon = runner.flushed_to - widest_bucket_s(runner.config)
         for item in sorted(pending, key=lambda i: i[5] if i[0] == SERIES else i[2]):
             if item[0] == USAGE and item[2] >= horizon:
@@ -1034,7 +1063,7 @@ def saved_entries(read: Callable[[str], Iterable[tuple[str, Any]]], partition: i
     mark = marks.get(f"{MARK}{partition}")
     flushed_to = _saved_time(mark[1:]) if isinstance(mark, list) else None
     yield from marks.items()
-    for prefix in (OPEN, PEERS, RANGES, USAGE_RANGES, STATE):
+    for prefix in (OPEN, PEERS, RANGES, USAGE_RANGES, STATE, f"{LOG}{partition}|"):
         yield from read(prefix)
     if since is None or flushed_to is None or flushed_to < since + widest_s:
         yield from read(SEEN)

@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detectors.buckets import LlmUsage
 from detectors.config import DetectorConfig
 from detectors.deferred import PENDING
+from detectors.pending_log import replay
 from detectors.runner import DetectorRunner
-from detectors.state import encode
-from streams.core.detector_feed import LLM_STATES, PartitionDetectors
+from streams.core import detector_feed
+from streams.core.detector_feed import LLM_STATES, LOG, PartitionDetectors
 from tests.unit.test_detector_feed import Table, priced_events, run_feed
 
 
@@ -91,15 +93,58 @@ def test_any_requests_under_any_thresholds_give_the_same_findings_and_states(
     assert waited == stepped
 
 
-def test_a_pending_session_is_saved_in_its_entity_document_and_restored() -> None:
+def logged(table: Table) -> list[tuple[int, Any]]:
+    """The young entities' log entries a table holds: ``(seq, records)``."""
+    return [(int(key.rsplit("|", 1)[1]), value) for key, value in table.data.items()
+            if key.startswith(LOG) and value is not None]
+
+
+def test_young_entities_are_saved_in_the_log_and_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each step writes one log entry at most; entries go once their entities are, and entities pinned
+    too far back are written again, so the log stays short; a restore replays it."""
+    monkeypatch.setattr(detector_feed, "LOG_KEPT", 8)
+    events = priced_events()
+    det, table = PartitionDetectors(0), Table()
+    written: dict[str, Any] = {}  # every log entry written, by key
+    original = det.apply
+
+    def apply(items: Any, known: Any) -> Any:
+        done = original(items, known)
+        entries = [(key, value) for key, value in done.entries if key.startswith(LOG) and value is not None]
+        assert len(entries) <= 1  # one entry per step
+        written.update(entries)
+        assert not any(key.startswith(LLM_STATES) and value is not None and PENDING in value
+                       for key, value in done.entries)  # no young entity has a document of its own
+        table.put(done.entries)
+        assert len(logged(table)) <= 8 + 1
+        return done
+
+    det.apply = apply  # type: ignore[method-assign]
+    run_feed(iter(events[: len(events) // 2]), det, table)
+    docs, _ = replay(logged(table), det.runner.runaway.config.window_s)
+    assert docs and docs == json.loads(json.dumps(det.runner.pending))
+    assert len(logged(table)) < len(written) / 4  # entries whose entities are all gone were deleted
+    carried = [record[1] for records in written.values() for record in records if record[0] == "d"]
+    assert len(carried) > len(set(carried))  # some were written again whole
+    restored = PartitionDetectors.restore(0, table.data.items())
+    assert restored.runner.pending == json.loads(json.dumps(det.runner.pending))
+
+
+def test_a_table_saved_before_the_log_takes_its_young_documents_into_it() -> None:
+    """A young entity saved whole (``s|llm|<id>`` with a pending section) is logged whole at the first
+    save after the restore, and its document deleted; a restore from then on finds it in the log."""
     events = priced_events()
     det, table = PartitionDetectors(0), Table()
     run_feed(iter(events[: len(events) // 2]), det, table)
-    saved = {key[len(LLM_STATES):]: value for key, value in table.data.items()
-             if key.startswith(LLM_STATES) and value is not None and PENDING in value}
-    assert saved and set(saved) == set(det.runner.pending)
-    for doc in saved.values():
-        assert set(doc) == {"_v", PENDING}  # a young session has no states yet, only its buckets
-        assert len(encode(doc[PENDING])) < 2048
-    restored = PartitionDetectors.restore(0, table.data.items())
+    old = Table()  # the same state as a version before the log saved it
+    old.data = {key: value for key, value in table.data.items() if not key.startswith(LOG)}
+    old.data.update((LLM_STATES + key, {"_v": 1, PENDING: doc}) for key, doc in det.runner.pending.items())
+    restored = PartitionDetectors.restore(0, old.data.items())
     assert restored.runner.pending == json.loads(json.dumps(det.runner.pending))
+    done = restored.apply([], old.known)
+    old.put(done.entries)
+    assert all(old.data[LLM_STATES + key] is None for key in det.runner.pending)
+    docs, _ = replay(logged(old), det.runner.runaway.config.window_s)
+    assert docs == restored.runner.pending
+    again = PartitionDetectors.restore(0, old.data.items())
+    assert again.runner.pending == restored.runner.pending

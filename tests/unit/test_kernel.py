@@ -28,11 +28,12 @@ from detectors.buckets import GpuBucket, LlmBucketer, LlmUsage
 from detectors.config import BucketConfig, DetectorConfig, IdleGpuConfig, IdleOverride
 from detectors.deferred import PENDING
 from detectors.idle_gpu import IdleGpuDetector
+from detectors.pending_log import replay
 from detectors.runner import DetectorRunner
 from streams.commands.eval import scenario
 from streams.core import detector_kernel
 from streams.core.catalog import load_catalog
-from streams.core.detector_feed import LLM_STATES, PartitionDetectors, latest_by_lane, route
+from streams.core.detector_feed import LLM_STATES, LOG, PartitionDetectors, latest_by_lane, route
 from streams.core.detector_kernel import KERNEL_API, PYTHON, KernelMissing, load_feed
 from streams.core.events import EVENT_ADAPTER
 from streams.core.pricing import Pricer
@@ -478,9 +479,12 @@ def kernel_runner(config: DetectorConfig) -> DetectorRunner:
 def test_young_entities_wait_in_the_kernel_as_in_python(
     config: DetectorConfig, steps: list[tuple[Any, ...]]
 ) -> None:
-    """Same decisions, documents (their saved JSON too), peers, states and findings under any thresholds,
-    expiry included."""
+    """Same decisions, documents, log entries (to the byte), peers, states and findings under any
+    thresholds, expiry included; the log's entries replay to the documents."""
     python, kernel = DetectorRunner(config, track_entities=False), kernel_runner(config)
+    for runner in (python, kernel):
+        runner.log_pending(kept=3)  # a short log: entities are written again whole often
+    logged: dict[int, Any] = {}
     t = 0.0
     for gap, session, user, tokens, prompt, usd, tick in steps:
         t += gap
@@ -492,9 +496,15 @@ def test_young_entities_wait_in_the_kernel_as_in_python(
         if tick:
             assert kernel.llm.pending_docs() == python.pending
             assert kernel.peers == python.peers
-            for key, saved in kernel.llm.pending_changes():  # the table entries, to the byte
-                doc = python.pending.get(key)
-                assert saved == (None if doc is None else to_json({"_v": 1, PENDING: doc}))
+            (expected, expected_gone), (got, gone) = python.pending_log_entry(), kernel.pending_log_entry()
+            assert gone == expected_gone
+            assert (None if got is None else (got[0], got[1])) == (
+                None if expected is None else (expected[0], to_json(expected[1])))  # the table entries
+            if got is not None:
+                logged[got[0]] = from_json(got[1])
+            for seq in gone:
+                del logged[seq]
+            assert replay(logged.items(), config.runaway.window_s)[0] == python.pending
     for runner in (python, kernel):
         runner.advance(t + 4000.0)  # closes everything, resolves quiet findings, expires entities
     assert kernel.llm.pending_count() == len(python.pending) == 0
@@ -527,7 +537,8 @@ def test_kernel_waiting_saves_and_restores_what_python_does_with_late_inputs_and
     """The table after every batch is the same, and detectors restored from it find the same.
 
     Late inputs close buckets at the end of their batch, several of one session in one ``close``; a
-    short expiry drops pending sessions and users (their entries become None in both).
+    short expiry drops pending sessions and users (logged as gone in both). A restore in either mode
+    takes back the documents the young entities' log gives.
     """
     from tests.unit.test_detector_feed import Table, delayed, inputs, outline, priced_events
 
@@ -538,7 +549,9 @@ def test_kernel_waiting_saves_and_restores_what_python_does_with_late_inputs_and
                for i in range(0, len(events), 37)]
     python = PartitionDetectors(0, config)
     kernel = PartitionDetectors(0, config, burnwatch_kernel.LlmBucketer, GPU_QUIET)
-    python_table, kernel_table, expected, expired = Table(), Table(), [], 0
+    python_table, kernel_table, expected = Table(), Table(), []
+    gone: set[str] = set()  # young entities logged as gone
+    stepped: set[str] = set()  # entities with states saved
     for batch in batches:
         done = python.apply(batch, python_table.known)
         python_table.put(done.entries)
@@ -547,26 +560,32 @@ def test_kernel_waiting_saves_and_restores_what_python_does_with_late_inputs_and
         kernel_table.put(kernel_done.entries)
         assert kernel_table.data == python_table.data
         assert [f.to_dict() for f in kernel_done.findings] == [f.to_dict() for f in done.findings]
-        expired += sum(value is None and ",session=" in key for key, value in done.entries)
-    assert expired > 0 and expected
-    for cut in (5, len(batches) // 2):
+        for key, value in done.entries:
+            if key.startswith(LLM_STATES) and value is not None:
+                stepped.add(key[len(LLM_STATES):])
+            elif key.startswith(LOG) and value is not None:
+                gone.update(record[1] for record in value if record[0] == "x")
+    assert any(",session=" in key for key in gone - stepped) and expected  # sessions expired young
+    for cut, kernel_after in ((5, True), (len(batches) // 2, True), (len(batches) // 2, False)):
         det = PartitionDetectors(0, config, burnwatch_kernel.LlmBucketer, GPU_QUIET)
         table, found = Table(), []
         for number, batch in enumerate(batches):
             if number == cut:
-                det = PartitionDetectors.restore(0, table.data.items(), config, burnwatch_kernel.LlmBucketer,
-                                               GPU_QUIET)
-                assert det.runner.llm.pending_docs() == python_pending(table)
+                feed = (burnwatch_kernel.LlmBucketer, GPU_QUIET) if kernel_after else (None, None)
+                det = PartitionDetectors.restore(0, table.data.items(), config, *feed)
+                docs = det.runner.llm.pending_docs() if kernel_after else det.runner.pending
+                assert docs == python_pending(table, config) and docs
             done = det.apply(batch, table.known)
             table.put(done.entries)
             found += done.findings
         assert outline(found) == outline(expected)
 
 
-def python_pending(table: Any) -> dict[str, Any]:
-    """The pending documents a table holds, by entity id."""
-    return {key[len(LLM_STATES):]: value[PENDING] for key, value in table.data.items()
-            if key.startswith(LLM_STATES) and value is not None and PENDING in value}
+def python_pending(table: Any, config: DetectorConfig) -> dict[str, Any]:
+    """The young entities' documents a table's log gives, by entity id."""
+    logged = [(int(key.rsplit("|", 1)[1]), value) for key, value in table.data.items()
+              if key.startswith(LOG) and value is not None]
+    return replay(logged, config.runaway.window_s)[0]
 
 
 def test_a_pending_entity_expires_when_the_python_runner_would_drop_it() -> None:
