@@ -33,7 +33,7 @@ from detectors.deferred import PENDING, bucket_of, entry, wait_below
 from detectors.findings import Finding
 from detectors.idle_gpu import IdleGpuDetector
 from detectors.model_switch import ModelSwitchDetector
-from detectors.pending_log import LOG_KEPT, PendingLog
+from detectors.pending_log import PendingLog
 from detectors.spikes import SpikeDetector
 from detectors.state import State, decode, encode
 from detectors.token_runaway import HOUR_S, TokenRunawayDetector, slide
@@ -246,48 +246,55 @@ class DetectorRunner:
                 self.pending_log.gone(key)
             self._step_pending(key, "session" if "session" in pending["e"] else "user", pending)
 
-    def log_pending(self, kept: int = LOG_KEPT) -> None:
+    def log_pending(self, carry_after_s: float) -> None:
         """Log the young entities' changes (``detectors.pending_log``), for a caller that saves them.
 
         Each step's entry is ``pending_log_entry``'s.
         """
         if self.bucketer_waits:
-            self.llm.log_pending(kept)
+            self.llm.log_pending(carry_after_s)
         else:
-            self.pending_log = PendingLog(kept)
+            self.pending_log = PendingLog(carry_after_s)
 
-    def pending_log_entry(self) -> tuple[tuple[int, Any] | None, list[int]]:
-        """End a step of the young entities' log: its entry ``(seq, records)`` and the entries to delete.
+    def pending_log_entry(self) -> tuple[tuple[int, Any] | None, list[int], list[str]]:
+        """End a step of the young entities' log: its entry ``(seq, records)`` and what to delete.
+
+        What to delete: the log's entries no entity needs any more, and the documents saved before the log
+        of entities gone or written again whole.
 
         The entry is None when there is none to write; its records are JSON bytes when the bucketer keeps
         them.
         """
         if self.bucketer_waits:
-            entry: tuple[tuple[int, Any] | None, list[int]] = self.llm.take_pending_log()
-            return entry
+            taken: tuple[tuple[int, Any] | None, list[int], list[str]]
+            taken = self.llm.take_pending_log(self.watermark)
+            return taken
         if self.pending_log is None:
-            return None, []
-        return self.pending_log.take(self.pending)
+            return None, [], []
+        return self.pending_log.take(self.pending, self.watermark)
 
-    def restore_pending_log(self, written: Iterable[int]) -> None:
-        """Take back the young entities' log entries the table holds (before ``restore_waiting``)."""
+    def restore_pending_log(self, written: Iterable[tuple[int, float]]) -> None:
+        """Take back the young entities' log entries the table holds (before ``restore_waiting``).
+
+        ``written``: their ``(seq, event time)``.
+        """
         if self.bucketer_waits:
             self.llm.restore_pending_log(sorted(written))
         elif self.pending_log is not None:
             self.pending_log.restore_entries(written)
 
-    def restore_waiting(self, key: str, doc: State, seq: int | None) -> None:
-        """Put back a young entity's document, pinned at log entry ``seq``.
+    def restore_waiting(self, key: str, doc: State, seq: int | None, old: bool = False) -> None:
+        """Put back a young entity's document, pinned at log entry ``seq`` (None: at none yet).
 
-        ``seq`` None: it was saved whole before the log, and is logged again whole. Raises ``ValueError``
-        for a document the bucketer cannot read.
+        ``old``: a document saved before the log is its base (``pending_log``). Raises ``ValueError`` for a
+        document the bucketer cannot read.
         """
         if self.bucketer_waits:
-            self.llm.restore_pending(key, doc, seq)
+            self.llm.restore_pending(key, doc, seq, old)
             return
         self.pending[key] = doc
         if self.pending_log is not None:
-            self.pending_log.restore(key, doc, seq)
+            self.pending_log.restore(key, seq, old)
 
     def restore(self, name: str, key: str, state: State) -> None:
         """Put back an entity's saved state (after a restart); not marked as changed."""

@@ -197,36 +197,44 @@ impl LlmBucketer {
     }
 
     /// Put back a pending entity's saved document (`wait` first), pinned at the young entities' log
-    /// entry `seq` (None: saved before the log, and logged again whole at the next step).
-    #[pyo3(signature = (key, doc, seq = None))]
-    fn restore_pending(&mut self, key: String, doc: &Bound<'_, PyDict>, seq: Option<u64>) -> PyResult<()> {
-        self.waiting_mut()?.restore(key, doc, seq)
+    /// entry `seq` (None: at none yet); `old` if it is a document saved before the log (its base).
+    #[pyo3(signature = (key, doc, seq = None, old = false))]
+    fn restore_pending(
+        &mut self,
+        key: String,
+        doc: &Bound<'_, PyDict>,
+        seq: Option<u64>,
+        old: bool,
+    ) -> PyResult<()> {
+        self.waiting_mut()?.restore(key, doc, seq, old)
     }
 
     /// Keep the young entities' log (`detectors.pending_log`), writing an entity again once it is pinned
-    /// more than `kept` entries back (`wait` first).
-    fn log_pending(&mut self, kept: u64) -> PyResult<()> {
-        self.waiting_mut()?.log.enable(kept);
+    /// at an entry `carry_after_s` of event time old (`wait` first).
+    fn log_pending(&mut self, carry_after_s: f64) -> PyResult<()> {
+        self.waiting_mut()?.log.enable(carry_after_s);
         Ok(())
     }
 
-    /// Take back the log's entries the table holds (their sequence numbers), before `restore_pending`.
-    fn restore_pending_log(&mut self, written: Vec<u64>) -> PyResult<()> {
+    /// Take back the log's entries the table holds, `(seq, event time)`, before `restore_pending`.
+    fn restore_pending_log(&mut self, written: Vec<(u64, f64)>) -> PyResult<()> {
         self.waiting_mut()?.log.restore_entries(written);
         Ok(())
     }
 
-    /// End a step of the young entities' log: `((seq, JSON of its records) or None, [entries to delete])`.
+    /// End a step of the young entities' log at event time `now`: `((seq, JSON of its entry) or None,
+    /// [entries to delete], [entities whose documents saved before the log go])`.
     #[allow(clippy::type_complexity)]
     fn take_pending_log<'py>(
         &mut self,
         py: Python<'py>,
-    ) -> PyResult<(Option<(u64, Bound<'py, PyBytes>)>, Vec<u64>)> {
+        now: f64,
+    ) -> PyResult<(Option<(u64, Bound<'py, PyBytes>)>, Vec<u64>, Vec<String>)> {
         let Some(waiting) = self.waiting.as_mut() else {
-            return Ok((None, Vec::new()));
+            return Ok((None, Vec::new(), Vec::new()));
         };
-        let (entry, deleted) = waiting.take_log();
-        Ok((entry.map(|(seq, json)| (seq, PyBytes::new(py, &json))), deleted))
+        let (entry, deleted, dropped) = waiting.take_log(now);
+        Ok((entry.map(|(seq, json)| (seq, PyBytes::new(py, &json))), deleted, dropped))
     }
 
     /// Take every pending entity out, by id, as `close`'s `("r", ...)` items.

@@ -14,7 +14,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use crate::buckets::{Bucket, SESSION, USER};
 use crate::peers::{learn, PeerConfig};
 use crate::pending_doc::{Entry, Pending, SCOPE_NAMES};
-use crate::pending_log::PendingLog;
+use crate::pending_log::{PendingLog, Taken};
 use crate::quiet::{quiet_user_step, RunawayQuiet};
 use crate::rounding::round7;
 use crate::value::joined;
@@ -259,19 +259,26 @@ impl Waiting {
         gone.len()
     }
 
-    /// Put back a saved document (decoded), pinned at log entry `seq` (None: logged again whole).
-    pub fn restore(&mut self, key: String, doc: &Bound<'_, PyDict>, seq: Option<u64>) -> PyResult<()> {
+    /// Put back a saved document (decoded), pinned at log entry `seq` (None: at none yet); `old` if it
+    /// is a document saved before the log.
+    pub fn restore(
+        &mut self,
+        key: String,
+        doc: &Bound<'_, PyDict>,
+        seq: Option<u64>,
+        old: bool,
+    ) -> PyResult<()> {
         let pending = Pending::from_python(doc).map_err(|error| {
             PyValueError::new_err(format!("the pending document of {key} is not one: {error}"))
         })?;
-        self.log.restore(&key, &pending, seq);
+        self.log.restore(&key, seq, old);
         self.pending.insert(key, pending);
         Ok(())
     }
 
-    /// End a step of the log: its entry `(seq, JSON)`, if any, and the entries to delete.
-    pub fn take_log(&mut self) -> (Option<(u64, Vec<u8>)>, Vec<u64>) {
-        self.log.take(&self.pending)
+    /// End a step of the log (`pending_log::Taken`).
+    pub fn take_log(&mut self, now: f64) -> Taken {
+        self.log.take(&self.pending, now)
     }
 
     /// Every pending entity, sorted by id, taken out (as `("r", scope, key, doc)` tuples).

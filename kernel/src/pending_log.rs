@@ -3,44 +3,54 @@
 //! `["x", id]`) written as JSON as they happen, which entities are pinned at which entry, and which
 //! entries the table holds.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::pending_doc::{Entry, Pending};
-use crate::value::write_str;
+use crate::value::{write_f64, write_str};
 
-pub const LOG_KEPT: u64 = 256; // detectors.pending_log.LOG_KEPT
+const CARRIED_PER_STEP: usize = 256; // detectors.pending_log.CARRIED_PER_STEP
+
+/// What a step of the log leaves to write: its entry `(seq, JSON)`, the entries to delete, and the
+/// entities whose documents saved before the log go.
+pub type Taken = (Option<(u64, Vec<u8>)>, Vec<u64>, Vec<String>);
 
 pub struct PendingLog {
     pub enabled: bool,
-    kept: u64,
+    carry_after_s: f64,
     next_seq: u64,
     records: Vec<u8>, // this step's records, as JSON, comma-separated
     pinned: FxHashMap<String, u64>,
-    pins: BTreeMap<u64, usize>,
+    by_seq: BTreeMap<u64, BTreeSet<String>>,
     written: VecDeque<u64>,
+    times: FxHashMap<u64, f64>, // the written entries' event times
+    old: FxHashSet<String>,     // entities whose document saved before the log is still their base
+    dropped: Vec<String>,
 }
 
 impl Default for PendingLog {
     fn default() -> Self {
         Self {
             enabled: false,
-            kept: LOG_KEPT,
+            carry_after_s: f64::INFINITY,
             next_seq: 0,
             records: Vec::new(),
             pinned: FxHashMap::default(),
-            pins: BTreeMap::new(),
+            by_seq: BTreeMap::new(),
             written: VecDeque::new(),
+            times: FxHashMap::default(),
+            old: FxHashSet::default(),
+            dropped: Vec::new(),
         }
     }
 }
 
 impl PendingLog {
-    /// Log from now on, writing entities again once pinned more than `kept` entries back.
-    pub fn enable(&mut self, kept: u64) {
+    /// Log from now on, writing entities again once pinned at an entry `carry_after_s` of event time old.
+    pub fn enable(&mut self, carry_after_s: f64) {
         self.enabled = true;
-        self.kept = kept.max(2);
+        self.carry_after_s = carry_after_s;
     }
 
     fn start(&mut self, tag: &[u8], key: &str) {
@@ -64,6 +74,7 @@ impl PendingLog {
         doc.write_doc(&mut self.records);
         self.records.push(b']');
         self.pin(key.to_owned(), self.next_seq);
+        self.drop_old(key);
     }
 
     /// One more bucket entry of a waiting entity.
@@ -75,6 +86,9 @@ impl PendingLog {
         self.records.push(b',');
         entry.write(&mut self.records);
         self.records.push(b']');
+        if !self.pinned.contains_key(key) {
+            self.pin(key.to_owned(), self.next_seq); // its first record over a document saved before the log
+        }
     }
 
     /// `key` no longer waits.
@@ -85,78 +99,103 @@ impl PendingLog {
         self.start(b"x", key);
         self.records.push(b']');
         self.unpin(key);
+        self.drop_old(key);
     }
 
-    /// A restored entity pinned at entry `seq`, or (None) logged again whole.
-    pub fn restore(&mut self, key: &str, doc: &Pending, seq: Option<u64>) {
-        match seq {
-            Some(seq) if self.enabled => {
-                self.unpin(key);
-                self.pin(key.to_owned(), seq);
-            }
-            _ => self.opened(key, doc),
+    /// A restored entity: pinned at entry `seq` (None: at none yet), `old` if a document saved before the
+    /// log is its base.
+    pub fn restore(&mut self, key: &str, seq: Option<u64>, old: bool) {
+        self.unpin(key);
+        if let Some(seq) = seq {
+            self.pin(key.to_owned(), seq);
+        }
+        if old {
+            self.old.insert(key.to_owned());
         }
     }
 
-    /// The entries the table holds.
-    pub fn restore_entries(&mut self, mut written: Vec<u64>) {
-        written.sort_unstable();
-        self.next_seq = written.last().map_or(0, |last| last + 1);
-        self.written = written.into();
+    /// The entries the table holds: `(seq, event time)`.
+    pub fn restore_entries(&mut self, mut written: Vec<(u64, f64)>) {
+        written.sort_unstable_by_key(|(seq, _)| *seq);
+        written.dedup_by_key(|(seq, _)| *seq);
+        self.next_seq = written.last().map_or(0, |(last, _)| last + 1);
+        self.written = written.iter().map(|(seq, _)| *seq).collect();
+        self.times = written.into_iter().collect();
     }
 
-    /// End a step: its entry `(seq, JSON)` if it has one to write, and the entries to delete.
-    pub fn take(&mut self, docs: &FxHashMap<String, Pending>) -> (Option<(u64, Vec<u8>)>, Vec<u64>) {
+    /// End a step at event time `now` (see `Taken`).
+    pub fn take(&mut self, docs: &FxHashMap<String, Pending>, now: f64) -> Taken {
         if !self.enabled {
-            return (None, Vec::new());
+            return (None, Vec::new(), Vec::new());
         }
-        if self.pins.first_key_value().is_some_and(|(&oldest, _)| oldest + self.kept < self.next_seq) {
-            let edge = self.next_seq - self.kept / 2;
-            let mut again: Vec<String> =
-                self.pinned.iter().filter(|(_, &seq)| seq < edge).map(|(key, _)| key.clone()).collect();
-            again.sort_unstable();
-            for key in again {
-                if let Some(doc) = docs.get(&key) {
-                    self.opened(&key, doc);
+        let edge = now - self.carry_after_s;
+        let mut due: Vec<String> = Vec::new();
+        'seqs: for (seq, keys) in &self.by_seq {
+            if self.times.get(seq).copied().unwrap_or(now) >= edge {
+                break;
+            }
+            for key in keys {
+                if due.len() == CARRIED_PER_STEP {
+                    break 'seqs;
                 }
+                due.push(key.clone());
+            }
+        }
+        for key in due {
+            if let Some(doc) = docs.get(&key) {
+                self.opened(&key, doc);
             }
         }
         let mut written = None;
         if !self.records.is_empty() {
-            let mut json = Vec::with_capacity(self.records.len() + 2);
-            json.push(b'[');
+            let mut json = Vec::with_capacity(self.records.len() + 40);
+            json.extend_from_slice(b"{\"t\":");
+            if now.is_finite() {
+                write_f64(&mut json, now);
+            } else {
+                json.extend_from_slice(b"null");
+            }
+            json.extend_from_slice(b",\"r\":[");
             json.append(&mut self.records);
-            json.push(b']');
+            json.extend_from_slice(b"]}");
             written = Some((self.next_seq, json));
             self.written.push_back(self.next_seq);
+            self.times.insert(self.next_seq, now);
             self.next_seq += 1;
         }
-        let floor = self.pins.first_key_value().map_or(self.next_seq, |(&seq, _)| seq);
+        let floor = self.by_seq.first_key_value().map_or(self.next_seq, |(&seq, _)| seq);
         let mut deleted = Vec::new();
         while let Some(&seq) = self.written.front().filter(|&&seq| seq < floor) {
             self.written.pop_front();
+            self.times.remove(&seq);
             if written.as_ref().is_some_and(|(at, _)| *at == seq) {
                 written = None; // every entity it names is gone already
             } else {
                 deleted.push(seq);
             }
         }
-        (written, deleted)
+        (written, deleted, std::mem::take(&mut self.dropped))
     }
 
     fn pin(&mut self, key: String, seq: u64) {
+        self.by_seq.entry(seq).or_default().insert(key.clone());
         self.pinned.insert(key, seq);
-        *self.pins.entry(seq).or_insert(0) += 1;
     }
 
     fn unpin(&mut self, key: &str) {
         if let Some(seq) = self.pinned.remove(key) {
-            if let Some(count) = self.pins.get_mut(&seq) {
-                *count -= 1;
-                if *count == 0 {
-                    self.pins.remove(&seq);
+            if let Some(keys) = self.by_seq.get_mut(&seq) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.by_seq.remove(&seq);
                 }
             }
+        }
+    }
+
+    fn drop_old(&mut self, key: &str) {
+        if self.old.remove(key) {
+            self.dropped.push(key.to_owned());
         }
     }
 }

@@ -79,7 +79,7 @@ from detectors.buckets import (
 from detectors.config import DetectorConfig
 from detectors.deferred import PENDING
 from detectors.findings import Finding
-from detectors.pending_log import LOG_KEPT, replay
+from detectors.pending_log import entry_time, replay
 from detectors.runner import TICK_S, DetectorRunner
 from detectors.state import State, StateError, from_dict, stamped
 from streams.core.entity_states import LLM_DETECTORS, LLM_SECTIONS, fuse, split
@@ -97,6 +97,7 @@ USAGE_FIELDS = 12  # an LLM request input's fields before its usage message's of
 MAX_RANGES = 16  # offset ranges kept per series group and usage partition; older gaps count as applied
 LLM_STATES = "s|llm|"  # an LLM entity's detector states, one entry (``entity_states``)
 LOG = "y|"  # ``y|<partition>|<seq>``: an entry of the young entities' log (``detectors.pending_log``)
+LOG_CARRY_FRACTION = 0.5  # of the time a quiet young entity waits: when it is written into the log again
 SEEN_VALUE = b"1"  # an ``i|`` entry's value (JSON already): the input was applied; ``o|`` keeps its content
 OPEN_SINCE = "|o"  # ``w|<partition>|o``: flushed_to when ``o|`` entries began (null: from the start)
 UPGRADED = "|a"  # ``w|<partition>|a``: [true] if saved by a version before runs' ranges, else [false]
@@ -576,7 +577,7 @@ class PartitionDetectors:
     app's, user's or session's states, one document for all its LLM detectors: ``entity_states.fuse``),
     ``y|<partition>|<seq>`` (the young sessions' and users' log: what happened to them in one step, JSON
     bytes already when the compiled bucketer keeps them: ``detectors.pending_log``; before the log each
-    had its own ``s|llm|`` document, taken into the log at a restore),
+    had its own ``s|llm|`` document, which the log continues after a restore until it goes),
     ``s|<detector>|<entity id>`` (a GPU's or a series' state; both ``None`` once expired), ``p|<app>``
     (an app's session peers), ``w|<partition>`` (event time reached and buckets closed up to) and
     ``w|<partition>|o`` (buckets closed up to when ``o|`` entries began: ``saved_entries``).
@@ -632,8 +633,8 @@ class PartitionDetectors:
         buckets = self.runner.config.buckets
         self.llm_widths = (buckets.session_s, buckets.app_s, buckets.scope_s)
         self.series_widths = buckets.series_s
-        self.runner.log_pending(LOG_KEPT)
-        self.converted: list[str] = []  # young entities saved whole before the log: their documents go
+        # a young entity pinned this long is written again whole: about twice in its life at most
+        self.runner.log_pending(self.runner.runaway.config.expire_after_s * LOG_CARRY_FRACTION)
 
     def apply(self, items: Sequence[Item], known: Callable[[Sequence[str]], list[bool]]) -> Applied:
         """Step the detectors with ``items``, skipping inputs already applied.
@@ -888,20 +889,19 @@ class PartitionDetectors:
             else:
                 state = states[name].get(key)
                 entries.append((f"{STATE}{name}|{key}", None if state is None else stamped(state)))
-        if self.converted:  # saved whole before the log (now in it): their documents keep their states only
-            fused.update(dict.fromkeys(self.converted))
-            self.converted = []
         tables = [(name, states[name]) for name in LLM_DETECTORS]
         for key in fused:
             entries.append((LLM_STATES + key, fuse(tables, key)))
             if self.legacy and key in self.legacy:  # its states were last saved one entry each
                 self.legacy.discard(key)
                 entries += [(f"{STATE}{name}|{key}", None) for name in LLM_DETECTORS]
-        logged, deleted = runner.pending_log_entry()
+        logged, deleted, dropped = runner.pending_log_entry()
         log_key = f"{LOG}{self.partition}|"
         if logged is not None:
             entries.append((f"{log_key}{logged[0]}", logged[1]))
         entries += [(f"{log_key}{seq}", None) for seq in deleted]
+        # young entities saved whole before the log, gone or written into it now: their documents go
+        entries += [(LLM_STATES + key, None) for key in dropped if key not in fused]
         for app in sorted(runner.peers_changed):
             entries.append((PEERS + app, stamped(runner.peers[app])))
         entries += [(RANGES + name, self.ranges[name]) for name in sorted(self.ranges_changed)]
@@ -1004,19 +1004,17 @@ class PartitionDetectors:
             for name in LLM_SECTIONS:
                 states.pop((name, entity), None)
             states.update(((name, entity), state) for name, state in fused.items())
-        waiting, pinned = replay(logged, runner.runaway.config.window_s)
-        runner.restore_pending_log(seq for seq, _ in logged)
+        old: dict[str, State] = {}  # young entities saved whole before the log: the log continues them
         for (name, entity), state in states.items():
-            if name == PENDING:  # saved whole before the log: logged again, its document goes
-                self.converted.append(entity)
-                if entity in waiting:
-                    continue
-                waiting[entity] = state
+            if name == PENDING:
+                old[entity] = state
             else:
                 runner.restore(name, entity, state)
+        waiting, pinned = replay(logged, runner.runaway.config.window_s, old)
+        runner.restore_pending_log((seq, entry_time(value)) for seq, value in logged)
         for entity, doc in waiting.items():
             try:
-                runner.restore_waiting(entity, doc, pinned.get(entity))
+                runner.restore_waiting(entity, doc, pinned.get(entity), entity in old)
             except ValueError as error:  # a pending document the kernel's bucketer cannot read
                 log.warning("dropped the saved detector state %s of %s: %s", PENDING, entity, error)
         horizon = runner.flushed_to - widest_bucket_s(runner.config)

@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 from detectors.buckets import LlmUsage
 from detectors.config import DetectorConfig
 from detectors.deferred import PENDING
-from detectors.pending_log import replay
+from detectors.pending_log import entry_time, replay
 from detectors.runner import DetectorRunner
 from streams.core import detector_feed
 from streams.core.detector_feed import LLM_STATES, LOG, PartitionDetectors
-from tests.unit.test_detector_feed import Table, priced_events, run_feed
+from tests.unit.test_detector_feed import Table, inputs, priced_events, run_feed
 
 
 def outcome(runner: DetectorRunner) -> tuple[str, str, list[str]]:
@@ -102,7 +102,7 @@ def logged(table: Table) -> list[tuple[int, Any]]:
 def test_young_entities_are_saved_in_the_log_and_restored(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each step writes one log entry at most; entries go once their entities are, and entities pinned
     too far back are written again, so the log stays short; a restore replays it."""
-    monkeypatch.setattr(detector_feed, "LOG_KEPT", 8)
+    monkeypatch.setattr(detector_feed, "LOG_CARRY_FRACTION", 0.05)  # written again after 180 s
     events = priced_events()
     det, table = PartitionDetectors(0), Table()
     written: dict[str, Any] = {}  # every log entry written, by key
@@ -116,35 +116,58 @@ def test_young_entities_are_saved_in_the_log_and_restored(monkeypatch: pytest.Mo
         assert not any(key.startswith(LLM_STATES) and value is not None and PENDING in value
                        for key, value in done.entries)  # no young entity has a document of its own
         table.put(done.entries)
-        assert len(logged(table)) <= 8 + 1
+        assert all(entry_time(value) >= det.runner.watermark - 180.0 for _, value in logged(table))
         return done
 
     det.apply = apply  # type: ignore[method-assign]
     run_feed(iter(events[: len(events) // 2]), det, table)
     docs, _ = replay(logged(table), det.runner.runaway.config.window_s)
     assert docs and docs == json.loads(json.dumps(det.runner.pending))
-    assert len(logged(table)) < len(written) / 4  # entries whose entities are all gone were deleted
-    carried = [record[1] for records in written.values() for record in records if record[0] == "d"]
+    assert len(logged(table)) < len(written) / 2  # the older entries were deleted
+    carried = [record[1] for value in written.values() for record in value["r"] if record[0] == "d"]
     assert len(carried) > len(set(carried))  # some were written again whole
     restored = PartitionDetectors.restore(0, table.data.items())
     assert restored.runner.pending == json.loads(json.dumps(det.runner.pending))
 
 
-def test_a_table_saved_before_the_log_takes_its_young_documents_into_it() -> None:
-    """A young entity saved whole (``s|llm|<id>`` with a pending section) is logged whole at the first
-    save after the restore, and its document deleted; a restore from then on finds it in the log."""
+def continue_an_old_table(feed: tuple[Any, Any] = (None, None)) -> tuple[Table, set[str]]:
+    """Restore a table saved before the log (young entities as ``s|llm|`` documents) and go on feeding it.
+
+    After every step the documents the table gives (its old documents, the log replayed over them) are
+    the detectors' own, and a restore from it gives them back. Return the table and the old entities.
+    """
     events = priced_events()
+    half = len(events) // 2
     det, table = PartitionDetectors(0), Table()
-    run_feed(iter(events[: len(events) // 2]), det, table)
-    old = Table()  # the same state as a version before the log saved it
+    run_feed(iter(events[:half]), det, table)
+    old = Table()  # the same state, as a version before the log saved it
     old.data = {key: value for key, value in table.data.items() if not key.startswith(LOG)}
     old.data.update((LLM_STATES + key, {"_v": 1, PENDING: doc}) for key, doc in det.runner.pending.items())
-    restored = PartitionDetectors.restore(0, old.data.items())
-    assert restored.runner.pending == json.loads(json.dumps(det.runner.pending))
-    done = restored.apply([], old.known)
-    old.put(done.entries)
-    assert all(old.data[LLM_STATES + key] is None for key in det.runner.pending)
-    docs, _ = replay(logged(old), det.runner.runaway.config.window_s)
-    assert docs == restored.runner.pending
-    again = PartitionDetectors.restore(0, old.data.items())
-    assert again.runner.pending == restored.runner.pending
+    restored = PartitionDetectors.restore(0, old.data.items(), None, *feed)
+    window_s = restored.runner.runaway.config.window_s
+
+    def docs(detectors: PartitionDetectors) -> dict[str, Any]:
+        runner = detectors.runner
+        pending = runner.llm.pending_docs() if runner.bucketer_waits else runner.pending
+        return dict(json.loads(json.dumps(pending)))
+
+    for step, records in enumerate(events[half:]):
+        done = restored.apply(inputs(records), old.known)
+        old.put(done.entries)
+        if step % 40 == 0:  # what a restore would replay, and a restore
+            base = {key[len(LLM_STATES):]: value[PENDING] for key, value in old.data.items()
+                    if key.startswith(LLM_STATES) and value is not None and PENDING in value}
+            assert replay(logged(old), window_s, base)[0] == docs(restored)
+        if step % 400 == 0:
+            assert docs(PartitionDetectors.restore(0, old.data.items(), None, *feed)) == docs(restored)
+    return old, set(det.runner.pending)
+
+
+def test_a_table_saved_before_the_log_is_continued_by_it() -> None:
+    """A young entity saved whole before the log keeps that document as the base of its log records; the
+    document goes when the entity does (never all of them rewritten in one step)."""
+    old, entities = continue_an_old_table()
+    kept = [key for key in entities if PENDING in (old.data[LLM_STATES + key] or {})]
+    assert len(kept) < len(entities)  # the others' documents went with them (or hold their states now)
+    records = [record for _, value in logged(old) for record in value["r"]]
+    assert any(record[1] in entities and record[0] == "b" for record in records)

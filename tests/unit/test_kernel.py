@@ -28,7 +28,7 @@ from detectors.buckets import GpuBucket, LlmBucketer, LlmUsage
 from detectors.config import BucketConfig, DetectorConfig, IdleGpuConfig, IdleOverride
 from detectors.deferred import PENDING
 from detectors.idle_gpu import IdleGpuDetector
-from detectors.pending_log import replay
+from detectors.pending_log import CARRIED_PER_STEP, replay
 from detectors.runner import DetectorRunner
 from streams.commands.eval import scenario
 from streams.core import detector_kernel
@@ -483,7 +483,7 @@ def test_young_entities_wait_in_the_kernel_as_in_python(
     thresholds, expiry included; the log's entries replay to the documents."""
     python, kernel = DetectorRunner(config, track_entities=False), kernel_runner(config)
     for runner in (python, kernel):
-        runner.log_pending(kept=3)  # a short log: entities are written again whole often
+        runner.log_pending(carry_after_s=30.0)  # a short log: entities are written again whole often
     logged: dict[int, Any] = {}
     t = 0.0
     for gap, session, user, tokens, prompt, usd, tick in steps:
@@ -496,8 +496,9 @@ def test_young_entities_wait_in_the_kernel_as_in_python(
         if tick:
             assert kernel.llm.pending_docs() == python.pending
             assert kernel.peers == python.peers
-            (expected, expected_gone), (got, gone) = python.pending_log_entry(), kernel.pending_log_entry()
-            assert gone == expected_gone
+            (expected, expected_gone, dropped), (got, gone, kernel_dropped) = (
+                python.pending_log_entry(), kernel.pending_log_entry())
+            assert gone == expected_gone and dropped == kernel_dropped == []
             assert (None if got is None else (got[0], got[1])) == (
                 None if expected is None else (expected[0], to_json(expected[1])))  # the table entries
             if got is not None:
@@ -564,7 +565,7 @@ def test_kernel_waiting_saves_and_restores_what_python_does_with_late_inputs_and
             if key.startswith(LLM_STATES) and value is not None:
                 stepped.add(key[len(LLM_STATES):])
             elif key.startswith(LOG) and value is not None:
-                gone.update(record[1] for record in value if record[0] == "x")
+                gone.update(record[1] for record in value["r"] if record[0] == "x")
     assert any(",session=" in key for key in gone - stepped) and expected  # sessions expired young
     for cut, kernel_after in ((5, True), (len(batches) // 2, True), (len(batches) // 2, False)):
         det = PartitionDetectors(0, config, burnwatch_kernel.LlmBucketer, GPU_QUIET)
@@ -579,6 +580,40 @@ def test_kernel_waiting_saves_and_restores_what_python_does_with_late_inputs_and
             table.put(done.entries)
             found += done.findings
         assert outline(found) == outline(expected)
+
+
+def test_long_waiters_are_written_again_oldest_first_and_a_bounded_number_a_step() -> None:
+    """1,200 young entities pinned at the first entry: once it is older than the log keeps, each step
+    writes at most ``CARRIED_PER_STEP`` of them again, in order, the same in both modes."""
+    config = DetectorConfig()
+    python, kernel = DetectorRunner(config, track_entities=False), kernel_runner(config)
+    for runner in (python, kernel):
+        runner.log_pending(carry_after_s=30.0)
+    first = {f"app=bot,{scope}={scope[0]}{i}" for i in range(600) for scope in ("session", "user")}
+    carried: list[list[str]] = []
+    for step in range(10):
+        t = 20.0 * step
+        for runner in (python, kernel):
+            senders = range(600) if step == 0 else [1000 + step]  # a new session a step: an entry a step
+            for i in senders:
+                runner.add_usage(LlmUsage(t + 1.0, "bot", f"u{i}", f"s{i}", "m", 10, 10, 0.001, None, "ml"))
+            runner.advance(t + 15.0)
+        (expected, expected_gone, _), (got, gone, _) = python.pending_log_entry(), kernel.pending_log_entry()
+        assert expected is not None and got is not None
+        assert (got[0], got[1], gone) == (expected[0], to_json(expected[1]), expected_gone)
+        carried.append([record[1] for record in expected[1]["r"] if record[0] == "d" and record[1] in first])
+    sizes = [len(keys) for keys in carried]
+    assert sizes[0] == 1200 and max(sizes) == 1200 and max(sizes[1:]) == CARRIED_PER_STEP
+    again = [key for keys in carried[1:] for key in keys][:1200]
+    assert again == sorted(first)  # the oldest pin first, by entity id, each once
+
+
+def test_the_kernel_continues_a_table_saved_before_the_log_as_python_does() -> None:
+    from tests.unit.test_deferred import continue_an_old_table
+
+    python, _ = continue_an_old_table()
+    kernel, _ = continue_an_old_table((burnwatch_kernel.LlmBucketer, GPU_QUIET))
+    assert kernel.data == python.data
 
 
 def python_pending(table: Any, config: DetectorConfig) -> dict[str, Any]:
