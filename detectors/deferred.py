@@ -26,7 +26,7 @@ from detectors.buckets import LlmBucket
 from detectors.config import DetectorConfig
 
 PENDING = "pending"
-"""The runner's name for pending documents (in ``changed``, and a section of the saved LLM document)."""
+"""The runner's name for pending documents (a section of the LLM document saved before ``pending_log``)."""
 
 
 def wait_below(config: DetectorConfig) -> dict[str, int]:

@@ -49,7 +49,8 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from detectors.deferred import bucket_of
+from detectors.buckets import LlmBucket
+from detectors.deferred import bucket_of, entry
 from detectors.state import State
 from detectors.token_runaway import slide
 
@@ -182,17 +183,19 @@ def entry_records(value: Any) -> list[Any]:
     return records
 
 
-def waited(doc: State | None, bucket_item: list[Any], entity: dict[str, str], scope: str,
-           window_s: float) -> State:
-    """Return the document of an entity that waits with one more bucket entry (``doc`` None: its first).
+def waited(doc: State | None, bucket: LlmBucket, window_s: float) -> tuple[State, float]:
+    """Return the document of an entity that waits with one more bucket, and its runaway window's USD.
 
-    A session's keeps its runaway window (``token_runaway.slide``), as ``DetectorRunner._wait`` does.
+    ``doc`` None: the bucket is its first. The USD is 0.0 for a user. A session's document keeps that
+    window (``token_runaway.slide``). ``DetectorRunner._wait`` and ``replay`` build every waiting
+    document here.
     """
     sent, kept, items = (0, [], []) if doc is None else (doc["n"], doc.get("w", []), doc["b"])
-    new = {"e": entity, "last": bucket_item[1], "n": sent + bucket_item[2], "b": [*items, bucket_item]}
-    if scope == "session":
-        new["w"] = slide(kept, bucket_of(scope, entity, bucket_item), window_s)[1]
-    return new
+    new = {"e": bucket.entity, "last": bucket.end, "n": sent + bucket.requests, "b": [*items, entry(bucket)]}
+    usd = 0.0
+    if bucket.scope == "session":
+        _, new["w"], usd, _ = slide(kept, bucket, window_s)
+    return new, usd
 
 
 def replay(entries: Iterable[tuple[int, Any]], window_s: float, base: Mapping[str, State] | None = None
@@ -225,7 +228,7 @@ def replay(entries: Iterable[tuple[int, Any]], window_s: float, base: Mapping[st
                         continue
                     entity = doc["e"]
                     scope = "session" if "session" in entity else "user"
-                    docs[key] = waited(doc, record[2], entity, scope, window_s)
+                    docs[key] = waited(doc, bucket_of(scope, entity, record[2]), window_s)[0]
                     pinned.setdefault(key, seq)  # a base document's first record since
                 elif tag == GONE:
                     docs.pop(key, None)

@@ -29,14 +29,14 @@ from detectors.buckets import (
 )
 from detectors.config import DetectorConfig
 from detectors.context_bloat import ContextBloatDetector
-from detectors.deferred import PENDING, bucket_of, entry, wait_below
+from detectors.deferred import PENDING, bucket_of, wait_below
 from detectors.findings import Finding
 from detectors.idle_gpu import IdleGpuDetector
 from detectors.model_switch import ModelSwitchDetector
-from detectors.pending_log import PendingLog
+from detectors.pending_log import PendingLog, waited
 from detectors.spikes import SpikeDetector
 from detectors.state import State, decode, encode
-from detectors.token_runaway import HOUR_S, TokenRunawayDetector, slide
+from detectors.token_runaway import HOUR_S, TokenRunawayDetector
 
 TICK_S = 5.0
 EXPIRE_EVERY_S = 600.0
@@ -179,7 +179,6 @@ class DetectorRunner:
                     self.changed.add((name, key))
             for key in sorted(k for k, p in self.pending.items() if self.runaway.expired(p, watermark)):
                 del self.pending[key]
-                self.changed.add((PENDING, key))
                 if self.pending_log is not None:
                     self.pending_log.gone(key)
             if self.bucketer_waits:
@@ -241,7 +240,6 @@ class DetectorRunner:
                 self._closed(item)
         for key, pending in sorted(self.pending.items()):
             del self.pending[key]
-            self.changed.add((PENDING, key))
             if self.pending_log is not None:
                 self.pending_log.gone(key)
             self._step_pending(key, "session" if "session" in pending["e"] else "user", pending)
@@ -299,10 +297,7 @@ class DetectorRunner:
     def restore(self, name: str, key: str, state: State) -> None:
         """Put back an entity's saved state (after a restart); not marked as changed."""
         if name == PENDING:
-            if self.bucketer_waits:
-                self.llm.restore_pending(key, state)
-            else:
-                self.pending[key] = state
+            self.restore_waiting(key, state, None)
             return
         self.states[name][key] = state
         if "open" in state:
@@ -345,30 +340,24 @@ class DetectorRunner:
                 return False
             if bucket.scope == "session" and (key in states["agent_loop"] or key in states["context_bloat"]):
                 return False  # restored from states saved some other way: stepped as they are
-            sent, kept, items = 0, [], []
         else:
             if self.roundtrip_state:
                 pending = decode(encode(pending))
-            sent = pending["n"]
-            if sent + bucket.requests >= below:
+            if pending["n"] + bucket.requests >= below:
                 del self.pending[key]
-                self.changed.add((PENDING, key))
                 if self.pending_log is not None:
                     self.pending_log.gone(key)
                 self._step_pending(key, bucket.scope, pending)
                 return False
-            kept, items = pending.get("w", []), pending["b"]
-        waiting = self.pending[key] = {"e": bucket.entity, "last": bucket.end, "n": sent + bucket.requests,
-                                       "b": [*items, entry(bucket)]}
-        self.changed.add((PENDING, key))
+        window_s = self.runaway.config.window_s
+        waiting, usd = waited(pending, bucket, window_s)
+        self.pending[key] = waiting
         if self.track_entities:
             for name in SCOPE_STEPS[bucket.scope]:
                 self._seen(name).add(key)
         if bucket.scope == "session":  # its app's peers learn its rate and latest bucket, as when stepped
-            _, window, usd, _ = slide(kept, bucket, self.runaway.config.window_s)
-            waiting["w"] = window
             app, peers = bucket.app, self.peers.get(bucket.app)
-            seen = {"rate": usd / self.runaway.config.window_s * HOUR_S, "w": window[-1:]}
+            seen = {"rate": usd / window_s * HOUR_S, "w": waiting["w"][-1:]}
             self.peers[app] = self.runaway.learn_peer(peers or {}, seen, owned=not self.roundtrip_state)
             self.peers_changed.add(app)
         if self.pending_log is not None:
@@ -386,7 +375,6 @@ class DetectorRunner:
         """
         if isinstance(item, tuple):
             _, scope, key, pending = item
-            self.changed.add((PENDING, key))
             self._step_pending(key, scope, pending)
         else:
             self._llm(item)

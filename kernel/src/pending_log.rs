@@ -3,7 +3,7 @@
 //! `["x", id]`) written as JSON as they happen, which entities are pinned at which entry, and which
 //! entries the table holds.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -23,9 +23,8 @@ pub struct PendingLog {
     records: Vec<u8>, // this step's records, as JSON, comma-separated
     pinned: FxHashMap<String, u64>,
     by_seq: BTreeMap<u64, BTreeSet<String>>,
-    written: VecDeque<u64>,
-    times: FxHashMap<u64, f64>, // the written entries' event times
-    old: FxHashSet<String>,     // entities whose document saved before the log is still their base
+    written: BTreeMap<u64, f64>, // the entries the table holds, by seq: their event times
+    old: FxHashSet<String>,      // entities whose document saved before the log is still their base
     dropped: Vec<String>,
 }
 
@@ -38,8 +37,7 @@ impl Default for PendingLog {
             records: Vec::new(),
             pinned: FxHashMap::default(),
             by_seq: BTreeMap::new(),
-            written: VecDeque::new(),
-            times: FxHashMap::default(),
+            written: BTreeMap::new(),
             old: FxHashSet::default(),
             dropped: Vec::new(),
         }
@@ -115,12 +113,9 @@ impl PendingLog {
     }
 
     /// The entries the table holds: `(seq, event time)`.
-    pub fn restore_entries(&mut self, mut written: Vec<(u64, f64)>) {
-        written.sort_unstable_by_key(|(seq, _)| *seq);
-        written.dedup_by_key(|(seq, _)| *seq);
-        self.next_seq = written.last().map_or(0, |(last, _)| last + 1);
-        self.written = written.iter().map(|(seq, _)| *seq).collect();
-        self.times = written.into_iter().collect();
+    pub fn restore_entries(&mut self, written: Vec<(u64, f64)>) {
+        self.written = written.into_iter().collect();
+        self.next_seq = self.written.last_key_value().map_or(0, |(last, _)| last + 1);
     }
 
     /// End a step at event time `now` (see `Taken`).
@@ -131,7 +126,7 @@ impl PendingLog {
         let edge = now - self.carry_after_s;
         let mut due: Vec<String> = Vec::new();
         'seqs: for (seq, keys) in &self.by_seq {
-            if self.times.get(seq).copied().unwrap_or(now) >= edge {
+            if self.written.get(seq).copied().unwrap_or(now) >= edge {
                 break;
             }
             for key in keys {
@@ -159,15 +154,13 @@ impl PendingLog {
             json.append(&mut self.records);
             json.extend_from_slice(b"]}");
             written = Some((self.next_seq, json));
-            self.written.push_back(self.next_seq);
-            self.times.insert(self.next_seq, now);
+            self.written.insert(self.next_seq, now);
             self.next_seq += 1;
         }
         let floor = self.by_seq.first_key_value().map_or(self.next_seq, |(&seq, _)| seq);
         let mut deleted = Vec::new();
-        while let Some(&seq) = self.written.front().filter(|&&seq| seq < floor) {
-            self.written.pop_front();
-            self.times.remove(&seq);
+        let kept = self.written.split_off(&floor); // those below it go
+        for seq in std::mem::replace(&mut self.written, kept).into_keys() {
             if written.as_ref().is_some_and(|(at, _)| *at == seq) {
                 written = None; // every entity it names is gone already
             } else {

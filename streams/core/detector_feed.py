@@ -884,8 +884,6 @@ class PartitionDetectors:
         for name, key in sorted(runner.changed):
             if name in LLM_DETECTORS:
                 fused[key] = None
-            elif name == PENDING:  # a young entity's changes are in its log
-                continue
             else:
                 state = states[name].get(key)
                 entries.append((f"{STATE}{name}|{key}", None if state is None else stamped(state)))
@@ -938,7 +936,8 @@ class PartitionDetectors:
         marked, since, ranged = False, None, None  # a saved mark; when ``o|`` entries began; ``|a``
         states: dict[tuple[str, str], State] = {}
         merged: dict[str, dict[str, State]] = {}  # s|llm| entries by entity
-        logged: list[tuple[int, Any]] = []  # the young entities' log: (seq, records)
+        logged: list[tuple[int, Any]] = []  # the young entities' log: (seq, entry)
+        log_key = f"{LOG}{partition}|"
         for key, value in entries:
             if value is None:
                 continue
@@ -984,8 +983,8 @@ class PartitionDetectors:
                 ranged = value
             elif key.startswith(OPEN):
                 pending += self.open.restore(key, value)
-            elif key.startswith(f"{LOG}{partition}|"):
-                seq = key[len(f"{LOG}{partition}|"):]
+            elif key.startswith(log_key):
+                seq = key[len(log_key):]
                 if seq.isdigit():
                     logged.append((int(seq), value))
                 else:
