@@ -18,6 +18,7 @@ from typing import Any
 import faust
 
 from streams.batching import InFlight, PartitionBatch, handle_batches
+from streams.core.bounded_groups import bounded_groups
 from streams.core.costs import CostRecord
 from streams.core.dead_letter import dead_letter_record, encode_dead_letter
 from streams.core.price_batch import PricedBatch, cost_messages, price_payload
@@ -32,6 +33,9 @@ log = logging.getLogger("burnwatch.pricing")
 
 SOURCES = {USAGE_GPU: "gpu", USAGE_LLM: "llm", USAGE_STORAGE: "storage"}
 
+# event ids a changelog message of the ids table holds at most (at most about 230 bytes each: ids are up to
+# 200 characters): the ids of a backlog's batch of large messages in one message could pass its size limit
+MAX_IDS_PER_WRITE = 40_000
 ROUTE_RECORDS = 1_000  # the priced-record stages run once this many records (or the batch's end)
 
 PricedStage = Callable[
@@ -118,17 +122,19 @@ def register_price_agent(
             return event_id in priced_here or event_ids.contains(event_id, partition)
 
         def remember(run: list[tuple[Any, PricedBatch]]) -> None:
-            """Store the ids of a run of acknowledged messages (one changelog message), then count them."""
-            if not run:
-                return
-            ids = [(e.event_id, int(e.time.timestamp())) for _, priced in run for e in priced.events]
-            acknowledged = PartitionBatch(batch.topic, partition, [stream_event for stream_event, _ in run])
-            event_ids.put_batch(ids, batch_key=acknowledged.batch_key, partition=partition)
+            """Store the ids of a run of acknowledged messages, then count them.
+
+            One changelog message per ``MAX_IDS_PER_WRITE`` ids at most, each keyed by its messages' offsets.
+            """
+            for part in bounded_groups(run, lambda item: len(item[1].events), MAX_IDS_PER_WRITE):
+                ids = [(e.event_id, int(e.time.timestamp())) for _, priced in part for e in priced.events]
+                acknowledged = PartitionBatch(batch.topic, partition, [event for event, _ in part])
+                event_ids.put_batch(ids, batch_key=acknowledged.batch_key, partition=partition)
             now = time.time()
-            for message, (_, priced) in zip(acknowledged.messages, run, strict=True):
+            for stream_event, priced in run:
                 count(priced, source)
-                if message.timestamp:
-                    metrics.processing_lag.labels(source).observe(max(0.0, now - message.timestamp))
+                if sent_at := stream_event.message.timestamp:
+                    metrics.processing_lag.labels(source).observe(max(0.0, now - sent_at))
 
         # An id is remembered only once Kafka has acknowledged its charges: the local store then
         # never runs ahead of the output, so a crash can repeat a message (same x_ChargeId) but

@@ -53,6 +53,7 @@ from streams.core.detector_feed import (
     finding_key,
     run_inputs,
     saved_entries,
+    steps_of,
     tick,
     widest_bucket_s,
 )
@@ -268,12 +269,13 @@ def register_detector_agents(
                 refuse_acks(batch.messages)
                 return
             del live.held[partition]
-        items: list[Any] = []
-        for message in batch.messages:
-            items += from_json(message.value)
         try:
             async with live.lock(partition):
-                await step(partition, items, batch.batch_key)
+                # in steps of bounded size, each saving its changes in one changelog message (a compacted
+                # topic: each under a key of its own)
+                steps = steps_of(from_json(message.value) for message in batch.messages)
+                for number, items in enumerate(steps):
+                    await step(partition, items, f"{batch.batch_key}#{number}" if number else batch.batch_key)
         except Exception:
             # Not raised: a crashed agent would drop the messages it had buffered, and deliver the ones
             # after them first. The batch is read again from here (the repair, after 10 s); until then

@@ -82,12 +82,14 @@ from detectors.findings import Finding
 from detectors.pending_log import entry_time, replay
 from detectors.runner import TICK_S, DetectorRunner
 from detectors.state import State, StateError, from_dict, stamped
+from streams.core.bounded_groups import bounded_groups
 from streams.core.entity_states import LLM_DETECTORS, LLM_SECTIONS, fuse, split
 from streams.core.open_inputs import OPEN, OpenInputs
 from streams.core.repeats import seen_before
 from streams.core.router_ticks import QUIET, STARTING, RouterTicks
 
 GPU, USAGE, SERIES, TICK, RUN = "g", "u", "s", "t", "r"
+STEP_MAX_INPUTS = 20_000  # inputs a step of detector.inputs messages applies at most (``steps_of``)
 FOLD_S = 60.0  # series inputs of one batch are summed per minute before they are sent
 IDLE_SOURCE_S = 300.0
 IDLE_WALL_S = 30.0
@@ -285,6 +287,27 @@ def run_inputs(run: Item) -> int:
     3
     """
     return len(run[3]) + len(run[4]) + len(run[5])
+
+
+def steps_of(messages: Iterable[list[Item]], max_inputs: int = STEP_MAX_INPUTS) -> Iterator[list[Item]]:
+    """Group ``detector.inputs`` messages (each a list of items) into steps of at most ``max_inputs`` inputs.
+
+    A step saves everything it changed in one changelog message, whose size grows with its inputs (up
+    to about 160 bytes an input where every session is new): a step over all of a large batch could pass
+    the broker's message size (a 19 MB step of 129,000 inputs was measured). Messages stay whole (a run
+    is applied all or none), in order; one larger than ``max_inputs`` is a step of its own. A tick counts
+    as one input.
+
+    >>> run = lambda n: ["r", "usage.llm:0", [[0, 0]], [], [["u", str(i)] for i in range(n)], []]
+    >>> [[len(item[4]) if item[0] == "r" else item[0] for item in step]
+    ...  for step in steps_of([[run(3)], [run(2), ["t", 5.0]], [run(9)], [run(1)]], max_inputs=6)]
+    [[3, 2, 't'], [9], [1]]
+    """
+    def inputs(items: list[Item]) -> int:
+        return sum(run_inputs(item) if item[0] == RUN else 1 for item in items)
+
+    for group in bounded_groups(messages, inputs, max_inputs):
+        yield [item for items in group for item in items]
 
 
 def _spanned(messages: Sequence[tuple[int, int]]) -> list[list[int]]:

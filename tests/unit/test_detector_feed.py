@@ -33,6 +33,7 @@ from streams.core.detector_feed import (
     finding_alert,
     route,
     saved_entries,
+    steps_of,
     tick,
     widest_bucket_s,
 )
@@ -185,6 +186,39 @@ def test_late_inputs_applied_after_the_last_flush_survive_a_restart() -> None:
             table.put(done.entries)
             found += done.findings
         assert outline(found) == outline(expected)
+
+
+def test_a_batch_applied_in_bounded_steps_finds_and_keeps_what_one_step_does() -> None:
+    """``detect_anomalies`` applies a large batch of messages in steps of at most ``STEP_MAX_INPUTS``
+    (``steps_of``), each saved on its own: the same findings and states as one step over the batch, and
+    detectors restored from either table go on to find the same."""
+    events = priced_events()
+    messages = [inputs(records) for records in events]  # one message per event
+    batches = [messages[first:first + 150] for first in range(0, len(messages), 150)]
+    whole, split_up = PartitionDetectors(0), PartitionDetectors(0)
+    whole_table, split_table = Table(), Table()
+    expected: list[Finding] = []
+    found: list[Finding] = []
+    steps = 0
+    for batch in batches[:-2]:
+        done = whole.apply([item for message in batch for item in message], whole_table.known)
+        whole_table.put(done.entries)
+        expected += done.findings
+        for items in steps_of(batch, max_inputs=40):
+            assert len(items) <= 40
+            done = split_up.apply(items, split_table.known)
+            split_table.put(done.entries)
+            found += done.findings
+            steps += 1
+    assert steps > 3 * len(batches[:-2])
+    assert outline(found) == outline(expected) != []
+    assert split_up.runner.states == whole.runner.states
+    rest = []
+    for table in (whole_table, split_table):  # the rest, by detectors restored from each table
+        det = PartitionDetectors.restore(0, table.data.items())
+        rest.append(outline([finding for batch in batches[-2:] for finding in det.apply(
+            [item for message in batch for item in message], table.known).findings]))
+    assert rest[0] == rest[1]
 
 
 def reader(table: Table, asked: list[str] | None = None) -> Callable[[str], list[tuple[str, Any]]]:
