@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use pyo3::exceptions::{PyOverflowError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString, PyTuple};
 use rustc_hash::FxHashMap;
 
 use crate::peers::PeerConfig;
@@ -176,19 +176,10 @@ impl LlmBucketer {
         if let Some(waiting) = self.waiting.as_mut() {
             waiting.begin();
         }
-        for mut bucket in closed {
-            if let (Some(waiting), true) = (self.waiting.as_mut(), bucket.scope != APP) {
-                match waiting.take(py, &mut bucket)? {
-                    Outcome::Done => continue,
-                    Outcome::Release(release) => {
-                        step.call1((release,))?;
-                    }
-                    Outcome::Step => {}
-                }
-            }
-            step.call1((self.to_python(py, bucket)?,))?;
-        }
-        Ok(count)
+        let stepped = self.step_closed(py, closed, step);
+        // the peers learned as Rust values go back to the runner's dicts, whether every step ran or not
+        let written = self.waiting.as_mut().map_or(Ok(()), |waiting| waiting.write_peers(py, None));
+        stepped.and(written).map(|()| count)
     }
 
     /// Drop the pending entities quiet for longer than the runaway detector's `expire_after_s`.
@@ -336,6 +327,27 @@ impl LlmBucketer {
                     None => bucket.models.push((model, [1.0, tokens, cost_usd])),
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// `close`'s loop: each closed bucket waits, or goes to `step` (a session's once its app's peers are
+    /// written back: the runner's session step reads and learns them).
+    fn step_closed(&mut self, py: Python<'_>, closed: Vec<Bucket>, step: &Bound<'_, PyAny>) -> PyResult<()> {
+        for mut bucket in closed {
+            if let (Some(waiting), true) = (self.waiting.as_mut(), bucket.scope != APP) {
+                match waiting.take(py, &mut bucket)? {
+                    Outcome::Done => continue,
+                    Outcome::Release(release) => {
+                        step.call1((release,))?;
+                    }
+                    Outcome::Step => {}
+                }
+                if bucket.scope == SESSION {
+                    waiting.write_peers(py, Some(bucket.app.bind(py).cast::<PyString>()?.to_str()?))?;
+                }
+            }
+            step.call1((self.to_python(py, bucket)?,))?;
         }
         Ok(())
     }

@@ -1,9 +1,11 @@
-//! An app's session peers learn a waiting session's bucket in place, as
-//! `TokenRunawayDetector.learn_peer(peers, seen, owned=True)` does (with `app_activity.add_traffic`).
+//! An app's session peers learn a waiting session's bucket, as
+//! `TokenRunawayDetector.learn_peer(peers, seen, owned=True)` does (with `app_activity.add_traffic`):
+//! on Rust values (`Peers`) between the runner's reads of them, or in place in the runner's dict
+//! (`learn`) when it holds a shape `Peers` does not read.
 
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString};
 
 use crate::record::number_or;
 use crate::rounding::round7;
@@ -113,9 +115,167 @@ fn add_traffic(
         cu *= factor;
         cq *= factor;
         ct = edge;
+    } else if drop == 0 {
+        return Ok(()); // the sums did not move: Python writes none of them (an int stays an int)
     }
     peers.set_item(intern!(py, "ct"), ct)?;
     peers.set_item(intern!(py, "cu"), cu)?;
     peers.set_item(intern!(py, "cq"), cq)?;
     Ok(())
+}
+
+/// The keys of a peer state the learning has written, in the order it first writes them.
+const KEYS: [&str; 8] = ["c0", "ct", "cu", "cq", "cw", "m", "v", "n"];
+
+/// An app's session peers as Rust values: the runner's dict read once, learned into, and written back
+/// whole (`write`) before the runner reads it again. Its figures are those `learn` would leave in the dict.
+pub struct Peers {
+    sums: Option<[f64; 4]>,       // c0, ct, cu, cq: None until the first bucket is learned
+    window: Vec<(f64, f64, i64)>, // cw: (end, USD, requests)
+    mean: f64,
+    var: f64,
+    n: i64,
+}
+
+fn float(value: &Bound<'_, PyAny>) -> Option<f64> {
+    value.cast::<PyFloat>().ok().map(|x| x.value())
+}
+
+fn int(value: &Bound<'_, PyAny>) -> Option<i64> {
+    if value.is_instance_of::<PyBool>() {
+        return None;
+    }
+    value.cast::<PyInt>().ok()?.extract().ok()
+}
+
+impl Peers {
+    /// Read the runner's peers of an app (None or empty: none yet). None when the dict lacks one of the
+    /// eight keys the learning writes, or holds a type it does not write there (floats, the counts ints):
+    /// such a dict is learned in place (`learn`), so what the runner holds stays exactly what Python's
+    /// learning would leave. Other keys (a restored state's version, `_v`) stay as they are.
+    pub fn read(peers: Option<&Bound<'_, PyDict>>) -> PyResult<Option<Self>> {
+        let fresh = Self { sums: None, window: Vec::new(), mean: 0.0, var: 0.0, n: 0 };
+        let Some(peers) = peers.filter(|peers| !peers.is_empty()) else {
+            return Ok(Some(fresh));
+        };
+        let py = peers.py();
+        let mut values = Vec::with_capacity(KEYS.len());
+        for key in KEYS {
+            match peers.get_item(PyString::intern(py, key))? {
+                Some(value) => values.push(value),
+                None => return Ok(None),
+            }
+        }
+        let floats: Option<Vec<f64>> = [0, 1, 2, 3, 5, 6].iter().map(|&i| float(&values[i])).collect();
+        let (Some(floats), Some(n)) = (floats, int(&values[7])) else {
+            return Ok(None);
+        };
+        let Ok(list) = values[4].cast::<PyList>() else {
+            return Ok(None);
+        };
+        let mut window = Vec::with_capacity(list.len());
+        for entry in list.iter() {
+            let Ok(entry) = entry.cast_into::<PyList>() else {
+                return Ok(None);
+            };
+            if entry.len() != 3 {
+                return Ok(None);
+            }
+            let (end, usd, requests) = (entry.get_item(0)?, entry.get_item(1)?, entry.get_item(2)?);
+            match (float(&end), float(&usd), int(&requests)) {
+                (Some(end), Some(usd), Some(requests)) => window.push((end, usd, requests)),
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(Self {
+            sums: Some([floats[0], floats[1], floats[2], floats[3]]),
+            window,
+            mean: floats[4],
+            var: floats[5],
+            n,
+        }))
+    }
+
+    /// `learn` on these values.
+    pub fn learn(&mut self, rate: f64, latest: (f64, f64, f64, i64), config: &PeerConfig) {
+        self.add_traffic(latest, config);
+        let alpha = config.alpha.max(1.0 / (self.n + 1) as f64);
+        let diff = rate.ln_1p() - self.mean;
+        let incr = alpha * diff;
+        self.mean += incr;
+        self.var = (1.0 - alpha) * (self.var + diff * incr);
+        self.n = (self.n + 1).min(1_000_000);
+    }
+
+    fn add_traffic(&mut self, (start, end, usd, requests): (f64, f64, f64, i64), config: &PeerConfig) {
+        let [_, ct, cu, cq] = self.sums.get_or_insert([start, start, 0.0, 0.0]);
+        let window = &mut self.window;
+        let mut i = window.len();
+        while i > 0 && window[i - 1].0 > end {
+            i -= 1;
+        }
+        if i > 0 && window[i - 1].0 == end {
+            let (_, usd0, req0) = window[i - 1];
+            window[i - 1] = (end, round7(usd0 + usd), req0 + requests);
+        } else {
+            window.insert(i, (end, usd, requests));
+        }
+        let edge = window[window.len() - 1].0 - config.window_s;
+        let drop = window.iter().take_while(|entry| entry.0 <= edge).count();
+        for &(when, old_usd, old_req) in &window[..drop] {
+            let when = if when >= *ct { when } else { *ct };
+            let factor = decay(*ct, when, config.tau_s);
+            *cu = *cu * factor + old_usd;
+            *cq = *cq * factor + old_req as f64;
+            *ct = when;
+        }
+        window.drain(..drop);
+        if edge > *ct {
+            let factor = decay(*ct, edge, config.tau_s);
+            *cu *= factor;
+            *cq *= factor;
+            *ct = edge;
+        }
+    }
+
+    /// Write the values into the runner's `peers` of an app (a new dict when it holds none, or an empty
+    /// one), key by key in the order the learning first writes them, as `learn` leaves the dict.
+    pub fn write(
+        &self,
+        py: Python<'_>,
+        peers_by_app: &Bound<'_, PyDict>,
+        app: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let Some([c0, ct, cu, cq]) = self.sums else {
+            return Ok(()); // nothing learned
+        };
+        let peers = match peers_by_app.get_item(app)? {
+            Some(peers) if peers.is_truthy()? => peers.cast_into::<PyDict>()?,
+            _ => {
+                let peers = PyDict::new(py);
+                peers_by_app.set_item(app, &peers)?;
+                peers
+            }
+        };
+        let window = PyList::empty(py);
+        for &(end, usd, requests) in &self.window {
+            window.append(PyList::new(
+                py,
+                [
+                    end.into_pyobject(py)?.into_any(),
+                    usd.into_pyobject(py)?.into_any(),
+                    requests.into_pyobject(py)?.into_any(),
+                ],
+            )?)?;
+        }
+        peers.set_item(intern!(py, "c0"), c0)?;
+        peers.set_item(intern!(py, "ct"), ct)?;
+        peers.set_item(intern!(py, "cu"), cu)?;
+        peers.set_item(intern!(py, "cq"), cq)?;
+        peers.set_item(intern!(py, "cw"), window)?;
+        peers.set_item(intern!(py, "m"), self.mean)?;
+        peers.set_item(intern!(py, "v"), self.var)?;
+        peers.set_item(intern!(py, "n"), self.n)?;
+        Ok(())
+    }
 }

@@ -12,7 +12,7 @@ use pyo3::types::{PyDict, PySet, PyString, PyTuple};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::buckets::{Bucket, SESSION, USER};
-use crate::peers::{learn, PeerConfig};
+use crate::peers::{learn, PeerConfig, Peers};
 use crate::pending_doc::{Entry, Pending, SCOPE_NAMES};
 use crate::pending_log::{PendingLog, Taken};
 use crate::quiet::{quiet_user_step, RunawayQuiet};
@@ -40,9 +40,12 @@ pub struct Waiting {
     runaway: Py<PyDict>,
     agent_loop: Py<PyDict>,
     context_bloat: Py<PyDict>,
-    peers: Py<PyDict>,        // the runner's peers by app, learned in place
+    peers: Py<PyDict>,        // the runner's peers by app
     peers_changed: Py<PySet>, // and the apps whose peers changed since its last save
     peer: PeerConfig,
+    // apps whose peers learned in this `close`, as Rust values (None: learned in the runner's dict), until
+    // `write_peers` writes them back: the runner reads no peers in between
+    learned: FxHashMap<String, Option<Peers>>,
     changed_states: Py<PySet>, // the runner's `changed`: (detector, entity id) of the states it saves
     quiet: RunawayQuiet,
     pending: FxHashMap<String, Pending>,
@@ -73,6 +76,7 @@ impl Waiting {
             peers: peers.0,
             peers_changed: peers.1,
             peer,
+            learned: FxHashMap::default(),
             changed_states,
             quiet,
             pending: FxHashMap::default(),
@@ -169,18 +173,8 @@ impl Waiting {
             pending.w.push(latest);
             let usd = pending.w.iter().fold(0.0, |sum, entry| sum + entry.1);
             // its app's peers learn its rate and latest bucket now, in closing order, as in `_wait`
-            let peers_by_app = self.peers.bind(py);
-            let peers = match peers_by_app.get_item(&app_object)? {
-                Some(peers) if peers.is_truthy()? => peers.cast_into::<PyDict>()?,
-                _ => {
-                    let peers = PyDict::new(py);
-                    peers_by_app.set_item(&app_object, &peers)?;
-                    peers
-                }
-            };
             let rate = usd / self.window_s * HOUR_S;
-            learn(py, &peers, rate, (latest.3, latest.0, latest.1, latest.2), &self.peer)?;
-            self.peers_changed.bind(py).add(&app_object)?;
+            self.learn_peers(py, &app_object, rate, (latest.3, latest.0, latest.1, latest.2))?;
         }
         let pending = &self.pending[&key];
         if fresh {
@@ -189,6 +183,65 @@ impl Waiting {
             self.log.added(&key, entry);
         }
         Ok(Outcome::Done)
+    }
+
+    /// An app's peers learn a waiting session's rate and latest bucket: on the Rust values this `close`
+    /// keeps of them, read from the runner's dict at the app's first lesson in it.
+    fn learn_peers(
+        &mut self,
+        py: Python<'_>,
+        app: &Bound<'_, PyString>,
+        rate: f64,
+        latest: (f64, f64, f64, i64),
+    ) -> PyResult<()> {
+        let name = app.to_str()?;
+        if !self.learned.contains_key(name) {
+            let peers_by_app = self.peers.bind(py);
+            let found = peers_by_app.get_item(app)?;
+            let peers = Peers::read(found.as_ref().map(|peers| peers.cast::<PyDict>()).transpose()?)?;
+            if found.is_none() {
+                // the app takes its place among the runner's apps at its first lesson, as in Python
+                peers_by_app.set_item(app, PyDict::new(py))?;
+            }
+            self.learned.insert(name.to_owned(), peers);
+        }
+        match self.learned.get_mut(name).expect("an app just read") {
+            Some(peers) => peers.learn(rate, latest, &self.peer),
+            None => {
+                let peers_by_app = self.peers.bind(py);
+                let peers = match peers_by_app.get_item(app)? {
+                    Some(peers) if peers.is_truthy()? => peers.cast_into::<PyDict>()?,
+                    _ => {
+                        let peers = PyDict::new(py);
+                        peers_by_app.set_item(app, &peers)?;
+                        peers
+                    }
+                };
+                learn(py, &peers, rate, latest, &self.peer)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Write the peers learned as Rust values back into the runner's dicts, and note their apps as
+    /// changed: those of `app` only, or of every app (None). The runner steps a session's bucket only after
+    /// its app's are written, and `close` writes the rest before it returns.
+    pub fn write_peers(&mut self, py: Python<'_>, app: Option<&str>) -> PyResult<()> {
+        let apps: Vec<String> = match app {
+            Some(app) if self.learned.contains_key(app) => vec![app.to_owned()],
+            Some(_) => return Ok(()),
+            None => self.learned.keys().cloned().collect(),
+        };
+        let (peers_by_app, changed) = (self.peers.bind(py), self.peers_changed.bind(py));
+        for name in apps {
+            let peers = self.learned.remove(&name).expect("an app just listed");
+            let app = PyString::new(py, &name);
+            if let Some(peers) = peers {
+                peers.write(py, peers_by_app, app.as_any())?;
+            }
+            changed.add(app)?;
+        }
+        Ok(())
     }
 
     /// Step a user's pending buckets here, in order, from a new state (`_step_pending`): each one takes

@@ -512,6 +512,56 @@ def test_young_entities_wait_in_the_kernel_as_in_python(
     assert deferred_outcome(kernel) == deferred_outcome(python)
 
 
+def saved_peer_state(present: list[str], order: list[int], extra: bool, int_sums: bool) -> dict[str, Any]:
+    """An app's peers as a table may hold them: the learning's keys (the sums, and the mean, variance and
+    count, each together), in any order, maybe a restored state's ``_v``, maybe whole sums held as ints."""
+    values: dict[str, Any] = {"c0": 2.0, "ct": 6.0, "cu": 0.0125, "cq": 3.0,
+                              "cw": [[8.0, 0.004, 1], [10.0, 0.5, 2]], "m": 0.35, "v": 0.02, "n": 5}
+    if int_sums:
+        values |= {"cu": 1, "cq": 3}
+    together = {"c0": ("c0", "ct", "cu", "cq"), "m": ("m", "v", "n")}  # written together, read together
+    keys = [key for key in values if any(key in together.get(name, (name,)) for name in present)]
+    pairs = [(keys[i], values[keys[i]]) for i in order if i < len(keys)]
+    return dict(pairs + [("_v", 1)] * extra)
+
+
+saved_peers = st.dictionaries(
+    st.sampled_from(["bot", "chat"]),
+    st.builds(saved_peer_state, st.lists(st.sampled_from(["c0", "cw", "m"]), unique=True),
+              st.permutations(range(8)), st.booleans(), st.booleans()),
+    max_size=2,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(deferred_configs, deferred_requests, saved_peers, st.lists(st.booleans(), min_size=80, max_size=80))
+def test_peers_learned_on_rust_values_are_written_back_as_python_leaves_them(
+    config: DetectorConfig, steps: list[tuple[Any, ...]], saved: dict[str, Any], chat: list[bool]
+) -> None:
+    """From any saved peers of two apps, the kernel's peers are Python's to the byte (keys, order, types)
+    after every ``close``, and the runner's session steps in between read the same peers: the same states
+    and findings."""
+    python, kernel = DetectorRunner(config, track_entities=False), kernel_runner(config)
+    python.peers.update(saved)
+    kernel.peers.update(from_json(to_json(saved)))
+    t = 0.0
+    for (gap, session, user, tokens, prompt, usd, tick), other_app in zip(steps, chat, strict=False):
+        t += gap
+        app = "chat" if other_app else "bot"
+        usage = LlmUsage(t, app, user, session, "m", tokens, 10, usd, prompt, "ml")
+        for runner in (python, kernel):
+            runner.add_usage(usage)
+            if tick:
+                runner.advance(t)
+        if tick:
+            assert to_json(kernel.peers) == to_json(python.peers)
+            assert kernel.peers_changed == python.peers_changed
+    for runner in (python, kernel):
+        runner.advance(t + 4000.0)
+    assert to_json(kernel.peers) == to_json(python.peers)
+    assert deferred_outcome(kernel) == deferred_outcome(python)
+
+
 def test_a_user_runaway_and_its_quiet_buckets_before_and_after_step_as_in_python() -> None:
     """A user's quiet buckets are stepped in the kernel (the runaway step's quiet path), the rest in Python.
 
