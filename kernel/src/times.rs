@@ -5,19 +5,33 @@ use rustc_hash::FxHashMap;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
-/// Times already parsed in one call, by their text (a batch repeats few distinct times).
+/// Times already parsed in one call, by their text (a batch repeats few distinct times), and the str
+/// object read last: an event's cost records share theirs, so most records need no lookup. The cache
+/// holds that object, so no other object can take its address while it is compared with.
 #[derive(Default)]
-pub struct TimeCache(FxHashMap<String, f64>);
+pub struct TimeCache {
+    by_text: FxHashMap<String, f64>,
+    last: Option<(Py<PyAny>, f64)>,
+}
 
 impl TimeCache {
     /// Epoch seconds of a record's time text (a str), parsed once per cache.
     pub fn parse(&mut self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<f64> {
-        let text = value.cast::<PyString>()?.to_str()?;
-        if let Some(t) = self.0.get(text) {
-            return Ok(*t);
+        if let Some((last, t)) = &self.last {
+            if last.as_ptr() == value.as_ptr() {
+                return Ok(*t);
+            }
         }
-        let t = parse_time(py, text)?;
-        self.0.insert(text.to_owned(), t);
+        let text = value.cast::<PyString>()?.to_str()?;
+        let t = match self.by_text.get(text) {
+            Some(t) => *t,
+            None => {
+                let t = parse_time(py, text)?;
+                self.by_text.insert(text.to_owned(), t);
+                t
+            }
+        };
+        self.last = Some((value.clone().unbind(), t));
         Ok(t)
     }
 }
