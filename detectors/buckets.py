@@ -331,6 +331,31 @@ class LlmBucketer:
         heapq.heappush(self._ends, (bucket.end, next(self._made), bucket))
         return bucket
 
+    def closing_bound(self, watermark: float, limit: int) -> float:
+        """Return how far to close: ``watermark``, or an earlier end if more than ``limit`` buckets end by it.
+
+        The earlier end is the latest by which at most ``limit`` buckets end (the first end when more than
+        ``limit`` end then). A caller that saves what each flush changed keeps each save bounded.
+
+        >>> from detectors.config import BucketConfig
+        >>> bk = LlmBucketer(BucketConfig(session_s=2, app_s=10, scope_s=10))
+        >>> for t in (0.5, 2.5, 4.5, 6.5):
+        ...     bk.add(LlmUsage(t, "bot", "", f"s{t}", "m", 100, 10, 0.01, None))
+        >>> bk.closing_bound(10.0, 5), bk.closing_bound(10.0, 3), bk.closing_bound(10.0, 2)
+        (10.0, 6.0, 4.0)
+        >>> bk.closing_bound(10.0, 0)  # at least the first end: the buckets ending then close together
+        2.0
+        """
+        ends = self._ends
+        if len(ends) <= limit:
+            return watermark
+        first = heapq.nsmallest(limit + 1, ends)
+        past = first[-1][0]  # the end of the first bucket past the limit
+        if past > watermark:
+            return watermark
+        kept = [end for end, _, _ in first if end < past]
+        return kept[-1] if kept else past
+
     def flush(self, watermark: float) -> list[LlmBucket]:
         """Close and return every bucket that ended at or before ``watermark``, by end time.
 

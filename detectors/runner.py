@@ -155,11 +155,14 @@ class DetectorRunner:
         """Fold one LLM request into its session, user and app buckets (stepped on ``advance``)."""
         self.llm.add(usage)
 
-    def advance(self, watermark: float) -> list[Finding]:
-        """Move event time to ``watermark``: close buckets, run steps, tick, expire."""
+    def advance(self, watermark: float, *, now: bool = False) -> list[Finding]:
+        """Move event time to ``watermark``: close buckets, run steps, tick, expire.
+
+        Within ``TICK_S`` of the last time that did, only event time moves, unless ``now``.
+        """
         before = len(self.findings)
         self.watermark = max(self.watermark, watermark)
-        if watermark < self._next_tick:
+        if watermark < self._next_tick and not now:
             return []
         self._next_tick = watermark + TICK_S
         self.flushed_to = watermark

@@ -33,7 +33,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +45,7 @@ from streams.agents import PricedStage
 from streams.batching import PartitionBatch, handle_batches, read_to_end, unread_after
 from streams.core.costs import CostRecord
 from streams.core.detector_feed import (
+    STEP_MAX_CLOSED,
     Backlog,
     PartitionDetectors,
     Watermark,
@@ -293,38 +294,52 @@ def register_detector_agents(
         """Apply one partition's inputs; send the findings and their alerts; then save the changed state.
 
         The caller holds the partition's lock (``LiveDetectors.lock``): one step at a time per partition.
-        Return the save's changelog send (if any), not awaited. A step that raises (a detector's bug, a
-        send the broker refused) leaves the partition's detectors rebuilt from the table: what it changed
-        in memory was not saved, so the retry applies the inputs again from the saved state and sends
-        their findings again, rather than taking them for repeats.
+        Return the saves' changelog sends, not awaited: one, or more when a tick closes more buckets than
+        one step saves (``STEP_MAX_CLOSED``; each part is a step of its own, ``PartitionDetectors.apply``).
+        A step that raises (a detector's bug, a send the broker refused) leaves the partition's detectors
+        rebuilt from the table: what it changed in memory was not saved, so the retry applies the inputs
+        again from the saved state and sends their findings again, rather than taking them for repeats.
         """
         detectors = live.partitions.get(partition)
         if detectors is None:
             detectors = live.partitions[partition] = PartitionDetectors(
                 partition, config, feed.llm_bucketer, feed.idle_gpu_quiet, router_ticks())
+        saves: list[Awaitable[Any]] = []
         try:
-            done = detectors.apply(items, lambda keys: table.contains_many(keys, partition))
-            acks: list[Awaitable[Any]] = []
-            for finding in done.findings:
-                acks.append(await topics.anomalies_topic.send(
-                    key=finding_key(finding).encode(), value=to_json(finding.to_dict())))
-                metrics.findings_sent.labels(finding.kind, finding.state).inc()
-                alert = finding_alert(finding)
-                if alert is not None:
-                    acks.append(await topics.alerts_topic.send(
-                        key=alert.fingerprint.encode(), value=alert.model_dump_json().encode()))
-                    metrics.alerts_sent.labels(alert.kind).inc()
-            # Sent before the state is saved: a crash in between repeats a finding, never loses one.
-            await asyncio.gather(*acks)
-            saved = table.put_batch(done.entries, batch_key=batch_key, partition=partition)
+            def known(keys: Sequence[str]) -> list[bool]:
+                return table.contains_many(keys, partition)
+
+            for part in itertools.count():
+                done = detectors.apply(items, known, STEP_MAX_CLOSED)
+                await send_findings(done.findings)  # before the state is saved: a crash repeats, never loses
+                key = f"{batch_key}~{part}" if part else batch_key  # each save its own (compacted) key
+                saved = table.put_batch(done.entries, batch_key=key, partition=partition)
+                saves += [] if saved is None else [saved]
+                metrics.detector_inputs.inc(done.applied)
+                metrics.detector_inputs_repeated.inc(done.repeated)
+                metrics.detector_late_buckets.inc(done.late_buckets)
+                if not done.unfinished:
+                    break
+                items = done.rest
         except Exception:
             live.partitions[partition] = restored(partition)
             raise
-        metrics.detector_inputs.inc(done.applied)
-        metrics.detector_inputs_repeated.inc(done.repeated)
-        metrics.detector_late_buckets.inc(done.late_buckets)
         show_event_time(partition, detectors)
-        return [] if saved is None else [saved]
+        return saves
+
+    async def send_findings(findings: list[Any]) -> None:
+        """Send findings to ``anomalies`` and their alerts to ``alerts``; wait for the acknowledgements."""
+        acks: list[Awaitable[Any]] = []
+        for finding in findings:
+            acks.append(await topics.anomalies_topic.send(
+                key=finding_key(finding).encode(), value=to_json(finding.to_dict())))
+            metrics.findings_sent.labels(finding.kind, finding.state).inc()
+            alert = finding_alert(finding)
+            if alert is not None:
+                acks.append(await topics.alerts_topic.send(
+                    key=alert.fingerprint.encode(), value=alert.model_dump_json().encode()))
+                metrics.alerts_sent.labels(alert.kind).inc()
+        await asyncio.gather(*acks)
 
     def restored(partition: int) -> PartitionDetectors:
         """Return the partition's detectors as the table holds them (read by prefix: no ``i|`` entries)."""

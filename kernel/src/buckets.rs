@@ -113,6 +113,27 @@ impl LlmBucketer {
         Ok(out)
     }
 
+    /// `watermark`, or an earlier end time to close up to when more than `limit` buckets end by it: the
+    /// latest end by which at most `limit` do (the first end when more than `limit` end then), as
+    /// `detectors.buckets.LlmBucketer.closing_bound` gives it.
+    fn closing_bound(&self, watermark: f64, limit: usize) -> f64 {
+        if self.open.len() <= limit {
+            return watermark;
+        }
+        let (mut count, mut before) = (0, None);
+        for (end, slots) in self.ends.values() {
+            if *end > watermark {
+                break;
+            }
+            count += slots.len();
+            if count > limit {
+                return before.unwrap_or(*end);
+            }
+            before = Some(*end);
+        }
+        watermark
+    }
+
     /// Keep young sessions' and users' buckets here from now on, as `DetectorRunner._wait` would.
     ///
     /// `below`: `detectors.deferred.wait_below`'s counts (session, user); `runaway`, `agent_loop`,

@@ -90,6 +90,9 @@ from streams.core.router_ticks import QUIET, STARTING, RouterTicks
 
 GPU, USAGE, SERIES, TICK, RUN = "g", "u", "s", "t", "r"
 STEP_MAX_INPUTS = 20_000  # inputs a step of detector.inputs messages applies at most (``steps_of``)
+# LLM buckets a step closes at most, about (``PartitionDetectors.apply``): a tick after a backlog, event time
+# held back while it was read, closed every bucket of 300,000 events in one step and wrote 19 MB
+STEP_MAX_CLOSED = 20_000
 FOLD_S = 60.0  # series inputs of one batch are summed per minute before they are sent
 IDLE_SOURCE_S = 300.0
 IDLE_WALL_S = 30.0
@@ -586,6 +589,9 @@ class Applied:
     applied: int = 0
     repeated: int = 0
     late_buckets: int = 0  # buckets of late inputs, closed at the batch's end (``DetectorRunner.close_late``)
+    # a tick's closes stopped short (``max_closed``): save this, then apply ``rest`` (the items after it)
+    unfinished: bool = False
+    rest: list[Item] = field(default_factory=list)
 
 
 class PartitionDetectors:
@@ -653,18 +659,26 @@ class PartitionDetectors:
         # version before them, until its first tick (its ``i|`` entries may hold inputs of open buckets)
         self.open_since: float | None = -math.inf
         self.open_since_saved = False
+        self.advancing: float | None = None  # a tick's event time, while its closes go on over steps
         buckets = self.runner.config.buckets
         self.llm_widths = (buckets.session_s, buckets.app_s, buckets.scope_s)
         self.series_widths = buckets.series_s
         # a young entity pinned this long is written again whole: about twice in its life at most
         self.runner.log_pending(self.runner.runaway.config.expire_after_s * LOG_CARRY_FRACTION)
 
-    def apply(self, items: Sequence[Item], known: Callable[[Sequence[str]], list[bool]]) -> Applied:
+    def apply(self, items: Sequence[Item], known: Callable[[Sequence[str]], list[bool]],
+              max_closed: int | None = None) -> Applied:
         """Step the detectors with ``items``, skipping inputs already applied.
 
         ``known(keys)`` says which ``i|<input id>`` keys the table holds (one lookup per batch). Items
         apply in order: a tick closes buckets over the inputs before it, not those after it. Buckets that
         only late inputs opened after the last tick (they end by it) are closed at the end of the batch.
+
+        With ``max_closed``, a tick that would close more LLM buckets than that moves event time only as
+        far as closes about that many (``LlmBucketer.closing_bound``), as if a tick had come there, and
+        the step ends there, ``unfinished``: the caller saves it and applies ``rest``, the items after the
+        tick, which goes on towards the tick's time first. What one step saves stays bounded: a tick after
+        a backlog, with event time held back while it was read, can close every bucket of the backlog.
 
         A run (``by_partition``: a run of usage messages' inputs for this partition, by kind) applies
         whole (``_apply_run``); inputs routed without one (by ``replay``, or by a version before runs)
@@ -674,13 +688,15 @@ class PartitionDetectors:
         tick reads the GPUs' states, and only the GPUs' own steps find anything before it.
         """
         runner, done = self.runner, Applied()
+        if self.advancing is not None and not self._advance(self.advancing, max_closed):
+            done.unfinished, done.rest, items = True, list(items), ()  # they come after the tick under way
         bounds = self._look_up_bounds(items)  # per source: requests of messages below it are looked up
         keys = self._seen_keys(items, bounds)
         repeats = iter(zip(keys, seen_before(keys, known(keys) if keys else []), strict=True))
         gpus: list[Item] = []  # GPU samples since the last tick, applied together before the next one
         usages: list[Item] = []  # LLM requests since the last tick, bucketed together before the next one
         fresh: tuple[list[Item], list[Item]] = ([], [])  # the LLM requests and series sums applied
-        for item in items:
+        for index, item in enumerate(items):
             tag = item[0]
             if tag == RUN:
                 self._apply_run(item, bounds[item[1]], repeats, gpus, usages, fresh, done)
@@ -692,8 +708,10 @@ class PartitionDetectors:
                     self._add_usages(usages)
                     usages = []
                 event_time = self.routers.tick(item)
-                if event_time is not None and event_time > runner.watermark:
-                    runner.advance(event_time)
+                if event_time is not None and event_time > runner.watermark and not self._advance(
+                        event_time, max_closed):
+                    done.unfinished, done.rest = True, list(items[index + 1:])
+                    break
             elif tag == GPU:
                 gpus.append(item)
             else:
@@ -718,6 +736,18 @@ class PartitionDetectors:
         self._save_open(*fresh, done.entries)
         self._save(done.entries)
         return done
+
+    def _advance(self, event_time: float, max_closed: int | None) -> bool:
+        """Move event time to a tick's ``event_time``; False when it stopped short (``max_closed``)."""
+        if max_closed is not None:
+            bound = self.runner.llm.closing_bound(event_time, max_closed)
+            if bound < event_time:
+                self.runner.advance(bound, now=True)  # as a tick there would (even within TICK_S of the last)
+                self.advancing = event_time
+                return False
+        self.runner.advance(event_time)
+        self.advancing = None
+        return True
 
     def _apply_run(self, run: Item, below: float, repeats: Iterator[tuple[str, bool]], gpus: list[Item],
                    usages: list[Item], fresh: tuple[list[Item], list[Item]], done: Applied) -> None:

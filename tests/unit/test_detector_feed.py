@@ -221,6 +221,73 @@ def test_a_batch_applied_in_bounded_steps_finds_and_keeps_what_one_step_does() -
     assert rest[0] == rest[1]
 
 
+def applied_in_bounded_steps(
+    det: PartitionDetectors, items: list[Any], table: Table, max_closed: int, restore_after: int | None = None
+) -> tuple[PartitionDetectors, list[Finding], int]:
+    """Apply ``items`` as ``detect_anomalies``'s ``step`` does: ``apply`` again with the rest while a tick's
+    closes are unfinished, each part saved; with ``restore_after``, a restart after that many parts, where
+    the router ticks again (the ticks after a restart come again, the last one's time at least)."""
+    found: list[Finding] = []
+    parts = 0
+    last_tick = [item for item in items if item[0] == "t"][-1]
+    while True:
+        done = det.apply(items, table.known, max_closed)
+        table.put(done.entries)
+        found += done.findings
+        parts += 1
+        if parts == restore_after and done.unfinished:
+            det = PartitionDetectors.restore(0, table.data.items())
+            done.rest = [*done.rest, last_tick]
+        if not done.unfinished:
+            return det, found, parts
+        items = done.rest
+
+
+def test_a_tick_after_a_backlog_closes_its_buckets_over_bounded_steps() -> None:
+    """A tick that would close more LLM buckets than a step saves (``max_closed``) moves event time in
+    parts, as ticks in between would: the same findings and states as one step, each part's save a
+    fraction of that step's, and a restart between parts goes on to find the same."""
+    events = priced_events()
+    held = [item for records in events for item in inputs(records) if item[0] != "t"]  # time held back
+    last = max(item[2] for item in held if item[0] == "u")
+    backlog = [held[first:first + 200] for first in range(0, len(held), 200)]  # read as runs, no tick
+    final = [tick(last + 1.0), *inputs(events[-1])[:-1], tick(last + 30.0)]
+
+    def read_backlog(det: PartitionDetectors, table: Table) -> list[Finding]:
+        found = []
+        for items in backlog:
+            done = det.apply(items, table.known, 300)
+            assert not done.unfinished
+            table.put(done.entries)
+            found += done.findings
+        return found
+
+    whole, whole_table = PartitionDetectors(0), Table()
+    found = read_backlog(whole, whole_table)
+    done = whole.apply(final, whole_table.known)
+    whole_table.put(done.entries)
+    assert not done.unfinished
+    expected = outline(found + done.findings)
+    assert expected and len(json.dumps(done.entries, default=str)) > 1_000_000
+    for restore_after in (None, 2, 5):
+        det, table = PartitionDetectors(0), Table()
+        found = read_backlog(det, table)
+        sizes: list[int] = []
+        table_put = table.put
+
+        def put(entries: list[tuple[str, Any]], sizes: list[int] = sizes, table_put: Any = table_put) -> None:
+            sizes.append(len(json.dumps(entries, default=str)))
+            table_put(entries)
+        table.put = put  # type: ignore[method-assign]
+        det, more, parts = applied_in_bounded_steps(det, final, table, 300, restore_after)
+        assert parts > 10
+        assert max(sizes) < len(json.dumps(done.entries, default=str)) / 10
+        assert outline(found + more) == expected
+        if restore_after is None:
+            assert det.runner.states == whole.runner.states
+            assert det.runner.watermark == whole.runner.watermark
+
+
 def reader(table: Table, asked: list[str] | None = None) -> Callable[[str], list[tuple[str, Any]]]:
     """``table``'s entries by key prefix, as ``BatchLoggedTable.partition_items`` reads them."""
     def read(prefix: str) -> list[tuple[str, Any]]:

@@ -34,6 +34,7 @@ from streams.commands.eval import scenario
 from streams.core import detector_kernel
 from streams.core.catalog import load_catalog
 from streams.core.detector_feed import LLM_STATES, LOG, PartitionDetectors, latest_by_lane, route
+from streams.core.detector_feed import tick as tick_item
 from streams.core.detector_kernel import KERNEL_API, PYTHON, KernelMissing, load_feed
 from streams.core.events import EVENT_ADAPTER
 from streams.core.pricing import Pricer
@@ -510,6 +511,64 @@ def test_young_entities_wait_in_the_kernel_as_in_python(
         runner.advance(t + 4000.0)  # closes everything, resolves quiet findings, expires entities
     assert kernel.llm.pending_count() == len(python.pending) == 0
     assert deferred_outcome(kernel) == deferred_outcome(python)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.floats(0.0, 120.0), st.sampled_from(["s1", "s2", "s3", "s4", ""]),
+                       st.sampled_from(["u1", "u2", ""]), st.sampled_from(["bot", "chat"])), max_size=60),
+    st.floats(-5.0, 200.0), st.integers(0, 40), st.floats(0.0, 200.0),
+)
+def test_closing_bound_is_the_python_bucketers(
+    usages: list[tuple[float, str, str, str]], watermark: float, limit: int, flushed: float
+) -> None:
+    """How far a step may close (``closing_bound``): the Python bucketer's figure, before and after a
+    flush, and closing up to it closes at most ``limit`` buckets unless the first end alone holds more."""
+    config = BucketConfig(session_s=2, app_s=10, scope_s=10)
+    python, kernel = LlmBucketer(config), burnwatch_kernel.LlmBucketer(config)
+    for t, session, user, app in usages:
+        usage = LlmUsage(t, app, user, session, "m", 10, 1, 0.001, None, "ml")
+        python.add(usage)
+        kernel.add(usage)
+    for bucketer in (python, kernel):
+        bucketer.flush(flushed)
+    bound = python.closing_bound(watermark, limit)
+    assert kernel.closing_bound(watermark, limit) == bound
+    closed = python.flush(bound)
+    assert len(closed) <= limit or len({bucket.end for bucket in closed}) == 1
+    assert bound == watermark or bound < watermark and python.closing_bound(bound, limit) == bound
+
+
+def test_kernel_closes_a_backlog_over_bounded_steps_as_python_does() -> None:
+    """A tick after a backlog (event time held back) closes its buckets over bounded steps with the kernel
+    bucketer as with Python's: the same parts, entries (to the byte) and findings."""
+    from tests.unit.test_detector_feed import Table, inputs, priced_events
+
+    events = priced_events()
+    held = [item for records in events for item in inputs(records) if item[0] != "t"]
+    last = max(item[2] for item in held if item[0] == "u")
+    batches = [held[first:first + 200] for first in range(0, len(held), 200)]
+    batches.append([tick_item(last + 1.0), *inputs(events[-1])[:-1], tick_item(last + 30.0)])
+    config = DetectorConfig()
+    python = PartitionDetectors(0, config)
+    kernel = PartitionDetectors(0, config, burnwatch_kernel.LlmBucketer, GPU_QUIET)
+    python_table, kernel_table = Table(), Table()
+    parts = 0
+    for items in batches:
+        kernel_items = items
+        while True:
+            expected = python.apply(items, python_table.known, 300)
+            got = kernel.apply(kernel_items, kernel_table.known, 300)
+            python_table.put(expected.entries)
+            kernel_table.put(got.entries)
+            assert to_json(sorted(kernel_table.data.items())) == to_json(sorted(python_table.data.items()))
+            assert got.findings == expected.findings
+            assert (got.unfinished, got.rest) == (expected.unfinished, expected.rest)
+            parts += 1
+            if not expected.unfinished:
+                break
+            items, kernel_items = expected.rest, got.rest
+    assert parts > len(batches) + 10
 
 
 def saved_peer_state(present: list[str], order: list[int], extra: bool, int_sums: bool) -> dict[str, Any]:
