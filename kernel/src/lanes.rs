@@ -17,6 +17,9 @@ pub(crate) struct Lanes {
     latest: FxIndexMap<String, f64>,
     lane: String,
     last: Option<usize>, // the lane of the record before: a run's records come in lanes
+    // and the source type and owner objects it was read from (an event's records share theirs): held,
+    // so that no other object takes their addresses while they are compared with
+    last_read: Option<(Py<PyAny>, Py<PyAny>)>,
 }
 
 impl Lanes {
@@ -32,18 +35,29 @@ impl Lanes {
         if source.is_none() && !record.contains(intern!(py, "x_SourceType"))? {
             return Err(PyKeyError::new_err("x_SourceType"));
         }
-        let source = source.cast::<PyString>()?.to_str()?;
-        let owner = if source == "llm.request" {
+        let source_text = source.cast::<PyString>()?.to_str()?;
+        let read = if source_text == "llm.request" {
             get(record, intern!(py, "x_App"))?
         } else {
             item(record, intern!(py, "ResourceId"))?
         };
-        let owner = owner.str()?;
+        if let (Some(at), Some((known_source, known_owner))) = (self.last, &self.last_read) {
+            if known_source.as_ptr() == source.as_ptr() && known_owner.as_ptr() == read.as_ptr() {
+                let t = time()?; // the lane of the record before
+                let known = &mut self.latest[at];
+                if t > *known {
+                    *known = t;
+                }
+                return Ok(());
+            }
+        }
+        let owner = read.str()?;
         let owner = owner.to_str()?;
         let t = time()?;
-        let Self { latest, lane, last } = self;
+        self.last_read = Some((source.clone().unbind(), read.clone().unbind()));
+        let Self { latest, lane, last, .. } = self;
         lane.clear();
-        lane.extend([source, "|", owner]);
+        lane.extend([source_text, "|", owner]);
         let at = match last.filter(|&at| latest.get_index(at).is_some_and(|(known, _)| known == lane)) {
             Some(at) => at,
             None => latest

@@ -15,7 +15,7 @@ use crate::buckets::{Bucket, SESSION, USER};
 use crate::peers::{learn, PeerConfig, Peers};
 use crate::pending_doc::{Entry, Pending, SCOPE_NAMES};
 use crate::pending_log::{PendingLog, Taken};
-use crate::quiet::{quiet_user_step, RunawayQuiet};
+use crate::quiet::{quiet_user_step, RunawayQuiet, UserEntity};
 use crate::rounding::round7;
 use crate::value::joined;
 
@@ -254,7 +254,7 @@ impl Waiting {
         entity.set_item(intern!(py, "user"), &pending.key)?;
         for e in &pending.b {
             let fields = (e.start, e.end, e.requests, e.cost_usd);
-            match quiet_user_step(py, &state, fields, entity.clone(), &self.quiet)? {
+            match quiet_user_step(py, &state, fields, UserEntity::Made(entity.clone()), &self.quiet)? {
                 Some(next) => state = next,
                 None => return Ok(false),
             }
@@ -278,21 +278,20 @@ impl Waiting {
             return Ok(Outcome::Step);
         }
         let states = self.runaway.bind(py);
-        let Some(state) = states.get_item(key)? else {
+        let key = PyString::new(py, key); // one str: hashed once for the lookup, the store and the mark
+        let Some(state) = states.get_item(&key)? else {
             return Ok(Outcome::Step);
         };
         let Ok(state) = state.cast_into::<PyDict>() else {
             return Ok(Outcome::Step);
         };
-        let entity = PyDict::new(py);
-        entity.set_item(intern!(py, "app"), app)?;
-        entity.set_item(intern!(py, "user"), name)?;
         let fields = (bucket.start, bucket.end, bucket.requests, bucket.cost_usd);
+        let entity = UserEntity::Named(app, name);
         let Some(new) = quiet_user_step(py, &state, fields, entity, &self.quiet)? else {
             return Ok(Outcome::Step);
         };
-        states.set_item(key, new)?;
-        self.changed_states.bind(py).add(("runaway", key))?;
+        states.set_item(&key, new)?;
+        self.changed_states.bind(py).add((intern!(py, "runaway"), key))?;
         Ok(Outcome::Done)
     }
 

@@ -65,13 +65,47 @@ fn below_its_baseline(state: &Bound<'_, PyDict>, rate: f64, c: &RunawayQuiet) ->
     Ok(rate / c.min_fraction < c.user_ratio * mean)
 }
 
+/// A user's entity key, as `LlmBucket.entity` gives it: `{"app": app, "user": user}`.
+pub enum UserEntity<'a, 'py> {
+    /// One dict, made by the caller for several steps.
+    Made(Bound<'py, PyDict>),
+    /// Made when a step is quiet, unless the state's own is that dict already (same keys, order and
+    /// values: what the step writes is the same to the byte).
+    Named(&'a str, &'a str),
+}
+
+impl<'py> UserEntity<'_, 'py> {
+    fn for_state(self, state: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyDict>> {
+        let (app, user) = match self {
+            UserEntity::Made(entity) => return Ok(entity),
+            UserEntity::Named(app, user) => (app, user),
+        };
+        let py = state.py();
+        if let Some(known) = state.get_item(intern!(py, "e"))? {
+            if let Ok(known) = known.cast_into::<PyDict>() {
+                let mut items = known.iter();
+                let same = known.len() == 2
+                    && matches!(items.next(), Some((k, v)) if k.eq(intern!(py, "app"))? && v.eq(app)?)
+                    && matches!(items.next(), Some((k, v)) if k.eq(intern!(py, "user"))? && v.eq(user)?);
+                if same {
+                    return Ok(known);
+                }
+            }
+        }
+        let entity = PyDict::new(py);
+        entity.set_item(intern!(py, "app"), app)?;
+        entity.set_item(intern!(py, "user"), user)?;
+        Ok(entity)
+    }
+}
+
 /// The new state of a user after a quiet bucket `(start, end, requests, cost_usd)`, or None when the
 /// bucket is not quiet (or the state is of a shape only the Python step reads).
 pub fn quiet_user_step<'py>(
     py: Python<'py>,
     state: &Bound<'py, PyDict>,
     (start, end, bucket_requests, cost_usd): (f64, f64, i64, f64),
-    entity: Bound<'py, PyDict>,
+    entity: UserEntity<'_, 'py>,
     c: &RunawayQuiet,
 ) -> PyResult<Option<Bound<'py, PyDict>>> {
     if state.contains(intern!(py, "open"))?
@@ -117,6 +151,7 @@ pub fn quiet_user_step<'py>(
             entry.get_item(2)?.extract::<f64>()?,
         ));
     }
+    let entity = entity.for_state(state)?;
     let new = state.copy()?;
     new.set_item(intern!(py, "e"), entity)?;
     new.set_item(intern!(py, "last"), end)?;
