@@ -124,6 +124,23 @@ fn add_traffic(
     Ok(())
 }
 
+/// The runner's peers of `app`: its dict, or a new one put in its place when it holds none or an empty
+/// one (as `learn_peer(peers or {}, ...)` gives a new dict).
+pub fn peers_of<'py>(
+    py: Python<'py>,
+    peers_by_app: &Bound<'py, PyDict>,
+    app: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyDict>> {
+    Ok(match peers_by_app.get_item(app)? {
+        Some(peers) if peers.is_truthy()? => peers.cast_into::<PyDict>()?,
+        _ => {
+            let peers = PyDict::new(py);
+            peers_by_app.set_item(app, &peers)?;
+            peers
+        }
+    })
+}
+
 /// The keys of a peer state the learning has written, in the order it first writes them.
 const KEYS: [&str; 8] = ["c0", "ct", "cu", "cq", "cw", "m", "v", "n"];
 
@@ -249,14 +266,7 @@ impl Peers {
         let Some([c0, ct, cu, cq]) = self.sums else {
             return Ok(()); // nothing learned
         };
-        let peers = match peers_by_app.get_item(app)? {
-            Some(peers) if peers.is_truthy()? => peers.cast_into::<PyDict>()?,
-            _ => {
-                let peers = PyDict::new(py);
-                peers_by_app.set_item(app, &peers)?;
-                peers
-            }
-        };
+        let peers = peers_of(py, peers_by_app, app)?;
         let window = PyList::empty(py);
         for &(end, usd, requests) in &self.window {
             window.append(PyList::new(

@@ -12,7 +12,7 @@ use pyo3::types::{PyDict, PySet, PyString, PyTuple};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::buckets::{Bucket, SESSION, USER};
-use crate::peers::{learn, PeerConfig, Peers};
+use crate::peers::{learn, peers_of, PeerConfig, Peers};
 use crate::pending_doc::{Entry, Pending, SCOPE_NAMES};
 use crate::pending_log::{PendingLog, Taken};
 use crate::quiet::{quiet_user_step, RunawayQuiet, UserEntity};
@@ -207,18 +207,7 @@ impl Waiting {
         }
         match self.learned.get_mut(name).expect("an app just read") {
             Some(peers) => peers.learn(rate, latest, &self.peer),
-            None => {
-                let peers_by_app = self.peers.bind(py);
-                let peers = match peers_by_app.get_item(app)? {
-                    Some(peers) if peers.is_truthy()? => peers.cast_into::<PyDict>()?,
-                    _ => {
-                        let peers = PyDict::new(py);
-                        peers_by_app.set_item(app, &peers)?;
-                        peers
-                    }
-                };
-                learn(py, &peers, rate, latest, &self.peer)?;
-            }
+            None => learn(py, &peers_of(py, self.peers.bind(py), app)?, rate, latest, &self.peer)?,
         }
         Ok(())
     }
