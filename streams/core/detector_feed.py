@@ -689,7 +689,7 @@ class PartitionDetectors:
         """
         runner, done = self.runner, Applied()
         if self.advancing is not None and not self._advance(self.advancing, max_closed):
-            done.unfinished, done.rest, items = True, list(items), ()  # they come after the tick under way
+            done.rest, items = list(items), ()  # they come after the tick under way
         bounds = self._look_up_bounds(items)  # per source: requests of messages below it are looked up
         keys = self._seen_keys(items, bounds)
         repeats = iter(zip(keys, seen_before(keys, known(keys) if keys else []), strict=True))
@@ -710,7 +710,7 @@ class PartitionDetectors:
                 event_time = self.routers.tick(item)
                 if event_time is not None and event_time > runner.watermark and not self._advance(
                         event_time, max_closed):
-                    done.unfinished, done.rest = True, list(items[index + 1:])
+                    done.rest = list(items[index + 1:])
                     break
             elif tag == GPU:
                 gpus.append(item)
@@ -733,6 +733,7 @@ class PartitionDetectors:
         # tick: a restart before that tick would rebuild only the buckets ending after the flush
         done.late_buckets = runner.close_late()
         done.findings, runner.findings = runner.findings, []
+        done.unfinished = self.advancing is not None
         self._save_open(*fresh, done.entries)
         self._save(done.entries)
         return done
