@@ -46,6 +46,7 @@ from bench.detectors import (
     best_of,
     prepared,
 )
+from streams.agents import ROUTE_RECORDS
 from streams.core.catalog import default_catalog
 from streams.core.detector_feed import PartitionDetectors, Watermark, by_partition, tick
 from streams.core.detector_kernel import Feed, KernelMissing, load_feed
@@ -156,7 +157,8 @@ def main(
     nodes: Nodes = 6,
     rate: Rate = 10.0,
     repeat: Repeat = 3,
-    run_records: Annotated[int, typer.Option(help="records routed at once, as the stream's runs")] = 1000,
+    run_records: Annotated[int, typer.Option(
+        help="records routed at once, as the stream's runs")] = ROUTE_RECORDS,
     partitions: Annotated[int, typer.Option(help="detector.inputs partitions")] = 6,
     json_out: JsonOut = None,
     gc_young_threshold: GcYoungThreshold = YOUNG_THRESHOLD,

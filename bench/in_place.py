@@ -4,7 +4,8 @@
 to the next on a shared machine, more than most single changes to the detector path. This harness
 runs the same path without Kafka, so such a change shows: the workload ``bench.run`` produces (the
 same builder, seed, pace and envelopes of ``--envelope-size`` events), parsed and priced once, then
-per envelope what a worker that owns every ``detector.inputs`` partition does with it
+per run (a usage partition's envelopes of at least ``--run-records`` records together, ``ROUTE_RECORDS``
+as the pricing agent runs its stages) what a worker that owns every ``detector.inputs`` partition does with it
 (``streams/detector_agents.py``, in place):
 
 - ``route``: ``route`` (the lists, no JSON), each group to its partition (``by_partition``), and the
@@ -32,7 +33,7 @@ import json
 import pstats
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -44,6 +45,7 @@ from rich.table import Table
 from bench.detectors import GcYoungThreshold, JsonOut, Repeat
 from bench.run import DetectorKernel
 from bench.workload import build_workload
+from streams.agents import ROUTE_RECORDS
 from streams.core.catalog import default_catalog
 from streams.core.detector_feed import PartitionDetectors, Watermark, by_partition, tick
 from streams.core.detector_kernel import load_feed
@@ -59,29 +61,41 @@ STAGES = ("route", "apply", "save")
 console = Console()
 
 
-@dataclass(frozen=True)
+@dataclass
 class Run:
-    """One envelope's priced records, as the router gets them: its usage partition and offset."""
+    """A run of one usage partition's envelopes, as the router gets it: their priced records, and each
+    envelope's offset and record count (the stream's ``messages``)."""
 
     source: str
-    offset: int
-    records: list[Any]
+    messages: list[tuple[int, int]] = field(default_factory=list)
+    records: list[Any] = field(default_factory=list)
 
 
-def priced_runs(events: int, envelope_size: int, partitions: int, events_per_s: float, seed: int
-                ) -> tuple[list[Run], float]:
-    """Build ``bench.run``'s workload and price it; return its runs and parse + price CPU seconds."""
+def priced_runs(events: int, envelope_size: int, partitions: int, events_per_s: float, seed: int,
+                run_records: int = ROUTE_RECORDS) -> tuple[list[Run], float]:
+    """Build ``bench.run``'s workload and price it; return its runs and parse + price CPU seconds.
+
+    A usage partition's envelopes join a run until it holds ``run_records`` records, as the pricing
+    agent's stages take them (``streams/agents.py``); a run is routed when it is full, the partial ones last.
+    """
     workload = build_workload(events, envelope_size=envelope_size, partitions=partitions, seed=seed,
                               events_per_s=events_per_s)
     pricer = Pricer(default_catalog())
     offsets: dict[str, int] = {}
+    filling: dict[str, Run] = {}
     runs: list[Run] = []
     began = time.process_time()
     for envelope in workload.envelopes:
         source = f"{envelope.topic}:{envelope.partition}"
         offset = offsets[source] = offsets.get(source, -1) + 1
-        runs.append(Run(source, offset, pricer.price_many(parse_message(envelope.value).events)))
-    return runs, time.process_time() - began
+        records = pricer.price_many(parse_message(envelope.value).events)
+        run = filling.setdefault(source, Run(source))
+        run.messages.append((offset, len(records)))
+        run.records += records
+        if len(run.records) >= run_records:
+            runs.append(filling.pop(source))
+    seconds = time.process_time() - began
+    return runs + list(filling.values()), seconds
 
 
 def one_pass(runs: list[Run], partitions: int, kernel: DetectorKernel = DetectorKernel.compiled
@@ -102,10 +116,9 @@ def one_pass(runs: list[Run], partitions: int, kernel: DetectorKernel = Detector
         stores = [open_unlogged(options, Path(work) / str(p)) for p in range(partitions)]  # as the worker
         for run in runs:
             began = time.process_time()
-            messages = [(run.offset, len(run.records))]
             lanes: dict[str, float] = {}
-            routed = feed.route(run.records, source=run.source, messages=messages, lanes=lanes)
-            local = by_partition(routed, partition_of, run.source, messages)
+            routed = feed.route(run.records, source=run.source, messages=run.messages, lanes=lanes)
+            local = by_partition(routed, partition_of, run.source, run.messages)
             event_time = watermark.observe(run.records, lanes=lanes)
             if event_time is not None:
                 for partition in range(partitions):
@@ -134,7 +147,9 @@ def one_pass(runs: list[Run], partitions: int, kernel: DetectorKernel = Detector
 
 def main(
     events: Annotated[int, typer.Option("--events", "-n", min=1, help="events of the workload")] = 200_000,
-    envelope_size: Annotated[int, typer.Option(min=1, help="events per envelope (a run)")] = 1000,
+    envelope_size: Annotated[int, typer.Option(min=1, help="events per envelope (a usage message)")] = 1000,
+    run_records: Annotated[int, typer.Option(
+        min=1, help="records of a run (a usage partition's envelopes routed together)")] = ROUTE_RECORDS,
     partitions: Annotated[int, typer.Option(min=1, help="partitions of every topic")] = 6,
     events_per_s: Annotated[float, typer.Option(min=0.001, help="event-time pace, as bench.run")] = 24.0,
     seed: Annotated[int, typer.Option(help="workload seed")] = 7,
@@ -146,7 +161,7 @@ def main(
         help="write a cProfile of one more pass here, and print its top functions")] = None,
 ) -> None:
     """Print µs per event of the in-place detector path's stages, beside parse + price."""
-    runs, pricing_s = priced_runs(events, envelope_size, partitions, events_per_s, seed)
+    runs, pricing_s = priced_runs(events, envelope_size, partitions, events_per_s, seed, run_records)
     tune_collector(gc_young_threshold)
     if repeat <= 0:  # the baseline of an instruction count: the same process with no pass (module docs)
         console.print(f"{events:,} events built and priced ({pricing_s / events * 1e6:.2f} µs per event); "
@@ -156,7 +171,8 @@ def main(
     best = passes[-1] | {stage: min(figures[stage] for figures in passes) for stage in STAGES}
     per = {stage: best[stage] / events * 1e6 for stage in STAGES}
     result = {
-        "events": events, "envelope_size": envelope_size, "partitions": partitions, "kernel": kernel.value,
+        "events": events, "envelope_size": envelope_size, "run_records": run_records, "runs": len(runs),
+        "partitions": partitions, "kernel": kernel.value,
         "pricing_us_per_event": round(pricing_s / events * 1e6, 2),
         "us_per_event": {stage: round(value, 2) for stage, value in per.items()},
         "path_us_per_event": round(sum(per.values()), 2),
@@ -164,7 +180,7 @@ def main(
         "entries_per_event": round(best["entries"] / events, 3),
     }
     table = Table(title=f"in-place detector path ({events:,} events, envelopes of {envelope_size:,}, "
-                        f"{kernel.value} feed)")
+                        f"{len(runs):,} runs of up to {run_records:,} records, {kernel.value} feed)")
     table.add_column("stage")
     table.add_column("µs / event", justify="right")
     for stage, value in per.items():

@@ -20,9 +20,23 @@ def runs():
 def test_the_runs_are_the_workload_envelopes_in_order_per_usage_partition(runs):
     offsets: dict[str, list[int]] = {}
     for run in runs:
-        offsets.setdefault(run.source, []).append(run.offset)
+        offsets.setdefault(run.source, []).extend(offset for offset, _ in run.messages)
+        assert sum(count for _, count in run.messages) == len(run.records)
     assert all(seen == list(range(len(seen))) for seen in offsets.values())
     assert sum(len({r["x_EventId"] for r in run.records}) for run in runs) == 2000
+
+
+def test_a_run_takes_a_partitions_envelopes_until_it_holds_the_run_records():
+    runs = in_place.priced_runs(2000, 100, 2, 24.0, 7, run_records=500)[0]
+    full = [run for run in runs if len(run.records) >= 500]
+    partial = runs[len(full):]  # last: what each usage partition's envelopes left, one run at most
+    assert runs[:len(full)] == full and len({run.source for run in partial}) == len(partial) > 0
+    # a run is full with its last envelope, not before
+    assert all(len(run.records) - run.messages[-1][1] < 500 for run in full)
+    assert any(len(run.messages) > 1 for run in full)
+    one_each = in_place.priced_runs(2000, 100, 2, 24.0, 7, run_records=1)[0]
+    assert {len(run.messages) for run in one_each} == {1}  # every envelope a run of its own
+    assert len(one_each) == sum(len(run.messages) for run in runs)
 
 
 def test_both_feeds_apply_the_same_inputs_and_write_the_same_entries(runs):
