@@ -89,7 +89,7 @@ def test_the_kernel_routes_simulated_priced_records_as_python_does() -> None:
     records = priced_records()
     meters = {r["SkuMeter"] for r in records}
     assert {"gpu_hours", "egress_gb", "storage_gb_months", "input_tokens", "output_tokens"} <= meters
-    for start in range(0, len(records), 1000):  # runs of 1,000 records, as the stream routes them
+    for start in range(0, len(records), 1000):  # runs of 1,000 records (the stream's: up to ROUTE_RECORDS)
         run = records[start:start + 1000]
         same(run)
         same(run, source=SOURCE, messages=messages_of(len(run), 3))
