@@ -550,6 +550,19 @@ def detector_costs(rounds: list[dict[str, PhaseResult]]) -> dict[str, Any] | Non
     return {"by_round": costs, "median": median, "min": min(costs), "max": max(costs)}
 
 
+def phase_order(phases: list[str], number: int) -> list[str]:
+    """Return the order of round ``number``'s phases (from 1): as given in odd rounds, reversed in even ones.
+
+    A phase runs slower on a shared machine the later it comes, or the faster, as the machine's other load
+    moves: in one order every round, that drift leans every round's ratio the same way. Alternated
+    (worker, detectors; detectors, worker; ...), it leans half the rounds each way and the median cancels it.
+
+    >>> [phase_order(["worker", "detectors"], number) for number in (1, 2, 3)]
+    [['worker', 'detectors'], ['detectors', 'worker'], ['worker', 'detectors']]
+    """
+    return phases if number % 2 else phases[::-1]
+
+
 def ratios(results: dict[str, PhaseResult]) -> dict[str, float]:
     """Return worker/baseline ratios of throughput and latency (when both phases ran)."""
     worker, baseline = results.get("worker"), results.get("baseline")
@@ -673,7 +686,7 @@ def main(
     for number in range(1, rounds + 1):
         results: dict[str, PhaseResult] = {}
         tag = f" (round {number} of {rounds})" if rounds > 1 else ""
-        for name in phases:
+        for name in phase_order(phases, number):
             settings = phase_settings(bootstrap, partitions, name, spend_tables=spend_tables,
                                       detector_kernel=detector_kernel.value,
                                       gc_young_threshold=gc_young_threshold)
