@@ -530,24 +530,30 @@ def detector_cost(results: dict[str, PhaseResult]) -> float | None:
 
 
 def detector_costs(rounds: list[dict[str, PhaseResult]]) -> dict[str, Any] | None:
-    """Return each round's ``detector_cost`` and their median (None when no round had both phases).
+    """Return each round's ``detector_cost``, their median, and the rounds pooled (None: no round had both).
 
     On a shared machine one pair of phases moves by 10-30% from run to run; interleaved rounds
-    (``--rounds``) and their median are the figure to read.
+    (``--rounds``, the order reversed every other round) and their median are the figure to read.
+    ``pooled`` is the detectors phases' mean CPU per event over the worker phases': the rounds weighed
+    alike, however far one pair strays.
 
     >>> def phase(name, per_cpu_s):
     ...     return PhaseResult(name, 1, 1, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0, per_cpu_s, {})
     >>> detector_costs([{"worker": phase("worker", 100.0), "detectors": phase("detectors", d)}
     ...                 for d in (50.0, 80.0, 70.0)])
-    {'by_round': [2.0, 1.25, 1.429], 'median': 1.429, 'min': 1.25, 'max': 2.0}
+    {'by_round': [2.0, 1.25, 1.429], 'median': 1.429, 'min': 1.25, 'max': 2.0, 'pooled': 1.56}
     >>> detector_costs([{"worker": phase("worker", 100.0)}]) is None
     True
     """
-    costs = [cost for results in rounds if (cost := detector_cost(results)) is not None]
-    if not costs:
+    paired = [results for results in rounds if detector_cost(results) is not None]
+    if not paired:
         return None
+    costs = [detector_cost(results) or 0.0 for results in paired]
+    per_event = {name: statistics.fmean(1 / (results[name].events_per_cpu_s or 1) for results in paired)
+                 for name in ("worker", "detectors")}
     median = round(statistics.median(costs), 3)
-    return {"by_round": costs, "median": median, "min": min(costs), "max": max(costs)}
+    pooled = round(per_event["detectors"] / per_event["worker"], 3)
+    return {"by_round": costs, "median": median, "min": min(costs), "max": max(costs), "pooled": pooled}
 
 
 def phase_order(phases: list[str], number: int) -> list[str]:
@@ -598,6 +604,8 @@ def print_table(rounds: list[dict[str, PhaseResult]], in_process: dict[str, Any]
     if costs is not None and len(costs["by_round"]) > 1:
         table.add_row(f"[bold]detectors / worker, median of {len(costs['by_round'])}", "", "", "", "", "",
                       f"[bold]{costs['median']:.2f}")
+        table.add_row(f"detectors / worker, {len(costs['by_round'])} rounds pooled", "", "", "", "", "",
+                      f"{costs['pooled']:.2f}")
     table.add_row("in-process (no Kafka)", f"{in_process['events_per_s']:,.0f}", "", "",
                   f"{in_process['seconds']:,.1f}", "", f"{in_process['events_per_cpu_s']:,.0f}")
     console.print(table)
@@ -633,8 +641,9 @@ def main(
     timeout: Annotated[float, typer.Option(min=1, help="seconds a phase may take to price all")] = 1800.0,
     only: Annotated[list[Only] | None, typer.Option(help="run only this Kafka phase (repeatable)")] = None,
     rounds: Annotated[int, typer.Option(
-        min=1, help="run the phases this many times, interleaved (worker, detectors, baseline, worker, ...); "
-        "the median of the rounds' detectors / worker is the figure to read on a shared machine")] = 1,
+        min=1, help="run the phases this many times, interleaved, the order reversed every other round "
+        "(worker, detectors, baseline, baseline, detectors, worker, ...); the median of the rounds' "
+        "detectors / worker is the figure to read on a shared machine")] = 2,
     rate: Annotated[float, typer.Option(min=0, help="pace production (events/s); 0: flat out")] = 0.0,
     inprocess_events: Annotated[int, typer.Option(min=1, help="events for the no-Kafka line")] = 200_000,
     profile: Annotated[bool, typer.Option(help="print a cProfile of the in-process line")] = False,
@@ -722,6 +731,7 @@ def main(
         "ratio_worker_over_baseline": ratios(results),
         "detectors_cpu_per_event_over_worker": costs["median"] if costs else None,
         "detectors_cpu_per_event_over_worker_by_round": costs["by_round"] if costs else None,
+        "detectors_cpu_per_event_over_worker_pooled": costs["pooled"] if costs else None,
         "failures": failures,
     }
     output.mkdir(parents=True, exist_ok=True)
