@@ -284,6 +284,11 @@ class WorkerProcess:
                 totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
         return totals
 
+    def stage_cpu(self) -> dict[str, float]:
+        """Return the worker's CPU seconds by stage of its hot path (``burnwatch_stage_cpu_seconds``)."""
+        return {sample.labels["stage"]: sample.value for sample in self.scrape()
+                if sample.name == "burnwatch_stage_cpu_seconds_total"}
+
     def detector_event_times(self) -> dict[str, float]:
         """Return the event time each detector partition of the worker has reached, by partition."""
         return {sample.labels["partition"]: sample.value for sample in self.scrape()
@@ -438,6 +443,8 @@ def run_phase(
         cpu_used = cpu_seconds(processor.pid) - cpu_before
         if isinstance(processor, WorkerProcess):
             detail["worker_metrics"] = processor.metrics()
+            detail["stage_cpu_us_per_event"] = {
+                stage: round(seconds / events * 1e6, 2) for stage, seconds in processor.stage_cpu().items()}
     except BaseException:
         if isinstance(processor, WorkerProcess):
             console.print(f"[red]worker log ({processor.log_path}):[/]\n{processor.log_tail()}", markup=True)
@@ -701,7 +708,10 @@ def main(
                                       gc_young_threshold=gc_young_threshold)
             try:
                 results[name] = run_phase(name, workload, settings, timeout, rate, worker_profile)
-                console.print(f"{name}{tag}: {results[name].events_per_s:,.0f} events/s", highlight=False)
+                stages = ", ".join(f"{stage} {us:.1f}" for stage, us in
+                                   results[name].detail.get("stage_cpu_us_per_event", {}).items())
+                console.print(f"{name}{tag}: {results[name].events_per_s:,.0f} events/s"
+                              + (f"; CPU µs per event by stage: {stages}" if stages else ""), highlight=False)
             except PhaseFailed as error:
                 failures[f"{name}{tag}"] = str(error)
                 console.print(f"[red]{name}{tag} FAILED: {error}", markup=True)

@@ -23,7 +23,7 @@ from streams.core.costs import CostRecord
 from streams.core.dead_letter import dead_letter_record, encode_dead_letter
 from streams.core.price_batch import PricedBatch, cost_messages, price_payload
 from streams.core.pricing import Pricer
-from streams.metrics import WorkerMetrics
+from streams.metrics import StageTimer, WorkerMetrics
 from streams.names import USAGE_GPU, USAGE_LLM, USAGE_STORAGE
 from streams.settings import Settings
 from streams.tables import BatchLoggedTable
@@ -68,6 +68,8 @@ def register_price_agent(
     """
     stages = priced_stages if priced_stages is not None else []
     source_of = {settings.topic(name): source for name, source in SOURCES.items()}
+    price_cpu = StageTimer(metrics.stage_cpu, "price")  # parsing, dedup and pricing of a message
+    store_ids_cpu = StageTimer(metrics.stage_cpu, "store_ids")  # storing the ids of acknowledged messages
 
     async def send_dead_letters(batch: PricedBatch, message: Any, source: str) -> list[asyncio.Future[Any]]:
         now = datetime.now(UTC)
@@ -168,7 +170,8 @@ def register_price_agent(
             message = stream_event.message
             metrics.messages_in.labels(source).inc()
             payload = message.value if isinstance(message.value, bytes) else bytes(message.value or b"")
-            priced = price_payload(payload, pricer, is_known, max_bytes=settings.max_message_bytes)
+            with price_cpu:
+                priced = price_payload(payload, pricer, is_known, max_bytes=settings.max_message_bytes)
             priced_here.update(event.event_id for event in priced.events)
             metrics.events_in.labels(source).inc(
                 len(priced.events) + priced.duplicates + len(priced.rejections))
@@ -178,10 +181,13 @@ def register_price_agent(
             unrouted_records += len(priced.records)
             if not stages or unrouted_records >= ROUTE_RECORDS:
                 await run_stages()
-            remember(in_flight.acknowledged())
+            with store_ids_cpu:
+                remember(in_flight.acknowledged())
         if unrouted:
             await run_stages()
         while in_flight:
-            remember(await in_flight.wait())
+            acknowledged = await in_flight.wait()
+            with store_ids_cpu:
+                remember(acknowledged)
 
     return price_usage

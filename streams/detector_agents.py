@@ -62,7 +62,7 @@ from streams.core.detector_kernel import load_feed
 from streams.core.router_ticks import RouterTicks
 from streams.faust_fixes import refuse_acks
 from streams.group_partitions import GroupPartitions
-from streams.metrics import WorkerMetrics
+from streams.metrics import StageTimer, WorkerMetrics
 from streams.names import DETECTOR_INPUTS
 from streams.settings import Settings
 from streams.tables import BatchLoggedTable
@@ -179,6 +179,8 @@ def register_detector_agents(
     process = uuid.uuid4().hex[:12]
     in_place_keys = (f"in-place:{process}:{n}" for n in itertools.count())
     live.router = f"{process}-0"
+    route_cpu, apply_cpu, save_cpu = (StageTimer(metrics.stage_cpu, f"detectors_{stage}")
+                                      for stage in ("route", "apply", "save"))
 
     def router_ticks() -> RouterTicks:
         """Return a rebuilt partition's view of the routers' ticks (wall clock).
@@ -216,8 +218,10 @@ def register_detector_agents(
         source = f"{batch.topic}:{batch.partition}"
         local: dict[int, list[Any]] = {}
         lanes: dict[str, float] = {}  # the Watermark's, read in the same pass
-        routed = feed.route(records, source=source, messages=messages, lanes=lanes)
-        for partition, items in by_partition(routed, partition_of, source, messages).items():
+        with route_cpu:
+            routed = by_partition(feed.route(records, source=source, messages=messages, lanes=lanes),
+                                  partition_of, source, messages)
+        for partition, items in routed.items():
             if partition in live.in_place:
                 local[partition] = items
             else:  # the run's inputs for a partition in one message: it applies them all or none
@@ -310,10 +314,12 @@ def register_detector_agents(
                 return table.contains_many(keys, partition)
 
             for part in itertools.count():
-                done = detectors.apply(items, known, STEP_MAX_CLOSED)
+                with apply_cpu:
+                    done = detectors.apply(items, known, STEP_MAX_CLOSED)
                 await send_findings(done.findings)  # before the state is saved: a crash repeats, never loses
                 key = f"{batch_key}~{part}" if part else batch_key  # each save its own (compacted) key
-                saved = table.put_batch(done.entries, batch_key=key, partition=partition)
+                with save_cpu:
+                    saved = table.put_batch(done.entries, batch_key=key, partition=partition)
                 saves += [] if saved is None else [saved]
                 metrics.detector_inputs.inc(done.applied)
                 metrics.detector_inputs_repeated.inc(done.repeated)

@@ -160,6 +160,8 @@ def test_sigkill_mid_incident_keeps_the_finding_once(
     opened = idle_gpus_fired_once(stack, len(idle_gpus(before)), settle_s=2)
     time.sleep(2)  # let the state reach the changelog and the store: the kill comes mid-incident
     assert metric_values(stack, "burnwatch_detector_inputs_in_place_total")[0] > 0
+    for stage in ("price", "store_ids", "detectors_route", "detectors_apply", "detectors_save"):
+        assert metric_values(stack, f'burnwatch_stage_cpu_seconds_total{{stage="{stage}"}}')[0] > 0, stage
 
     stack.kill_worker("w1")
     stack.env["BURNWATCH_DETECTORS_IN_PLACE"] = str(in_place_after).lower()
