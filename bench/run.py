@@ -276,18 +276,17 @@ class WorkerProcess:
             return []
         return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
 
-    def metrics(self) -> dict[str, float]:
-        """Return the worker's ``burnwatch_*_total`` counters summed over labels (empty if unreachable)."""
+    def metrics(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Return, from one scrape, the worker's ``burnwatch_*_total`` counters summed over labels and its
+        CPU seconds by stage of its hot path (``burnwatch_stage_cpu_seconds``); empty if unreachable."""
         totals: dict[str, float] = {}
+        stages: dict[str, float] = {}
         for sample in self.scrape():
             if sample.name.startswith("burnwatch_") and sample.name.endswith("_total"):
                 totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
-        return totals
-
-    def stage_cpu(self) -> dict[str, float]:
-        """Return the worker's CPU seconds by stage of its hot path (``burnwatch_stage_cpu_seconds``)."""
-        return {sample.labels["stage"]: sample.value for sample in self.scrape()
-                if sample.name == "burnwatch_stage_cpu_seconds_total"}
+            if sample.name == "burnwatch_stage_cpu_seconds_total":
+                stages[sample.labels["stage"]] = sample.value
+        return totals, stages
 
     def detector_event_times(self) -> dict[str, float]:
         """Return the event time each detector partition of the worker has reached, by partition."""
@@ -442,9 +441,9 @@ def run_phase(
                 wait_drained(settings, timeout_s, processor)  # the state the last ticks saved, committed
         cpu_used = cpu_seconds(processor.pid) - cpu_before
         if isinstance(processor, WorkerProcess):
-            detail["worker_metrics"] = processor.metrics()
+            detail["worker_metrics"], stage_cpu = processor.metrics()
             detail["stage_cpu_us_per_event"] = {
-                stage: round(seconds / events * 1e6, 2) for stage, seconds in processor.stage_cpu().items()}
+                stage: round(seconds / events * 1e6, 2) for stage, seconds in stage_cpu.items()}
     except BaseException:
         if isinstance(processor, WorkerProcess):
             console.print(f"[red]worker log ({processor.log_path}):[/]\n{processor.log_tail()}", markup=True)
@@ -552,10 +551,10 @@ def detector_costs(rounds: list[dict[str, PhaseResult]]) -> dict[str, Any] | Non
     >>> detector_costs([{"worker": phase("worker", 100.0)}]) is None
     True
     """
-    paired = [results for results in rounds if detector_cost(results) is not None]
-    if not paired:
+    priced = [(results, cost) for results in rounds if (cost := detector_cost(results)) is not None]
+    if not priced:
         return None
-    costs = [detector_cost(results) or 0.0 for results in paired]
+    paired, costs = [results for results, _ in priced], [cost for _, cost in priced]
     per_event = {name: statistics.fmean(1 / (results[name].events_per_cpu_s or 1) for results in paired)
                  for name in ("worker", "detectors")}
     median = round(statistics.median(costs), 3)
