@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyList, PySet, PyString};
 
 use crate::gpu_state::{floor_div, Bars, GpuState, Sample};
-use crate::record::{number_or, optional_str};
+use crate::record::{at, number_or, optional_str};
 use crate::rounding::round_to;
 use crate::FxIndexMap;
 
@@ -172,27 +172,27 @@ impl IdleGpuQuiet {
         if let Some(old) = state.get_item(intern!(py, "slots"))? {
             for entry in old.try_iter()? {
                 let entry = entry?;
-                if entry.get_item(0)?.extract::<f64>()? > edge {
+                if at(&entry, 0)?.extract::<f64>()? > edge {
                     slots.push(entry);
                 }
             }
         }
         let (last_sum, last_count) = match slots.last() {
-            Some(entry) if entry.get_item(0)?.extract::<f64>()? == slot => {
-                let (sum, count): (f64, i64) = (entry.get_item(1)?.extract()?, entry.get_item(2)?.extract()?);
+            Some(entry) if at(entry, 0)?.extract::<f64>()? == slot => {
+                let (sum, count): (f64, i64) = (at(entry, 1)?.extract()?, at(entry, 2)?.extract()?);
                 slots.pop();
                 (sum + util, count + 1)
             }
             _ => (util, 1),
         };
         let first = match slots.first() {
-            Some(entry) => entry.get_item(0)?.extract::<f64>()?,
+            Some(entry) => at(entry, 0)?.extract::<f64>()?,
             None => slot,
         };
         let (mut total, mut count) = (0.0, 0i64);
         for entry in &slots {
-            total += entry.get_item(1)?.extract::<f64>()?;
-            count += entry.get_item(2)?.extract::<i64>()?;
+            total += at(entry, 1)?.extract::<f64>()?;
+            count += at(entry, 2)?.extract::<i64>()?;
         }
         total += last_sum;
         count += last_count;

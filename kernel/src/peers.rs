@@ -7,7 +7,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString};
 
-use crate::record::number_or;
+use crate::record::{at, number_or};
 use crate::rounding::round7;
 
 pub struct PeerConfig {
@@ -60,14 +60,14 @@ fn add_traffic(
         peers.set_item(intern!(py, "cq"), 0.0)?;
     }
     peers.set_item(intern!(py, "cw"), &window)?;
-    let end_at = |i: usize| -> PyResult<f64> { window.get_item(i)?.get_item(0)?.extract() };
+    let end_at = |i: usize| -> PyResult<f64> { at(&window.get_item(i)?, 0)?.extract() };
     let mut i = window.len();
     while i > 0 && end_at(i - 1)? > end {
         i -= 1;
     }
     if i > 0 && end_at(i - 1)? == end {
         let old = window.get_item(i - 1)?;
-        let (usd0, req0): (f64, i64) = (old.get_item(1)?.extract()?, old.get_item(2)?.extract()?);
+        let (usd0, req0): (f64, i64) = (at(&old, 1)?.extract()?, at(&old, 2)?.extract()?);
         let entry = PyList::new(
             py,
             [
@@ -98,8 +98,8 @@ fn add_traffic(
     let mut drop = 0;
     while drop < window.len() && end_at(drop)? <= edge {
         let old = window.get_item(drop)?;
-        let when: f64 = old.get_item(0)?.extract()?;
-        let (old_usd, old_req): (f64, f64) = (old.get_item(1)?.extract()?, old.get_item(2)?.extract()?);
+        let when: f64 = at(&old, 0)?.extract()?;
+        let (old_usd, old_req): (f64, f64) = (at(&old, 1)?.extract()?, at(&old, 2)?.extract()?);
         let when = if when >= ct { when } else { ct };
         let factor = decay(ct, when, config.tau_s);
         cu = cu * factor + old_usd;

@@ -6,9 +6,9 @@
 
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyDict, PyList, PyString};
 
-use crate::record::number_or;
+use crate::record::{at, number_or};
 use crate::rounding::round7;
 
 const HOUR_S: f64 = 3600.0;
@@ -85,8 +85,8 @@ impl<'py> UserEntity<'_, 'py> {
             if let Ok(known) = known.cast_into::<PyDict>() {
                 let mut items = known.iter();
                 let same = known.len() == 2
-                    && matches!(items.next(), Some((k, v)) if k.eq(intern!(py, "app"))? && v.eq(app)?)
-                    && matches!(items.next(), Some((k, v)) if k.eq(intern!(py, "user"))? && v.eq(user)?);
+                    && matches!(items.next(), Some((k, v)) if is(&k, intern!(py, "app"))? && is_text(&v, app)?)
+                    && matches!(items.next(), Some((k, v)) if is(&k, intern!(py, "user"))? && is_text(&v, user)?);
                 if same {
                     return Ok(known);
                 }
@@ -96,6 +96,19 @@ impl<'py> UserEntity<'_, 'py> {
         entity.set_item(intern!(py, "app"), app)?;
         entity.set_item(intern!(py, "user"), user)?;
         Ok(entity)
+    }
+}
+
+/// `key == name` for a dict key and an interned name: the same object, most often.
+fn is(key: &Bound<'_, PyAny>, name: &Bound<'_, PyString>) -> PyResult<bool> {
+    Ok(key.as_ptr() == name.as_ptr() || key.eq(name)?)
+}
+
+/// `value == text`, with no str made to compare a str with.
+fn is_text(value: &Bound<'_, PyAny>, text: &str) -> PyResult<bool> {
+    match value.cast::<PyString>() {
+        Ok(value) => Ok(value.to_str().is_ok_and(|value| value == text)), // a lone surrogate equals no &str
+        Err(_) => value.eq(text),
     }
 }
 
@@ -122,14 +135,14 @@ pub fn quiet_user_step<'py>(
     let edge = end - c.window_s;
     let size = kept.len();
     let mut cut = 0;
-    while cut < size && kept.get_item(cut)?.get_item(0)?.extract::<f64>()? <= edge {
+    while cut < size && at(&kept.get_item(cut)?, 0)?.extract::<f64>()? <= edge {
         cut += 1;
     }
     let (mut usd, mut requests) = (0.0, 0i64);
     for i in cut..size {
         let entry = kept.get_item(i)?;
-        usd += entry.get_item(1)?.extract::<f64>()?;
-        requests += entry.get_item(2)?.extract::<i64>()?;
+        usd += at(&entry, 1)?.extract::<f64>()?;
+        requests += at(&entry, 2)?.extract::<i64>()?;
     }
     let own_usd = round7(cost_usd);
     usd += own_usd;
@@ -142,13 +155,13 @@ pub fn quiet_user_step<'py>(
     let mut dropped = Vec::with_capacity(cut);
     for i in 0..cut {
         let entry = kept.get_item(i)?;
-        if entry.len()? >= 5 && !entry.get_item(4)?.is_truthy()? {
+        if entry.len()? >= 5 && !at(&entry, 4)?.is_truthy()? {
             return Ok(None); // held while flagged: it adds the expected traffic, not its own
         }
         dropped.push((
-            entry.get_item(0)?.extract::<f64>()?,
-            entry.get_item(1)?.extract::<f64>()?,
-            entry.get_item(2)?.extract::<f64>()?,
+            at(&entry, 0)?.extract::<f64>()?,
+            at(&entry, 1)?.extract::<f64>()?,
+            at(&entry, 2)?.extract::<f64>()?,
         ));
     }
     let entity = entity.for_state(state)?;

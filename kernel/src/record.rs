@@ -2,11 +2,20 @@
 
 use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::{PyDict, PyList, PyString};
 
 /// `record[key]`, with Python's `KeyError` when it is missing.
 pub fn item<'py>(record: &Bound<'py, PyDict>, key: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
     record.get_item(key)?.ok_or_else(|| PyKeyError::new_err(key.clone().unbind()))
+}
+
+/// `sequence[index]` for a non-negative index: a list's item read directly (the states' windows and
+/// entries are lists), anything else through Python's `[]`, which builds an int for the index.
+pub fn at<'py>(sequence: &Bound<'py, PyAny>, index: usize) -> PyResult<Bound<'py, PyAny>> {
+    match sequence.cast::<PyList>() {
+        Ok(list) => list.get_item(index),
+        Err(_) => sequence.get_item(index),
+    }
 }
 
 /// `record.get(key)`: None when missing.

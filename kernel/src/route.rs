@@ -120,6 +120,7 @@ fn build<'py>(
         if let Some(lanes) = lanes.as_deref_mut() {
             lanes.see(record, &record_source, || Ok(t))?;
         }
+        let team = get(record, k_team)?; // a GPU sample's input holds it too
         if meter_text == Some("gpu_hours") {
             let gpu = item(record, k_resource)?.str()?;
             let util = get(record, k_util)?;
@@ -133,7 +134,7 @@ fn build<'py>(
                 V::B(get(record, k_allocated)?.is_truthy()?),
                 V::Obj(cost_value.clone()),
                 V::Obj(get(record, k_cluster)?),
-                V::Obj(get(record, k_team)?),
+                V::Obj(team.clone()),
                 V::Obj(gpu.clone().into_any()),
             ]);
             let key = joined(&["gpu:", gpu.to_str()?]);
@@ -143,7 +144,7 @@ fn build<'py>(
             let keys = (k_event, k_meter, k_quantity);
             add_llm_record(record, meter_text, cost, offset, &mut usages, keys)?;
         }
-        let (team, project, model) = (get(record, k_team)?, get(record, k_project)?, get(record, k_model)?);
+        let (project, model) = (get(record, k_project)?, get(record, k_model)?);
         let team_text = if team.is_truthy()? { team.cast::<PyString>()?.to_str()? } else { UNALLOCATED };
         let (project_text, model_text) = (optional_str(&project)?, optional_str(&model)?);
         let charge_text = charge.cast::<PyString>()?.to_str()?;
