@@ -278,7 +278,9 @@ class WorkerProcess:
 
     def metrics(self) -> tuple[dict[str, float], dict[str, float]]:
         """Return, from one scrape, the worker's ``burnwatch_*_total`` counters summed over labels and its
-        CPU seconds by stage of its hot path (``burnwatch_stage_cpu_seconds``); empty if unreachable."""
+        CPU seconds by stage of its hot path (``burnwatch_stage_cpu_seconds``), with ``gc``: its garbage
+        collector's passes (``burnwatch_gc_cpu_seconds``), within the stages and outside them; empty if
+        unreachable."""
         totals: dict[str, float] = {}
         stages: dict[str, float] = {}
         for sample in self.scrape():
@@ -286,6 +288,8 @@ class WorkerProcess:
                 totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
             if sample.name == "burnwatch_stage_cpu_seconds_total":
                 stages[sample.labels["stage"]] = sample.value
+            if sample.name == "burnwatch_gc_cpu_seconds_total":
+                stages["gc"] = stages.get("gc", 0.0) + sample.value
         return totals, stages
 
     def detector_event_times(self) -> dict[str, float]:

@@ -6,8 +6,10 @@ session or request ids.
 
 from __future__ import annotations
 
+import gc
 import time
 from types import TracebackType
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -191,6 +193,13 @@ class WorkerMetrics:
             ["stage"],
             registry=r,
         )
+        self.gc_cpu = Counter(
+            "burnwatch_gc_cpu_seconds",
+            "CPU seconds (the collecting thread's) spent in passes of Python's cyclic garbage collector, by "
+            "generation; also counted in whichever stage the pass interrupted.",
+            ["generation"],
+            registry=r,
+        )
         self.catalog_info = Gauge(
             "burnwatch_price_catalog_info", "The price catalog in use (value is always 1).", ["version"],
             registry=r,
@@ -224,3 +233,45 @@ class StageTimer:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
         self._stage.inc(time.thread_time() - self._began)
+
+
+class CollectorTimer:
+    """Add the CPU time of each pass of the cyclic garbage collector to ``burnwatch_gc_cpu_seconds_total``.
+
+    A ``gc.callbacks`` hook (``install``). A pass runs on the thread whose allocation started it, within
+    whatever that thread was doing, so its time is in that stage's ``StageTimer`` figure too: this says
+    how much of the worker's CPU the collector itself takes (``streams/gc_tuning.py``), stages or not.
+
+    >>> metrics = WorkerMetrics()
+    >>> timer = CollectorTimer(metrics.gc_cpu)
+    >>> timer.install()
+    >>> _ = gc.collect()
+    >>> timer.remove()
+    >>> metrics.registry.get_sample_value("burnwatch_gc_cpu_seconds_total", {"generation": "2"}) > 0
+    True
+    """
+
+    __slots__ = ("_began", "_generations")
+
+    def __init__(self, counter: Counter) -> None:
+        self._generations = [counter.labels(str(generation)) for generation in range(3)]
+        self._began = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        """Note a pass's start, or add its time to its generation at its stop."""
+        if phase == "start":
+            self._began = time.thread_time()
+        else:  # "stop": passes never overlap, the collector holding the interpreter throughout
+            self._generations[info["generation"]].inc(time.thread_time() - self._began)
+
+    def install(self) -> None:
+        """Time every pass from now on, in place of any timer installed before.
+
+        The collector is the process's: a process that builds several workers, as tests do, counts it in
+        the latest one's metrics.
+        """
+        gc.callbacks[:] = [hook for hook in gc.callbacks if not isinstance(hook, CollectorTimer)] + [self]
+
+    def remove(self) -> None:
+        """Stop timing the passes."""
+        gc.callbacks.remove(self)

@@ -21,7 +21,7 @@ from alerting.policy import Policy
 from alerting.receivers.factory import build_receivers
 from streams.app import create_app
 from streams.core.allocation import Allocator, load_allocation
-from streams.metrics import WorkerMetrics
+from streams.metrics import CollectorTimer, WorkerMetrics
 from streams.names import ALERTS, ALERTS_BY_TEAM
 from streams.notifier_agents import (
     LiveNotifier,
@@ -82,6 +82,7 @@ def build_notifier(settings: Settings) -> Notifier:
     policy = Policy(config)
     own = notifier_settings(settings)
     metrics = WorkerMetrics()
+    CollectorTimer(metrics.gc_cpu).install()
     app = create_app(own, metrics)
     raw: dict[str, Any] = {
         "key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw",

@@ -16,7 +16,7 @@ from streams.core.detector_feed import load_detector_config
 from streams.core.pricing import Pricer
 from streams.cost_agents import CostStage, register_cost_agent
 from streams.detector_agents import LiveDetectors, register_detector_agents
-from streams.metrics import WorkerMetrics
+from streams.metrics import CollectorTimer, WorkerMetrics
 from streams.settings import Settings
 from streams.spend_agents import SpendState, register_spend_agents
 from streams.tables import (
@@ -56,6 +56,7 @@ def build_worker(settings: Settings) -> Worker:
     detector_config = load_detector_config(settings.detectors_config_path)
     pricer = Pricer(catalog)
     metrics = WorkerMetrics()
+    CollectorTimer(metrics.gc_cpu).install()
     metrics.catalog_info.labels(catalog.version).set(1)
     app = create_app(settings, metrics)
     topics = define_topics(app, settings)
