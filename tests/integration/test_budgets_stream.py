@@ -88,7 +88,9 @@ def test_budget_totals_are_exact_and_survive_sigkill(stack_factory: Any, tmp_pat
     expected = expected_totals(records)
     assert expected["gpt-4o-monthly"][0] > 0
     latest = latest_burn(stack, until=lambda got: matches(got, expected))
-    assert matches(latest, expected), {b: (r["spent_usd"], r["events_counted"]) for b, r in latest.items()}
+    # with the worker's log: a CI run once saw the totals stop at 10 events of 803 here, on a loaded machine
+    assert matches(latest, expected), (
+        {b: (r["spent_usd"], r["events_counted"]) for b, r in latest.items()}, stack.log("w1")[-6000:])
     assert latest["tiny-daily"]["status"] == "exceeded"
     listed = stack.cli("budgets", "--json", "--timeout", "3")
     assert listed.returncode == 0, listed.stderr.decode()
