@@ -160,11 +160,12 @@ def register_price_agent(
 
         async def run_stages() -> None:
             nonlocal unrouted_records
-            records = [record for _, priced, _ in unrouted for record in priced.records]
-            messages = [(event.message.offset, len(priced.records)) for event, priced, _ in unrouted]
             stage_acks: list[Any] = []
-            for stage in stages:
-                stage_acks += await stage(batch, records, messages)
+            if stages:  # without them a run only joins in_flight: its records need not be gathered
+                records = [record for _, priced, _ in unrouted for record in priced.records]
+                messages = [(event.message.offset, len(priced.records)) for event, priced, _ in unrouted]
+                for stage in stages:
+                    stage_acks += await stage(batch, records, messages)
             for stream_event, priced, acks in unrouted:
                 in_flight.add(acks + stage_acks, (stream_event, priced))
             unrouted.clear()
