@@ -30,6 +30,7 @@ import aiohttp
 import typer
 from confluent_kafka import Consumer
 
+from bench.sigterm import unwind_on_sigterm
 from streams.admin import ensure_topics
 from streams.names import COSTS_PRICED, USAGE_DLQ, USAGE_TOPICS
 from streams.settings import Settings
@@ -334,6 +335,7 @@ def main(
     workdir: Annotated[Path | None, typer.Option(help="Where the token file and server log go.")] = None,
 ) -> None:
     """Run the load, verify it on Kafka, print the figures; exit 1 on any loss or duplicate."""
+    unwind_on_sigterm()  # a killed run stops its server and worker too
     import tempfile
 
     base = workdir or Path(tempfile.mkdtemp(prefix="ingest-load-"))

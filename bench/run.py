@@ -51,6 +51,7 @@ from rich.table import Table
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from bench.baseline import MAX_FETCH_BYTES, LoopStats, price_in_process, run_loop
+from bench.sigterm import unwind_on_sigterm
 from bench.workload import Mix, Workload, build_workload, event_indices, summarize_latencies
 from streams.admin import ensure_topics
 from streams.commands.lag import wait_until_read
@@ -679,6 +680,7 @@ def main(
     ] = YOUNG_THRESHOLD,
 ) -> None:
     """Measure priced events per second and produce-to-priced latency: worker, baseline, in-process."""
+    unwind_on_sigterm()  # a killed run stops its worker too
     began = time.monotonic()
     started_at = datetime.now(UTC)
     load_at_start = [round(x, 2) for x in os.getloadavg()]

@@ -25,10 +25,16 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
+from bench.sigterm import unwind_on_sigterm
 from streams.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 BOOTSTRAP = os.environ.get("BURNWATCH_TEST_BOOTSTRAP", "localhost:9092")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # a run sent SIGTERM (a CI time limit) tears its fixtures down: their workers stop, not orphaned
+    unwind_on_sigterm(KeyboardInterrupt)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
