@@ -8,7 +8,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
-use crate::record::{at, number_or};
+use crate::record::{at, is_text, number_or};
 use crate::rounding::round7;
 
 const HOUR_S: f64 = 3600.0;
@@ -102,14 +102,6 @@ impl<'py> UserEntity<'_, 'py> {
 /// `key == name` for a dict key and an interned name: the same object, most often.
 fn is(key: &Bound<'_, PyAny>, name: &Bound<'_, PyString>) -> PyResult<bool> {
     Ok(key.as_ptr() == name.as_ptr() || key.eq(name)?)
-}
-
-/// `value == text`, with no str made to compare a str with.
-fn is_text(value: &Bound<'_, PyAny>, text: &str) -> PyResult<bool> {
-    match value.cast::<PyString>() {
-        Ok(value) => Ok(value.to_str().is_ok_and(|value| value == text)), // a lone surrogate equals no &str
-        Err(_) => value.eq(text),
-    }
 }
 
 /// The new state of a user after a quiet bucket `(start, end, requests, cost_usd)`, or None when the

@@ -18,6 +18,14 @@ pub fn at<'py>(sequence: &Bound<'py, PyAny>, index: usize) -> PyResult<Bound<'py
     }
 }
 
+/// `value == text`, with no str made to compare a str with.
+pub fn is_text(value: &Bound<'_, PyAny>, text: &str) -> PyResult<bool> {
+    match value.cast::<PyString>() {
+        Ok(value) => Ok(value.to_str().is_ok_and(|value| value == text)), // a lone surrogate equals no &str
+        Err(_) => value.eq(text),
+    }
+}
+
 /// `record.get(key)`: None when missing.
 pub fn get<'py>(record: &Bound<'py, PyDict>, key: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
     Ok(record.get_item(key)?.unwrap_or_else(|| record.py().None().into_bound(record.py())))

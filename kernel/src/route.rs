@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
 use crate::lanes::Lanes;
-use crate::record::{get, item, optional_str, text};
+use crate::record::{get, is_text, item, optional_str, text};
 use crate::series::{fold_series, Charges, Egress, GroupKey, Spend};
 use crate::times::TimeCache;
 use crate::value::{joined, V};
@@ -139,8 +139,7 @@ fn build<'py>(
             ]);
             let key = joined(&["gpu:", gpu.to_str()?]);
             out.entry(key).or_default().push(item);
-        } else if record_source.cast::<PyString>().is_ok_and(|s| s.to_str().is_ok_and(|s| s == "llm.request"))
-        {
+        } else if is_text(&record_source, "llm.request")? {
             let keys = (k_event, k_meter, k_quantity);
             add_llm_record(record, meter_text, cost, offset, &mut usages, keys)?;
         }
