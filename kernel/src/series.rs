@@ -1,8 +1,7 @@
 //! Series inputs: a batch's charges summed per spend scope or storage bucket and minute, with an id
 //! digested from the charges they hold and their sums per usage message (the Python `route`'s folds).
 
-use blake2::digest::consts::U12;
-use blake2::{Blake2b, Digest};
+use blake2b_simd::Params;
 use pyo3::prelude::*;
 
 use crate::value::{joined, V};
@@ -120,7 +119,7 @@ pub fn fold_series<'py>(
 
 /// The series input's id digest: blake2b (12 bytes) of kind, key and charges joined by U+001F.
 fn digest(kind: &str, key: &str, charges: &[&Charges]) -> String {
-    let mut hasher = Blake2b::<U12>::new();
+    let mut hasher = Params::new().hash_length(12).to_state();
     hasher.update(kind.as_bytes());
     hasher.update(b"\x1f");
     hasher.update(key.as_bytes());
@@ -129,7 +128,7 @@ fn digest(kind: &str, key: &str, charges: &[&Charges]) -> String {
     }
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut hex = String::with_capacity(24);
-    for byte in hasher.finalize() {
+    for &byte in hasher.finalize().as_bytes() {
         hex.push(char::from(HEX[usize::from(byte >> 4)]));
         hex.push(char::from(HEX[usize::from(byte & 0xf)]));
     }
