@@ -35,8 +35,11 @@ REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "tests/fixtures/dcgm/metrics.txt"
 PRIVATE_KAFKA = {
     "KAFKA_DATA_DIR": "/tmp/kafka-gpuagent",  # noqa: S108 - the broker's own scratch dir, as the brief names it
-    "KAFKA_PORT": "59092",
-    "KAFKA_CONTROLLER_PORT": "59093",
+    # below Linux's ephemeral range (32768-60999): during the outage the agent's producers keep connecting
+    # to the broker's port, and a connect whose own port the kernel picked equal to it connects to itself
+    # and holds the port, so the broker could not start again (seen once: "Address already in use")
+    "KAFKA_PORT": "31092",
+    "KAFKA_CONTROLLER_PORT": "31093",
 }
 BOOTSTRAP = f"localhost:{PRIVATE_KAFKA['KAFKA_PORT']}"
 OUTAGE_S = float(os.environ.get("BURNWATCH_GPU_AGENT_OUTAGE_S", "60"))
