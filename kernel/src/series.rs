@@ -126,13 +126,7 @@ fn digest(kind: &str, key: &str, charges: &[&Charges]) -> String {
     for group in charges {
         hasher.update(group.0.as_bytes());
     }
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut hex = String::with_capacity(24);
-    for &byte in hasher.finalize().as_bytes() {
-        hex.push(char::from(HEX[usize::from(byte >> 4)]));
-        hex.push(char::from(HEX[usize::from(byte & 0xf)]));
-    }
-    hex
+    hasher.finalize().to_hex().to_string() // lower-case, as Python's hexdigest
 }
 
 /// Ascending offsets as ranges of consecutive ones, `[(first, last), ...]`.
