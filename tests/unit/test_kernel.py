@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 from functools import lru_cache, partial
 from itertools import pairwise
@@ -775,6 +777,19 @@ def test_auto_takes_the_kernel_and_python_mode_never_does() -> None:
     assert (PYTHON.route, PYTHON.latest_by_lane) == (route, latest_by_lane)
     assert burnwatch_kernel.API == KERNEL_API
     assert (compiled.llm_bucketer, PYTHON.llm_bucketer) == (burnwatch_kernel.LlmBucketer, LlmBucketer)
+
+
+@pytest.mark.parametrize(("environment", "expected"), [
+    ({}, -1), ({"MIMALLOC_PURGE_DELAY": "250"}, 250), ({"MIMALLOC_RESET_DELAY": "40"}, 40)])
+def test_the_kernel_keeps_freed_pages_unless_the_environment_sets_a_purge_delay(
+    environment: dict[str, str], expected: int
+) -> None:
+    # a fresh interpreter: the option is set when the module is first imported
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MIMALLOC_")}
+    shown = subprocess.run(
+        [sys.executable, "-c", "import burnwatch_kernel; print(burnwatch_kernel.allocator_purge_delay())"],
+        env=env | environment, capture_output=True, text=True, check=True, timeout=60)
+    assert int(shown.stdout) == expected
 
 
 def test_a_missing_or_stale_kernel_falls_back_in_auto_and_fails_when_required(
