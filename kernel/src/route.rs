@@ -8,13 +8,13 @@ use indexmap::map::Entry;
 use pyo3::exceptions::PyKeyError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::types::{PyBool, PyDict, PyFloat, PyList, PyString};
 
 use crate::lanes::Lanes;
 use crate::record::{get, is_text, item, optional_str, text};
 use crate::series::{fold_series, Charges, Egress, GroupKey, Spend};
 use crate::times::TimeCache;
-use crate::value::{joined, V};
+use crate::value::joined;
 use crate::FxIndexMap;
 
 const INPUT_METERS: [&str; 3] = ["input_tokens", "cached_input_tokens", "cache_write_tokens"];
@@ -40,7 +40,9 @@ struct Usages<'py> {
     last: Option<usize>,
 }
 
-type Inputs<'py> = FxIndexMap<String, Vec<V<'py>>>;
+/// A batch's inputs by group key, each already the Python list the Python `route` makes: built in place
+/// as a record is read, not kept as Rust values to the end of the run and written out then.
+type Inputs<'py> = FxIndexMap<String, Vec<Bound<'py, PyAny>>>;
 
 /// Return the detector inputs of `records` by group key (see the Python `route`); with `lanes`, a dict,
 /// put each lane's latest record time in it too, as `latest_by_lane` returns them.
@@ -61,7 +63,6 @@ pub fn route<'py>(
     }
     let result = PyDict::new(py);
     for (key, items) in built {
-        let items = items.iter().map(|item| item.to_py(py)).collect::<PyResult<Vec<_>>>()?;
         result.set_item(key, PyList::new(py, items)?)?;
     }
     Ok(result)
@@ -125,20 +126,23 @@ fn build<'py>(
             let gpu = item(record, k_resource)?.str()?;
             let util = get(record, k_util)?;
             let util = if util.is_truthy()? { util.extract::<f64>()? } else { 0.0 };
-            let item = V::List(vec![
-                V::Static("g"),
-                V::Obj(charge.clone()),
-                V::F(t),
-                V::F(times.parse(py, &item(record, k_end)?)?),
-                V::F(util),
-                V::B(get(record, k_allocated)?.is_truthy()?),
-                V::Obj(cost_value.clone()),
-                V::Obj(get(record, k_cluster)?),
-                V::Obj(team.clone()),
-                V::Obj(gpu.clone().into_any()),
-            ]);
+            let item = PyList::new(
+                py,
+                [
+                    intern!(py, "g").clone().into_any(),
+                    charge.clone(),
+                    PyFloat::new(py, t).into_any(),
+                    PyFloat::new(py, times.parse(py, &item(record, k_end)?)?).into_any(),
+                    PyFloat::new(py, util).into_any(),
+                    PyBool::new(py, get(record, k_allocated)?.is_truthy()?).to_owned().into_any(),
+                    cost_value.clone(),
+                    get(record, k_cluster)?,
+                    team.clone(),
+                    gpu.clone().into_any(),
+                ],
+            )?;
             let key = joined(&["gpu:", gpu.to_str()?]);
-            out.entry(key).or_default().push(item);
+            out.entry(key).or_default().push(item.into_any());
         } else if is_text(&record_source, "llm.request")? {
             let keys = (k_event, k_meter, k_quantity);
             add_llm_record(record, meter_text, cost, offset, &mut usages, keys)?;
@@ -226,45 +230,49 @@ fn build<'py>(
         }
     }
 
-    fold_series(&spend, &egress, &source, &messages, &mut out);
+    fold_series(py, &spend, &egress, &source, &messages, &mut out)?;
     for (_, usage) in usages.by_id {
         let first = &usage.first;
         let app = get(first, intern!(py, "x_App"))?;
         let app_key = if app.is_truthy()? { text(&app)? } else { UNALLOCATED.to_owned() };
-        let or_empty = |key: &Bound<'py, PyString>| -> PyResult<V<'py>> {
+        let empty = intern!(py, "");
+        let or_empty = |key: &Bound<'py, PyString>| -> PyResult<Bound<'py, PyAny>> {
             let value = get(first, key)?;
-            Ok(if value.is_truthy()? { V::Obj(value) } else { V::Static("") })
+            Ok(if value.is_truthy()? { value } else { empty.clone().into_any() })
         };
         let prompt = get(first, intern!(py, "x_PromptHash"))?;
-        let mut fields = vec![
-            V::Static("u"),
-            V::Obj(usage.event_id.clone()),
-            V::F(times.parse(py, &item(first, k_start)?)?),
-            if app.is_truthy()? { V::Obj(app) } else { V::Static(UNALLOCATED) },
+        let fields = [
+            intern!(py, "u").clone().into_any(),
+            usage.event_id.clone(),
+            PyFloat::new(py, times.parse(py, &item(first, k_start)?)?).into_any(),
+            if app.is_truthy()? { app } else { intern!(py, UNALLOCATED).clone().into_any() },
             or_empty(intern!(py, "x_User"))?,
             or_empty(intern!(py, "x_Session"))?,
             or_empty(k_model)?,
             whole(py, usage.input)?,
             whole(py, usage.output)?,
-            V::F(usage.cost),
-            if prompt.is_truthy()? { V::Obj(prompt) } else { V::Null },
-            V::Obj(get(first, k_team)?),
+            PyFloat::new(py, usage.cost).into_any(),
+            if prompt.is_truthy()? { prompt } else { py.None().into_bound(py) },
+            get(first, k_team)?,
         ];
-        if source.is_some() {
-            fields.push(V::I(usage.offset)); // its usage message's offset: the detectors judge it by the run
-        }
-        out.entry(joined(&["app:", &app_key])).or_default().push(V::List(fields));
+        let item = if source.is_some() {
+            // its usage message's offset last: the detectors judge it by the run
+            PyList::new(py, fields.into_iter().chain([usage.offset.into_pyobject(py)?.into_any()]))?
+        } else {
+            PyList::new(py, fields)?
+        };
+        out.entry(joined(&["app:", &app_key])).or_default().push(item.into_any());
     }
     Ok(out)
 }
 
 /// Python's `int(x)` of a token sum: an i64 when it fits, else Python's own int (or its error: a
 /// token count that is not finite is not one).
-fn whole(py: Python<'_>, x: f64) -> PyResult<V<'_>> {
+fn whole(py: Python<'_>, x: f64) -> PyResult<Bound<'_, PyAny>> {
     if x.is_finite() && x.abs() < 9.0e18 {
-        return Ok(V::I(x as i64));
+        return Ok((x as i64).into_pyobject(py)?.into_any());
     }
-    Ok(V::Obj(py.import("builtins")?.getattr("int")?.call1((x,))?))
+    py.import("builtins")?.getattr("int")?.call1((x,))
 }
 
 /// Fold one LLM cost record, of the usage message at `offset`, into its request's running sums (keyed by

@@ -53,12 +53,13 @@ type FoldKey = (&'static str, String, &'static str, u64);
 /// Append each fold's series input to `out` under its group key (`scope:key`); with a `source`, the
 /// inputs carry it, the run's offset ranges and their sums per message.
 pub fn fold_series<'py>(
+    py: Python<'py>,
     spend: &FxIndexMap<GroupKey, Spend>,
     egress: &FxIndexMap<(String, u64), Egress>,
     source: &Option<Bound<'py, PyAny>>,
     messages: &[(i64, i64)],
-    out: &mut FxIndexMap<String, Vec<V<'py>>>,
-) {
+    out: &mut FxIndexMap<String, Vec<Bound<'py, PyAny>>>,
+) -> PyResult<()> {
     // per series and minute: the three spend scopes of each charge group, then the storage buckets
     let mut folds: FxIndexMap<FoldKey, Fold> = FxIndexMap::default();
     for (index, ((minute, team, project, model), sums)) in spend.iter().enumerate() {
@@ -113,8 +114,9 @@ pub fn fold_series<'py>(
             fields.push(V::List(span.iter().map(|(a, b)| V::List(vec![V::I(*a), V::I(*b)])).collect()));
             fields.push(per_message(&fold.parts, spend, egress));
         }
-        out.entry(joined(&[scope, ":", key])).or_default().push(V::List(fields));
+        out.entry(joined(&[scope, ":", key])).or_default().push(V::List(fields).to_py(py)?);
     }
+    Ok(())
 }
 
 /// The series input's id digest: blake2b (12 bytes) of kind, key and charges joined by U+001F.

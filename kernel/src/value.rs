@@ -1,8 +1,8 @@
-//! A detector input as Rust values, written out as Python lists; JSON's float and string spellings; keys
-//! joined from their parts.
+//! Values written out as Python lists (a series input, the bucketer's rows); JSON's float and string
+//! spellings; keys joined from their parts.
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyFloat, PyList, PyString};
+use pyo3::types::{PyFloat, PyList, PyString};
 
 /// One field of a detector input (an input is a `List`). `Obj` is a value taken from the record as it
 /// is (a str or None there), so the Python list holds the record's own object.
@@ -12,8 +12,6 @@ pub enum V<'py> {
     Static(&'static str),
     F(f64),
     I(i64),
-    B(bool),
-    Null,
     List(Vec<V<'py>>),
 }
 
@@ -26,8 +24,6 @@ impl<'py> V<'py> {
             V::Static(text) => PyString::new(py, text).into_any(),
             V::F(x) => PyFloat::new(py, *x).into_any(),
             V::I(x) => x.into_pyobject(py)?.into_any(),
-            V::B(x) => PyBool::new(py, *x).to_owned().into_any(),
-            V::Null => py.None().into_bound(py),
             V::List(items) => {
                 PyList::new(py, items.iter().map(|v| v.to_py(py)).collect::<PyResult<Vec<_>>>()?)?.into_any()
             }
