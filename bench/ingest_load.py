@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import random
-import signal
 import socket
 import subprocess
 import sys
@@ -30,7 +29,7 @@ import aiohttp
 import typer
 from confluent_kafka import Consumer
 
-from bench.sigterm import unwind_on_sigterm
+from bench.sigterm import stop_group, unwind_on_sigterm
 from streams.admin import ensure_topics
 from streams.names import COSTS_PRICED, USAGE_DLQ, USAGE_TOPICS
 from streams.settings import Settings
@@ -271,14 +270,7 @@ class Server:
 
     def stop(self) -> int | None:
         """Stop the server (SIGTERM, then SIGKILL) and return its exit code."""
-        code = None
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                code = self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                code = self.proc.wait()
+        code = None if self.proc is None else stop_group(self.proc, timeout_s=30)
         if self._log is not None:
             self._log.close()
         return code
@@ -315,8 +307,7 @@ def price_and_verify(server: Server, accepted_ids: list[str], timeout_s: float =
                     charges[record["x_ChargeId"]] += 1
         finally:
             consumer.close()
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(timeout=60)
+            stop_group(worker, timeout_s=60)
     return {"priced_events": len(wanted & events), "not_priced": len(wanted - events),
             "charges": len(charges), "charges_priced_twice": sum(1 for n in charges.values() if n > 1)}
 

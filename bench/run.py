@@ -21,7 +21,6 @@ import os
 import platform
 import pstats
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -51,7 +50,7 @@ from rich.table import Table
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from bench.baseline import MAX_FETCH_BYTES, LoopStats, price_in_process, run_loop
-from bench.sigterm import unwind_on_sigterm
+from bench.sigterm import stop_group, unwind_on_sigterm
 from bench.workload import Mix, Workload, build_workload, event_indices, summarize_latencies
 from streams.admin import ensure_topics
 from streams.commands.lag import wait_until_read
@@ -308,13 +307,7 @@ class WorkerProcess:
 
     def stop(self) -> None:
         """SIGTERM the worker's process group; SIGKILL it if it lingers."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_group(self.proc, timeout_s=90)
 
 
 class BaselineProcess:

@@ -1,4 +1,4 @@
-"""``unwind_on_sigterm``: a harness that is sent SIGTERM stops the processes it started.
+"""``unwind_on_sigterm``: a harness that is sent SIGTERM stops the processes it started (``stop_group``).
 
 The bench's workers and servers run in sessions of their own (``start_new_session``), so that a Ctrl-C in
 the terminal reaches only the harness, which then stops them in order from its ``finally`` blocks. But
@@ -9,7 +9,9 @@ left by a killed ``bench.run`` skewed the next measurements on the machine for 4
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 from types import FrameType
 
 
@@ -34,3 +36,27 @@ def unwind_on_sigterm(error: type[BaseException] = SystemExit) -> None:
         raise error(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, unwind)
+
+
+def stop_group(proc: subprocess.Popen[bytes] | subprocess.Popen[str], timeout_s: float) -> int:
+    """SIGTERM ``proc``'s process group (it leads a session of its own), SIGKILL it after ``timeout_s``.
+
+    Return the exit status (a negative signal number when a signal ended it), or the status it had
+    already exited with.
+
+    >>> import sys
+    >>> sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+    >>> child = subprocess.Popen(sleep, start_new_session=True)
+    >>> stop_group(child, timeout_s=10) == -signal.SIGTERM
+    True
+    >>> stop_group(child, timeout_s=10) == -signal.SIGTERM  # already stopped: its status again
+    True
+    """
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            return proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            return proc.wait()
+    return proc.returncode

@@ -25,7 +25,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
-from bench.sigterm import unwind_on_sigterm
+from bench.sigterm import stop_group, unwind_on_sigterm
 from streams.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -168,15 +168,7 @@ class Stack:
 
     def stop_all(self) -> None:
         for name in list(self.workers):
-            proc, _ = self.workers[name]
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-            self.workers.pop(name)
+            stop_group(self.workers.pop(name)[0], timeout_s=30)
 
     def producer(self) -> Producer:
         return Producer({"bootstrap.servers": self.settings.kafka_bootstrap_servers,
