@@ -1,5 +1,5 @@
-//! Values written out as Python lists (a series input, the bucketer's rows); JSON's float and string
-//! spellings; keys joined from their parts.
+//! A series input as Rust values, written out as a Python list (`route` makes the other inputs' lists
+//! directly); JSON's float and string spellings; keys joined from their parts.
 
 use pyo3::prelude::*;
 use pyo3::types::{PyFloat, PyList, PyString};
