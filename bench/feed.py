@@ -5,7 +5,8 @@ then the path the stream runs on their cost records, stage by stage, as ``route_
 ``detect_anomalies`` run it (runs of ``--run-records`` records, groups hashed to ``--partitions``
 partitions, a tick whenever the ``Watermark`` moves):
 
-- ``route``: ``route``, each partition's inputs as one JSON message (``by_partition``), and the
+- ``route``: ``route_runs``, each partition's inputs as one JSON message (``plain``: the kernel's
+  packed LLM requests as their lists), and the
   ``Watermark`` (``latest_by_lane``), the router in ``price_usage``;
 - ``decode``: each partition's messages read back (``from_json``), in ``detect_anomalies``;
 - ``apply``: ``PartitionDetectors.apply`` (bucketing, every detector step, ticks, state documents);
@@ -48,7 +49,7 @@ from bench.detectors import (
 )
 from streams.agents import ROUTE_RECORDS
 from streams.core.catalog import default_catalog
-from streams.core.detector_feed import PartitionDetectors, Watermark, by_partition, tick
+from streams.core.detector_feed import PartitionDetectors, Watermark, plain, tick
 from streams.core.detector_kernel import Feed, KernelMissing, load_feed
 from streams.core.events import EVENT_ADAPTER
 from streams.core.pricing import Pricer
@@ -80,9 +81,9 @@ def path_stages(
             offsets = [(offset, 1) for offset in range(first, first + len(run))]
             first += len(run)
             lanes: dict[str, float] = {}
-            routed = feed.route(run, source=SOURCE, messages=offsets, lanes=lanes)
-            for partition, items in by_partition(routed, partition_of, SOURCE, offsets).items():
-                sent[partition].append(to_json(items))
+            for partition, items in feed.route_runs(run, partition_of, source=SOURCE, messages=offsets,
+                                                    lanes=lanes).items():
+                sent[partition].append(to_json(items, fallback=plain))
             event_time = watermark.observe(run, lanes=lanes)
             if event_time is not None:
                 for partition in sent:

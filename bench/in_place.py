@@ -8,7 +8,8 @@ per run (a usage partition's envelopes of at least ``--run-records`` records tog
 as the pricing agent runs its stages) what a worker that owns every ``detector.inputs`` partition does with it
 (``streams/detector_agents.py``, in place):
 
-- ``route``: ``route`` (the lists, no JSON), each group to its partition (``by_partition``), and the
+- ``route``: ``route_runs`` (``route``'s inputs, no JSON, each group's to its partition, the kernel's
+  LLM requests kept as Rust values), and the
   ``Watermark`` (replay's clock: event time only), whose ticks go to every partition after the inputs;
 - ``apply``: ``PartitionDetectors.apply`` per partition, with its lookups of seen inputs in the
   partition's RocksDB store (opened as the worker opens them: faust's options, the dedup horizon's TTL,
@@ -47,7 +48,7 @@ from bench.run import DetectorKernel
 from bench.workload import build_workload
 from streams.agents import ROUTE_RECORDS
 from streams.core.catalog import default_catalog
-from streams.core.detector_feed import PartitionDetectors, Watermark, by_partition, tick
+from streams.core.detector_feed import PartitionDetectors, Watermark, tick
 from streams.core.detector_kernel import load_feed
 from streams.core.events import parse_message
 from streams.core.pricing import Pricer
@@ -117,8 +118,8 @@ def one_pass(runs: list[Run], partitions: int, kernel: DetectorKernel = Detector
         for run in runs:
             began = time.process_time()
             lanes: dict[str, float] = {}
-            routed = feed.route(run.records, source=run.source, messages=run.messages, lanes=lanes)
-            local = by_partition(routed, partition_of, run.source, run.messages)
+            local = feed.route_runs(run.records, partition_of, source=run.source, messages=run.messages,
+                                    lanes=lanes)
             event_time = watermark.observe(run.records, lanes=lanes)
             if event_time is not None:
                 for partition in range(partitions):

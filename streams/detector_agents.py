@@ -5,9 +5,10 @@ priced: they are not read back from ``costs.priced``) turns each usage message's
 detector inputs by entity group (``core/detector_feed.py`` ``route``, the compiled kernel's when
 installed: ``core/detector_kernel.py``), so all the state one group's detectors read lives in one
 partition of ``detector.inputs`` (Kafka's keyed partitioner: ``group_partitions.py``). A run's inputs
-for one partition go together, as one run item (``by_partition``: with its usage partition and
-offsets, by which the partition knows the run's LLM requests if they come again): applied in place,
-with no message, if this worker owns the partition, else in one message to the topic, where
+for one partition go together, as one run item (``route_runs``, ``by_partition`` of ``route``'s: with
+its usage partition and offsets, by which the partition knows the run's LLM requests if they come again):
+applied in place, with no message, if this worker owns the partition (the kernel's run keeps its LLM
+requests as Rust values there), else in one message to the topic (their lists: ``plain``), where
 ``detect_anomalies`` applies them. The stage also ticks every partition (in place or through the
 topic) whenever its ``Watermark`` (the slowest source still reporting; none is let go while a usage
 partition has a backlog unread) moves on by 5 s, so buckets close, and silent GPUs and quiet sessions
@@ -49,9 +50,9 @@ from streams.core.detector_feed import (
     Backlog,
     PartitionDetectors,
     Watermark,
-    by_partition,
     finding_alert,
     finding_key,
+    plain,
     run_inputs,
     saved_entries,
     steps_of,
@@ -219,14 +220,13 @@ def register_detector_agents(
         local: dict[int, list[Any]] = {}
         lanes: dict[str, float] = {}  # the Watermark's, read in the same pass
         with route_cpu:
-            routed = by_partition(feed.route(records, source=source, messages=messages, lanes=lanes),
-                                  partition_of, source, messages)
+            routed = feed.route_runs(records, partition_of, source=source, messages=messages, lanes=lanes)
         for partition, items in routed.items():
             if partition in live.in_place:
                 local[partition] = items
             else:  # the run's inputs for a partition in one message: it applies them all or none
                 acks.append(await topics.detector_inputs_topic.send(
-                    key=source.encode(), value=to_json(items), partition=partition))
+                    key=source.encode(), value=to_json(items, fallback=plain), partition=partition))
         # observed after the inputs are sent: a tick never overtakes the inputs it closes buckets over
         now = time.monotonic()
         live.backlog.record((batch.topic, batch.partition), unread_after(app, batch), now)
@@ -253,7 +253,7 @@ def register_detector_agents(
 
     async def send_items(partition: int, items: list[Any]) -> Awaitable[Any]:
         ack: Awaitable[Any] = await topics.detector_inputs_topic.send(
-            key=b"not-in-place", value=to_json(items), partition=partition)
+            key=b"not-in-place", value=to_json(items, fallback=plain), partition=partition)
         return ack
 
     failed_in_place = metrics.batches_failed.labels("detectors_in_place").inc

@@ -18,6 +18,7 @@ use rustc_hash::FxHashMap;
 use crate::peers::PeerConfig;
 use crate::pending::{Outcome, Waiting};
 use crate::quiet::RunawayQuiet;
+use crate::requests::{as_requests, not_requests, Request};
 
 pub(crate) const SESSION: usize = 0;
 pub(crate) const USER: usize = 1;
@@ -53,6 +54,19 @@ pub(crate) struct Bucket {
 }
 
 type Slot = (usize, String, i64); // scope, entity key, ordered(start)
+
+/// One request's `LlmUsage` fields as `fold_usage` reads them; `keys` by scope (session, user, app).
+#[derive(Clone, Copy)]
+struct Usage<'a, 'py> {
+    time: f64,
+    keys: [&'a Bound<'py, PyAny>; 3],
+    model: &'a Bound<'py, PyAny>,
+    input_tokens: i64,
+    output_tokens: i64,
+    cost_usd: f64,
+    prompt: &'a Bound<'py, PyAny>,
+    team: &'a Bound<'py, PyAny>,
+}
 
 #[pyclass(module = "burnwatch_kernel")]
 pub struct LlmBucketer {
@@ -94,12 +108,23 @@ impl LlmBucketer {
         self.fold(|i| usage.get_item(i))
     }
 
-    /// Fold the requests of detector inputs (`["u", id, *LlmUsage fields]` lists), in order, as `add`
-    /// folds each one's `LlmUsage`: no Python tuple is made per request.
-    fn add_inputs(&mut self, items: &Bound<'_, PyList>) -> PyResult<()> {
-        for item in items.iter() {
-            let item = item.cast_into::<PyList>()?;
-            self.fold(|i| item.get_item(i + 2))?;
+    /// Fold the requests of detector inputs, in order, as `add` folds each one's `LlmUsage`: `chunks` is
+    /// a list of chunks, each a list of `["u", id, *LlmUsage fields]` lists or a `Requests` (a run's, from
+    /// `route_runs`). No Python tuple is made per request, and none of a `Requests`' lists.
+    fn add_inputs(&mut self, chunks: &Bound<'_, PyList>) -> PyResult<()> {
+        let py = chunks.py();
+        for chunk in chunks.iter() {
+            if let Some(requests) = as_requests(&chunk) {
+                for request in &requests.get().items {
+                    self.fold_request(py, request)?;
+                }
+                continue;
+            }
+            let items = chunk.cast::<PyList>().map_err(|_| not_requests(&chunk))?;
+            for item in items.iter() {
+                let item = item.cast_into::<PyList>()?;
+                self.fold(|i| item.get_item(i + 2))?;
+            }
         }
         Ok(())
     }
@@ -287,10 +312,44 @@ impl LlmBucketer {
         let output_tokens: i64 = field(6)?.extract()?;
         let cost_usd: f64 = field(7)?.extract()?;
         let prompt = field(8)?;
-        let prompt: Option<String> = if prompt.is_truthy()? { Some(prompt.extract()?) } else { None };
         let team = field(9)?;
-        for (scope, index) in [(SESSION, 3), (USER, 2), (APP, 1)] {
-            let key = field(index)?;
+        let (user, session) = (field(2)?, field(3)?);
+        let usage = Usage {
+            time,
+            keys: [&session, &user, &app],
+            model: &model,
+            input_tokens,
+            output_tokens,
+            cost_usd,
+            prompt: &prompt,
+            team: &team,
+        };
+        self.fold_usage(&usage)
+    }
+
+    /// Fold a request kept as Rust values (`route_runs`) as `fold` folds its list.
+    fn fold_request(&mut self, py: Python<'_>, request: &Request) -> PyResult<()> {
+        let (input_tokens, output_tokens) = request.tokens()?;
+        let usage = Usage {
+            time: request.time,
+            keys: [request.session.bind(py), request.user.bind(py), request.app.bind(py)],
+            model: request.model.bind(py),
+            input_tokens,
+            output_tokens,
+            cost_usd: request.cost,
+            prompt: request.prompt.bind(py),
+            team: request.team.bind(py),
+        };
+        self.fold_usage(&usage)
+    }
+
+    fn fold_usage(&mut self, usage: &Usage<'_, '_>) -> PyResult<()> {
+        let Usage { time, model, input_tokens, output_tokens, cost_usd, team, .. } = *usage;
+        let app = usage.keys[APP];
+        let prompt: Option<String> =
+            if usage.prompt.is_truthy()? { Some(usage.prompt.extract()?) } else { None };
+        for scope in [SESSION, USER, APP] {
+            let key = usage.keys[scope];
             if !key.is_truthy()? {
                 continue;
             }
@@ -304,7 +363,7 @@ impl LlmBucketer {
                     self.ends.entry(ordered(end)).or_insert((end, Vec::new())).1.push(new.key().clone());
                     new.insert(Bucket {
                         scope,
-                        key: key.unbind(),
+                        key: key.clone().unbind(),
                         app: app.clone().unbind(),
                         team: team.clone().unbind(),
                         start,

@@ -54,6 +54,7 @@ mod pending_doc;
 mod pending_log;
 mod quiet;
 mod record;
+mod requests;
 mod rounding;
 mod route;
 mod series;
@@ -62,7 +63,7 @@ mod value;
 
 /// The kernel API: `KERNEL_API` in `streams/core/detector_kernel.py` must name the same number, or
 /// burnwatch does not use this build. Raise both when a function's inputs or outputs change.
-const API: u32 = 13;
+const API: u32 = 14;
 
 #[pymodule]
 fn burnwatch_kernel(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -70,10 +71,12 @@ fn burnwatch_kernel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("API", API)?;
     m.add_function(wrap_pyfunction!(allocator_purge_delay, m)?)?;
     m.add_function(wrap_pyfunction!(route::route, m)?)?;
+    m.add_function(wrap_pyfunction!(route::route_runs, m)?)?;
     m.add_function(wrap_pyfunction!(lanes::latest_by_lane, m)?)?;
     m.add_function(wrap_pyfunction!(times::parse_time, m)?)?;
     m.add_function(wrap_pyfunction!(rounding::round_to, m)?)?;
     m.add_class::<buckets::LlmBucketer>()?;
+    m.add_class::<requests::Requests>()?;
     m.add_class::<idle::IdleGpuQuiet>()?;
     Ok(())
 }

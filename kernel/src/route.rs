@@ -1,8 +1,10 @@
-//! `route`: a batch of priced cost records to detector inputs by group key.
+//! `route`: a batch of priced cost records to detector inputs by group key; `route_runs`: the same inputs
+//! by partition, as run items.
 //!
-//! The twin of `route` in `streams/core/detector_feed.py`, whose docstring says what the inputs are;
-//! this one gives the same dict (the same keys in the same order, the same items, floats summed in the
-//! same order). Records must be dicts whose `x_` columns are str or None, as `Pricer` makes them.
+//! The twins of `route` and `route_runs` in `streams/core/detector_feed.py`, whose docstrings say what
+//! the inputs are; these give the same dicts (the same keys in the same order, the same items, floats
+//! summed in the same order), except that `route_runs` keeps a run item's LLM requests as Rust values
+//! (`requests.rs`). Records must be dicts whose `x_` columns are str or None, as `Pricer` makes them.
 
 use indexmap::map::Entry;
 use pyo3::exceptions::PyKeyError;
@@ -11,7 +13,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyList, PyString};
 
 use crate::lanes::Lanes;
-use crate::record::{get, is_text, item, optional_str, text};
+use crate::record::{at, get, is_text, item, optional_str, text};
+use crate::requests::{Request, Requests};
 use crate::series::{fold_series, Charges, Egress, GroupKey, Spend};
 use crate::times::TimeCache;
 use crate::value::joined;
@@ -44,6 +47,10 @@ struct Usages<'py> {
 /// as a record is read, not kept as Rust values to the end of the run and written out then.
 type Inputs<'py> = FxIndexMap<String, Vec<Bound<'py, PyAny>>>;
 
+/// A batch's LLM requests by group key (`app:<app>`; those keys come after all of `Inputs`' in `route`'s
+/// dict), kept as Rust values: `route` makes their lists, `route_runs` hands them on as they are.
+type AppRequests = FxIndexMap<String, Vec<Request>>;
+
 /// Return the detector inputs of `records` by group key (see the Python `route`); with `lanes`, a dict,
 /// put each lane's latest record time in it too, as `latest_by_lane` returns them.
 #[pyfunction]
@@ -56,26 +63,111 @@ pub fn route<'py>(
     messages: Vec<(i64, i64)>,
     lanes: Option<Bound<'py, PyDict>>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let mut seen = lanes.as_ref().map(|_| Lanes::default());
-    let built = build(py, records, fold_s, source, messages, seen.as_mut())?;
-    if let (Some(out), Some(seen)) = (lanes, seen) {
-        seen.write_to(&out)?;
-    }
+    let (built, requests) = build(py, records, fold_s, source, messages, lanes)?;
     let result = PyDict::new(py);
     for (key, items) in built {
         result.set_item(key, PyList::new(py, items)?)?;
     }
+    for (key, items) in requests {
+        let lists = items.iter().map(|request| request.to_list(py)).collect::<PyResult<Vec<_>>>()?;
+        result.set_item(key, PyList::new(py, lists)?)?;
+    }
     Ok(result)
 }
 
+/// A partition's share of a run: its inputs by kind (`by_partition`'s run item).
+#[derive(Default)]
+struct Run<'py> {
+    gpus: Vec<Bound<'py, PyAny>>,
+    requests: Vec<Request>,
+    series: Vec<Bound<'py, PyAny>>,
+}
+
+/// Return a run's inputs by partition, one run item each, as `by_partition(route(...))` gives them
+/// (`route_runs` in `streams/core/detector_feed.py`), except that a run item's requests are one
+/// `Requests` (their lists made only when read) instead of a list. `partition_of(group_key)` is called
+/// once per group key.
+#[pyfunction]
+#[pyo3(signature = (records, partition_of, fold_s = 60.0, *, source, messages, lanes = None))]
+pub fn route_runs<'py>(
+    py: Python<'py>,
+    records: &Bound<'py, PyAny>,
+    partition_of: &Bound<'py, PyAny>,
+    fold_s: f64,
+    source: Bound<'py, PyAny>,
+    messages: Vec<(i64, i64)>,
+    lanes: Option<Bound<'py, PyDict>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let span = PyList::new(py, spanned(&messages))?;
+    let (built, requests) = build(py, records, fold_s, Some(source.clone()), messages, lanes)?;
+    let mut runs: FxIndexMap<i64, (Bound<'py, PyAny>, Run<'py>)> = FxIndexMap::default();
+    for (key, items) in built {
+        let is_gpu = match items.first() {
+            Some(first) => is_text(&at(first, 0)?, "g")?,
+            None => continue,
+        };
+        let run = run_of(&mut runs, partition_of, &key)?;
+        if is_gpu { &mut run.gpus } else { &mut run.series }.extend(items);
+    }
+    for (key, items) in requests {
+        for request in &items {
+            request.check(py)?; // what `route` raises for a token sum that is not finite, here too
+        }
+        run_of(&mut runs, partition_of, &key)?.requests.extend(items);
+    }
+    let result = PyDict::new(py);
+    for (partition, run) in runs.into_values() {
+        let requests = Bound::new(py, Requests { items: run.requests })?.into_any();
+        let item = PyList::new(
+            py,
+            [
+                intern!(py, "r").clone().into_any(),
+                source.clone(),
+                span.clone().into_any(),
+                PyList::new(py, run.gpus)?.into_any(),
+                requests,
+                PyList::new(py, run.series)?.into_any(),
+            ],
+        )?;
+        result.set_item(partition, PyList::new(py, [item])?)?;
+    }
+    Ok(result)
+}
+
+/// The run of `key`'s partition (`partition_of(key)`), new if none is yet.
+fn run_of<'a, 'py>(
+    runs: &'a mut FxIndexMap<i64, (Bound<'py, PyAny>, Run<'py>)>,
+    partition_of: &Bound<'py, PyAny>,
+    key: &str,
+) -> PyResult<&'a mut Run<'py>> {
+    let partition = partition_of.call1((key,))?;
+    let number: i64 = partition.extract()?;
+    Ok(&mut runs.entry(number).or_insert_with(|| (partition, Run::default())).1)
+}
+
+/// The offset ranges a run's inputs stand for: those of its messages with records (`_spanned`).
+fn spanned(messages: &[(i64, i64)]) -> Vec<[i64; 2]> {
+    let mut ranges: Vec<[i64; 2]> = Vec::new();
+    for &(offset, _) in messages.iter().filter(|(_, records)| *records != 0) {
+        match ranges.last_mut() {
+            Some(last) if last[1] + 1 == offset => last[1] = offset,
+            _ => ranges.push([offset, offset]),
+        }
+    }
+    ranges
+}
+
+/// Read the records into their inputs; with `lanes_out`, put each lane's latest record time in it too.
 fn build<'py>(
     py: Python<'py>,
     records: &Bound<'py, PyAny>,
     fold_s: f64,
     source: Option<Bound<'py, PyAny>>,
     messages: Vec<(i64, i64)>,
-    mut lanes: Option<&mut Lanes>,
-) -> PyResult<Inputs<'py>> {
+    lanes_out: Option<Bound<'py, PyDict>>,
+) -> PyResult<(Inputs<'py>, AppRequests)> {
+    let mut seen = lanes_out.as_ref().map(|_| Lanes::default());
+    let mut lanes = seen.as_mut();
     let k_charge = intern!(py, "x_ChargeId");
     let k_start = intern!(py, "ChargePeriodStart");
     let k_end = intern!(py, "ChargePeriodEnd");
@@ -231,48 +323,38 @@ fn build<'py>(
     }
 
     fold_series(py, &spend, &egress, &source, &messages, &mut out)?;
+    let mut requests = AppRequests::default();
+    let empty = intern!(py, "");
     for (_, usage) in usages.by_id {
         let first = &usage.first;
         let app = get(first, intern!(py, "x_App"))?;
         let app_key = if app.is_truthy()? { text(&app)? } else { UNALLOCATED.to_owned() };
-        let empty = intern!(py, "");
-        let or_empty = |key: &Bound<'py, PyString>| -> PyResult<Bound<'py, PyAny>> {
+        let or_empty = |key: &Bound<'py, PyString>| -> PyResult<Py<PyAny>> {
             let value = get(first, key)?;
-            Ok(if value.is_truthy()? { value } else { empty.clone().into_any() })
+            Ok(if value.is_truthy()? { value } else { empty.clone().into_any() }.unbind())
         };
         let prompt = get(first, intern!(py, "x_PromptHash"))?;
-        let fields = [
-            intern!(py, "u").clone().into_any(),
-            usage.event_id.clone(),
-            PyFloat::new(py, times.parse(py, &item(first, k_start)?)?).into_any(),
-            if app.is_truthy()? { app } else { intern!(py, UNALLOCATED).clone().into_any() },
-            or_empty(intern!(py, "x_User"))?,
-            or_empty(intern!(py, "x_Session"))?,
-            or_empty(k_model)?,
-            whole(py, usage.input)?,
-            whole(py, usage.output)?,
-            PyFloat::new(py, usage.cost).into_any(),
-            if prompt.is_truthy()? { prompt } else { py.None().into_bound(py) },
-            get(first, k_team)?,
-        ];
-        let item = if source.is_some() {
+        let request = Request {
+            event_id: usage.event_id.unbind(),
+            time: times.parse(py, &item(first, k_start)?)?,
+            app: if app.is_truthy()? { app } else { intern!(py, UNALLOCATED).clone().into_any() }.unbind(),
+            user: or_empty(intern!(py, "x_User"))?,
+            session: or_empty(intern!(py, "x_Session"))?,
+            model: or_empty(k_model)?,
+            input: usage.input,
+            output: usage.output,
+            cost: usage.cost,
+            prompt: if prompt.is_truthy()? { prompt } else { py.None().into_bound(py) }.unbind(),
+            team: get(first, k_team)?.unbind(),
             // its usage message's offset last: the detectors judge it by the run
-            PyList::new(py, fields.into_iter().chain([usage.offset.into_pyobject(py)?.into_any()]))?
-        } else {
-            PyList::new(py, fields)?
+            offset: source.is_some().then_some(usage.offset),
         };
-        out.entry(joined(&["app:", &app_key])).or_default().push(item.into_any());
+        requests.entry(joined(&["app:", &app_key])).or_default().push(request);
     }
-    Ok(out)
-}
-
-/// Python's `int(x)` of a token sum: an i64 when it fits, else Python's own int (or its error: a
-/// token count that is not finite is not one).
-fn whole(py: Python<'_>, x: f64) -> PyResult<Bound<'_, PyAny>> {
-    if x.is_finite() && x.abs() < 9.0e18 {
-        return Ok((x as i64).into_pyobject(py)?.into_any());
+    if let (Some(out), Some(seen)) = (lanes_out, seen) {
+        seen.write_to(&out)?;
     }
-    py.import("builtins")?.getattr("int")?.call1((x,))
+    Ok((out, requests))
 }
 
 /// Fold one LLM cost record, of the usage message at `offset`, into its request's running sums (keyed by

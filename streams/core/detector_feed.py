@@ -84,7 +84,7 @@ from detectors.runner import TICK_S, DetectorRunner
 from detectors.state import State, StateError, from_dict, stamped
 from streams.core.bounded_groups import bounded_groups
 from streams.core.entity_states import LLM_DETECTORS, LLM_SECTIONS, fuse, split
-from streams.core.open_inputs import OPEN, OpenInputs
+from streams.core.open_inputs import OPEN, OpenInputs, PackedRequests
 from streams.core.repeats import seen_before
 from streams.core.router_ticks import QUIET, STARTING, RouterTicks
 
@@ -113,6 +113,9 @@ UPGRADED = "|a"  # ``w|<partition>|a``: [true] if saved by a version before runs
 UPGRADE_LOOKUP_MESSAGES = 1_000_000
 log = logging.getLogger("burnwatch.detectors")
 Item = list[Any]
+# LLM requests in chunks, each a list of request inputs or a run's requests as the kernel keeps them
+# (``route_runs``): a sequence of the same lists, which its bucketer and ``OpenInputs`` read without them
+Chunks = list[Sequence[Item]]
 
 
 def route(
@@ -281,6 +284,48 @@ def by_partition(
             run = out[partition] = [[RUN, source, span, [], [], []]]
         run[0][at[items[0][0]]] += items
     return out
+
+
+def route_runs(
+    records: Iterable[Mapping[str, Any]],
+    partition_of: Callable[[str], int],
+    fold_s: float = FOLD_S,
+    *,
+    source: str,
+    messages: Sequence[tuple[int, int]],
+    lanes: dict[str, float] | None = None,
+) -> dict[int, list[Item]]:
+    """Return a run's inputs by partition: ``by_partition`` of ``route``'s, in one call.
+
+    The compiled twin (``burnwatch_kernel.route_runs``) gives the same, except that a run item's
+    requests are a ``Requests``: a sequence of the same lists, made only when read, which the kernel's
+    bucketer folds and ``OpenInputs.save_packed`` writes without them (they cost about 3-4 µs per event
+    to make, read back and free in the stream). ``plain`` turns it into its lists for JSON.
+
+    >>> rec = {"SkuMeter": "input_tokens", "ConsumedQuantity": 10.0, "EffectiveCost": 0.25,
+    ...        "ChargePeriodStart": "2026-01-01T00:00:30Z", "x_SourceType": "llm.request", "x_EventId": "e1",
+    ...        "x_ChargeId": "e1:in", "x_App": "chat", "x_Team": "ml"}
+    >>> runs = route_runs([rec], lambda key: 0, source="usage.llm:3", messages=[(7, 1)])
+    >>> runs[0][0][:3], runs[0][0][4][0][:3]
+    (['r', 'usage.llm:3', [[7, 7]]], ['u', 'e1', 1767225630.0])
+    """
+    routed = route(records, fold_s, source=source, messages=messages, lanes=lanes)
+    return by_partition(routed, partition_of, source, messages)
+
+
+def plain(value: Any) -> list[Item]:
+    """Return a run item's packed requests (the kernel's ``Requests``) as their lists.
+
+    ``to_json``'s ``fallback`` for a run sent through the topic: it is called for what JSON cannot hold.
+
+    >>> plain(3)
+    Traceback (most recent call last):
+    ...
+    TypeError: cannot write int as JSON
+    """
+    if isinstance(value, PackedRequests):
+        return value.to_lists()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
 def run_inputs(run: Item) -> int:
@@ -694,8 +739,9 @@ class PartitionDetectors:
         keys = self._seen_keys(items, bounds)
         repeats = iter(zip(keys, seen_before(keys, known(keys) if keys else []), strict=True))
         gpus: list[Item] = []  # GPU samples since the last tick, applied together before the next one
-        usages: list[Item] = []  # LLM requests since the last tick, bucketed together before the next one
-        fresh: tuple[list[Item], list[Item]] = ([], [])  # the LLM requests and series sums applied
+        # LLM requests since the last tick, bucketed together before the next one, in chunks (``Chunks``)
+        usages: Chunks = []
+        fresh: tuple[Chunks, list[Item]] = ([], [])  # the LLM requests and series sums applied
         for index, item in enumerate(items):
             tag = item[0]
             if tag == RUN:
@@ -719,8 +765,8 @@ class PartitionDetectors:
                 if repeated:
                     done.repeated += 1
                 elif tag == USAGE:
-                    usages.append(item)
-                    fresh[0].append(item)
+                    usages.append([item])
+                    fresh[0].append([item])
                     done.applied += 1
                     done.entries.append((seen, SEEN_VALUE))
                 else:
@@ -751,7 +797,7 @@ class PartitionDetectors:
         return True
 
     def _apply_run(self, run: Item, below: float, repeats: Iterator[tuple[str, bool]], gpus: list[Item],
-                   usages: list[Item], fresh: tuple[list[Item], list[Item]], done: Applied) -> None:
+                   usages: Chunks, fresh: tuple[Chunks, list[Item]], done: Applied) -> None:
         """Take in a run's inputs (applied with the others between the same two ticks).
 
         Its LLM requests are judged by their messages' offsets, not ``i|`` entries: one is a repeat when
@@ -770,21 +816,23 @@ class PartitionDetectors:
         ranges = self.usage_ranges.get(source)
         if run_usages:
             first = span[0][0]
+            kept: Sequence[Item]
             if first >= below and (ranges is None or first > ranges[-1][1]):
-                kept = run_usages
+                kept = run_usages  # as it is: a list, or the kernel's ``Requests`` (``route_runs``)
             else:
-                kept = []
+                unseen: list[Item] = []
                 for item in run_usages:
                     offset = item[USAGE_FIELDS]
                     seen, repeated = next(repeats) if offset < below else (None, False)
                     if repeated or _in_ranges(ranges, offset):
                         done.repeated += 1
                         continue
-                    kept.append(item)
+                    unseen.append(item)
                     if seen is not None:  # the old version's inputs of it, still in the topic, may follow
                         done.entries.append((seen, SEEN_VALUE))
-            usages += kept
-            fresh[0].extend(kept)
+                kept = unseen
+            usages.append(kept)
+            fresh[0].append(kept)
             done.applied += len(kept)
         for item in run_series:
             seen, repeated = next(repeats)
@@ -795,7 +843,7 @@ class PartitionDetectors:
         self.usage_ranges[source] = _merged(ranges or [], span)
         self.usage_ranges_changed.add(source)
 
-    def _add_series(self, item: Item, seen: str, fresh: tuple[list[Item], list[Item]], done: Applied) -> None:
+    def _add_series(self, item: Item, seen: str, fresh: tuple[Chunks, list[Item]], done: Applied) -> None:
         """Add a series input not seen before (only the part of its run's messages not applied before)."""
         if len(item) > SERIES_FIELDS:
             part = self.applied_part(item)
@@ -867,14 +915,15 @@ class PartitionDetectors:
                 done.applied += 1
                 at += 1
 
-    def _add_usages(self, usages: list[Item]) -> None:
+    def _add_usages(self, usages: Chunks) -> None:
         """Bucket LLM request inputs (only a tick closes buckets, so those between two go in together)."""
         add_inputs = getattr(self.runner.llm, "add_inputs", None)  # the kernel's: no LlmUsage per request
         if add_inputs is not None:
             add_inputs(usages)
         else:
-            for item in usages:
-                self.runner.add_usage(_usage(item))
+            for chunk in usages:
+                for item in chunk:
+                    self.runner.add_usage(_usage(item))
 
     def applied_part(self, item: Item) -> Item | None:
         """Return the part of a series input from messages its group has not applied yet (None: none).
@@ -917,7 +966,7 @@ class PartitionDetectors:
                 fresh = True
         return [*item[:6], usd, quantity, *item[SERIES_FIELDS:]] if fresh else None
 
-    def _save_open(self, usages: list[Item], series: list[Item], entries: list[tuple[str, Any]]) -> None:
+    def _save_open(self, usages: Chunks, series: list[Item], entries: list[tuple[str, Any]]) -> None:
         """Keep the step's inputs whose buckets are still open (``o|``); delete those all closed now."""
         flushed_to = self.runner.flushed_to
         if not self.open_since_saved:
@@ -927,7 +976,7 @@ class PartitionDetectors:
                 entries.append((f"{MARK}{self.partition}{OPEN_SINCE}", [_finite(self.open_since)]))
                 self.open_since_saved = True
         if usages:
-            entries += self.open.save(USAGE + "|", usages, 2, self.llm_widths, flushed_to)
+            entries += self.open.save_chunks(USAGE + "|", usages, self.llm_widths, flushed_to)
         if series:
             entries += self.open.save(SERIES + "|", series, 5, self.series_widths, flushed_to)
         entries += self.open.expired(flushed_to)

@@ -2,7 +2,9 @@
 
 ``burnwatch_kernel`` (Rust, built by ``make install`` with cargo; ``pip install ./kernel`` by hand) holds
 twins of ``route`` and ``latest_by_lane`` (the ``Watermark``'s loop) that give exactly what the Python
-functions give, in about 0.4 of their time (``python -m bench.feed``), and of
+functions give, in about 0.4 of their time (``python -m bench.feed``), of ``route_runs`` (the same, its
+LLM requests kept as Rust values, ``Requests``, which the kernel's bucketer and the open inputs' entry read
+with no Python list made per request), and of
 ``detectors.buckets.LlmBucketer`` (the same closed buckets, in the same order; about 0.4 of its time
 too), which the stream's detectors bucket LLM requests with; it also keeps the young sessions and users
 that wait unstepped (``DetectorRunner.wait_in_bucketer``), and writes their table entries as JSON;
@@ -22,12 +24,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from detectors.buckets import LlmBucketer
-from streams.core.detector_feed import latest_by_lane, route
+from streams.core.detector_feed import latest_by_lane, route, route_runs
 
 KernelMode = Literal["auto", "compiled", "python"]
 # The kernel API this source expects (``API`` in kernel/src/lib.rs): a kernel built from an older or a
 # newer checkout may compute differently, so it is not used.
-KERNEL_API = 13
+KERNEL_API = 14
 MODULE = "burnwatch_kernel"
 log = logging.getLogger("burnwatch.detectors")
 
@@ -43,6 +45,8 @@ class Feed:
     route: Callable[..., dict[str, list[Any]]]
     latest_by_lane: Callable[[Iterable[Mapping[str, Any]]], dict[str, float]]
     kind: str
+    # a run's inputs by partition (``by_partition`` of ``route``'s); the kernel's keep the requests packed
+    route_runs: Callable[..., dict[int, list[Any]]] = route_runs
     llm_bucketer: Callable[[Any], Any] = LlmBucketer  # made with a BucketConfig; ``add`` and ``flush``
     # made with an IdleGpuConfig: ``step(state, input)`` takes a GPU sample's quiet path (None: the kernel's)
     idle_gpu_quiet: Callable[[Any], Any] | None = None
@@ -67,7 +71,8 @@ def load_feed(mode: KernelMode = "auto") -> Feed:
     if api != KERNEL_API:
         return _fallback(mode, f"{MODULE} has kernel API {api}, this burnwatch needs {KERNEL_API} "
                                "(a stale build)")
-    return Feed(kernel.route, kernel.latest_by_lane, "compiled", kernel.LlmBucketer, kernel.IdleGpuQuiet)
+    return Feed(kernel.route, kernel.latest_by_lane, "compiled", kernel.route_runs, kernel.LlmBucketer,
+                kernel.IdleGpuQuiet)
 
 
 def _fallback(mode: KernelMode, why: str) -> Feed:

@@ -14,10 +14,28 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic_core import to_json
 
 OPEN = "o|"
+
+
+@runtime_checkable
+class PackedRequests(Protocol):
+    """A run's LLM requests as the compiled kernel keeps them (``burnwatch_kernel.Requests``)."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        """Their lists, as ``route`` makes them (made now)."""
+
+    def to_lists(self) -> list[list[Any]]:
+        """Their lists in one list (made now)."""
+
+    def open_json(self, since: float) -> tuple[str, float, bytes] | None:
+        """Those at or after ``since``: the first's id, the latest time, their lists' JSON, comma-joined."""
 
 
 def bucket_end(t: float, widths: Iterable[float]) -> float:
@@ -83,6 +101,29 @@ class OpenInputs:
         until = bucket_end(max([item[at] for item in kept]), widths)
         heapq.heappush(self._until, (until, key))
         return [(key, [until, kept])]
+
+    def save_chunks(self, tag: str, chunks: Sequence[Sequence[Any]], widths: Sequence[float],
+                    flushed_to: float) -> list[tuple[str, Any]]:
+        """``save`` for LLM requests in chunks (``detector_feed.Chunks``; an item's time at index 2).
+
+        When every chunk is the kernel's ``Requests`` (a run's requests, ``route_runs``), the entry's value
+        is its JSON, which they write themselves (``open_json``: the same bytes ``to_json`` writes of
+        ``save``'s value), so none of their lists is made; otherwise the items of every chunk are saved.
+
+        >>> OpenInputs().save_chunks("u|", [[["u", "a", 15.0]], [["u", "b", 25.0]]], (10.0,), 20.0)
+        [('o|u|b', [30.0, [['u', 'b', 25.0]]])]
+        """
+        packed = [chunk for chunk in chunks if isinstance(chunk, PackedRequests)]
+        if not packed or len(packed) < len(chunks):
+            return self.save(tag, [item for chunk in chunks for item in chunk], 2, widths, flushed_to)
+        since = open_from(flushed_to, widths)
+        parts = [part for chunk in packed if (part := chunk.open_json(since)) is not None]
+        if not parts:
+            return []
+        key = OPEN + tag + parts[0][0]
+        until = bucket_end(max(latest for _, latest, _ in parts), widths)
+        heapq.heappush(self._until, (until, key))
+        return [(key, b"[" + to_json(until) + b",[" + b",".join(json for _, _, json in parts) + b"]]")]
 
     def expired(self, flushed_to: float) -> list[tuple[str, None]]:
         """Return the deletions of the entries whose buckets have all closed by ``flushed_to``."""

@@ -15,6 +15,7 @@ import math
 import os
 import subprocess
 import sys
+import zlib
 from datetime import UTC, datetime, timedelta, timezone
 from functools import lru_cache, partial
 from itertools import pairwise
@@ -35,10 +36,20 @@ from detectors.runner import DetectorRunner
 from streams.commands.eval import scenario
 from streams.core import detector_kernel
 from streams.core.catalog import load_catalog
-from streams.core.detector_feed import LLM_STATES, LOG, PartitionDetectors, latest_by_lane, route
+from streams.core.detector_feed import (
+    LLM_STATES,
+    LOG,
+    PartitionDetectors,
+    by_partition,
+    latest_by_lane,
+    plain,
+    route,
+    route_runs,
+)
 from streams.core.detector_feed import tick as tick_item
 from streams.core.detector_kernel import KERNEL_API, PYTHON, KernelMissing, load_feed
 from streams.core.events import EVENT_ADAPTER
+from streams.core.open_inputs import OpenInputs
 from streams.core.pricing import Pricer
 from tests.unit.test_deferred import configs as deferred_configs
 from tests.unit.test_deferred import outcome as deferred_outcome
@@ -68,6 +79,38 @@ def same(records: list[dict[str, Any]], *args: Any, **kwargs: Any) -> None:
     python_lanes: dict[str, float] = {}
     assert route(iter(records), *args, lanes=python_lanes, **kwargs) == expected
     assert list(python_lanes.items()) == list(lanes.items())
+    if isinstance(kwargs.get("source"), str):
+        same_runs(records, *args, **kwargs)
+
+
+def partition_of(key: str) -> int:
+    return zlib.crc32(key.encode()) % 3
+
+
+def same_runs(records: list[dict[str, Any]], *args: Any, **kwargs: Any) -> None:
+    """The kernel's ``route_runs`` gives the Python one's run items, its requests a ``Requests`` of the same
+    lists; their open ones' JSON is what ``OpenInputs`` writes of the lists."""
+    expected = route_runs(records, partition_of, *args, **kwargs)
+    assert expected == by_partition(route(records, *args, **kwargs), partition_of, kwargs["source"],
+                                    kwargs["messages"])
+    routed_lanes: dict[str, float] = {}
+    got = burnwatch_kernel.route_runs(records, partition_of, *args, lanes=routed_lanes, **kwargs)
+    assert list(got) == list(expected)
+    assert to_json(got, fallback=plain) == to_json(expected)
+    assert list(routed_lanes.items()) == list(latest_by_lane(records).items())
+    for partition, [run] in got.items():
+        requests, lists = run[4], expected[partition][0][4]
+        assert isinstance(requests, burnwatch_kernel.Requests)
+        assert [*run[:4], run[5]] == [*expected[partition][0][:4], expected[partition][0][5]]
+        assert len(requests) == len(lists) and bool(requests) == bool(lists)
+        assert list(requests) == requests.to_lists() == lists
+        assert [requests[i] for i in range(-len(lists), len(lists))] == lists + lists
+        with pytest.raises(IndexError):
+            requests[len(lists)]
+        for flushed_to in [-math.inf, *sorted({item[2] for item in lists}), math.inf]:  # every cut
+            packed = OpenInputs().save_chunks("u|", [requests, requests], (1.0, 10.0), flushed_to)
+            as_lists = OpenInputs().save("u|", lists + lists, 2, (1.0, 10.0), flushed_to)
+            assert packed == [(key, to_json(value)) for key, value in as_lists]  # the same bytes
 
 
 @lru_cache(maxsize=1)
@@ -208,6 +251,12 @@ def test_floats_of_every_kind_come_out_as_python_writes_them(cost: float) -> Non
         if isinstance(python, dict):  # a token count of inf or NaN fails both alike (int() of it)
             python, kernel = to_json(python), to_json(kernel)  # NaN is not equal to itself: compared as JSON
         assert kernel == python
+        python = outcome(partial(route_runs, records, partition_of, source=SOURCE, messages=messages))
+        kernel = outcome(partial(burnwatch_kernel.route_runs, records, partition_of, source=SOURCE,
+                                 messages=messages))
+        if isinstance(python, dict):  # the packed requests fail as the lists would be made
+            python, kernel = to_json(python), to_json(kernel, fallback=plain)
+        assert kernel == python
 
 
 @pytest.mark.parametrize("missing", ["SkuMeter", "x_EventId", "EffectiveCost", "x_ChargeId"])
@@ -304,6 +353,32 @@ def test_the_kernel_buckets_llm_requests_as_python_does(steps: list[tuple[Any, .
     assert len(compiled) == 0
 
 
+def test_the_kernel_buckets_packed_requests_as_their_lists() -> None:
+    """``add_inputs`` folds a run's ``Requests`` (``route_runs``) as it folds the lists they stand for."""
+    records = priced_records()
+    config = BucketConfig(session_s=10, scope_s=10, app_s=60)
+    packed, listed = burnwatch_kernel.LlmBucketer(config), burnwatch_kernel.LlmBucketer(config)
+    python = LlmBucketer(config)
+    for start in range(0, len(records), 500):
+        run = records[start:start + 500]
+        messages = messages_of(len(run), 4)
+        runs = burnwatch_kernel.route_runs(run, partition_of, source=SOURCE, messages=messages)
+        chunks = [items[0][4] for items in runs.values()]
+        chunks.append([])  # an empty chunk, and a list chunk with them: inputs routed outside a run
+        chunks.append([chunks[0][0]] if chunks[0] else [])
+        packed.add_inputs(chunks)
+        lists = [list(chunk) for chunk in chunks]
+        listed.add_inputs(lists)
+        for item in (item for chunk in lists for item in chunk):
+            python.add(LlmUsage(*item[2:12]))
+        watermark = burnwatch_kernel.parse_time(run[-1]["ChargePeriodStart"]) - 30.0  # close some, as ticks
+        assert packed.flush(watermark) == listed.flush(watermark) == python.flush(watermark)
+    closed = packed.flush(math.inf)
+    assert closed == listed.flush(math.inf) == python.flush(math.inf) != []
+    with pytest.raises(TypeError, match="a list or Requests"):
+        packed.add_inputs([("u",)])
+
+
 def test_a_busy_session_bucket_keeps_as_many_inputs_and_prompts_as_in_python() -> None:
     config = BucketConfig(session_s=60, scope_s=60, app_s=60)
     python, compiled = LlmBucketer(config), burnwatch_kernel.LlmBucketer(config)
@@ -327,6 +402,38 @@ def test_the_stream_detectors_find_the_same_with_the_kernel_bucketer() -> None:
     assert det.runner.bucketer_waits and det.runner.llm.pending_count() > 0  # young sessions waited there
     assert [f.to_dict() for f in compiled] == [f.to_dict() for f in found] != []
     assert compiled_table.data == table.data  # pending documents included: the kernel's JSON reads back equal
+
+
+def test_runs_with_packed_requests_find_and_save_what_runs_of_lists_do() -> None:
+    """A partition fed the kernel's ``route_runs`` (requests packed) finds and saves what one fed the
+    Python runs finds and saves: with repeats (a run applied again), a run through the topic (JSON), and
+    a restart from the saved table."""
+    from tests.unit.test_detector_feed import Table, outline, priced_events
+
+    events = [record for records in priced_events() for record in records]
+    feeds = {"python": (route_runs, None, None), "packed": (burnwatch_kernel.route_runs,
+                                                            burnwatch_kernel.LlmBucketer, GPU_QUIET)}
+    results = {}
+    for name, (router, bucketer, quiet) in feeds.items():
+        det, table, found, offset = PartitionDetectors(0, None, bucketer, quiet), Table(), [], 0
+        for number, first in enumerate(range(0, len(events), 300)):
+            run = events[first:first + 300]
+            messages = [(offset + i, 1) for i in range(len(run))]
+            offset += len(run)
+            items = router(run, lambda key: 0, source=SOURCE, messages=messages)[0]
+            items.append(tick_item(burnwatch_kernel.parse_time(run[-1]["ChargePeriodStart"]) - 20.0))
+            if number % 5 == 3:  # through the topic: the lists, read back
+                items = from_json(to_json(items, fallback=plain))
+            steps = [items, items] if number % 4 == 1 else [items]  # the run again: all repeats
+            for step in steps:
+                done = det.apply(step, table.known)
+                table.put(done.entries)
+                found += done.findings
+            if number == 7:  # a restart from what was saved
+                det = PartitionDetectors.restore(0, list(table.data.items()), None, bucketer, quiet)
+        results[name] = (outline(found), table.data)
+    assert results["packed"] == results["python"]
+    assert results["python"][0] and any(key.startswith("o|u|") for key in results["python"][1])
 
 
 gpu_samples = st.lists(  # runs of like samples: long enough to be idle or underused for a while
