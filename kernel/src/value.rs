@@ -62,7 +62,7 @@ pub(crate) fn write_f64(out: &mut Vec<u8>, x: f64) {
 /// A JSON string: quotes, backslashes and control characters escaped, the rest as UTF-8.
 pub(crate) fn write_str(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
-    if !text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+    if !needs_escape(text.as_bytes()) {
         out.extend_from_slice(text.as_bytes()); // ids, names and times: nothing to escape
         out.push(b'"');
         return;
@@ -79,4 +79,24 @@ pub(crate) fn write_str(out: &mut Vec<u8>, text: &str) {
         }
     }
     out.push(b'"');
+}
+
+/// Whether JSON must escape a byte of `text` (a control character, a quote or a backslash), eight bytes
+/// at a time: ids and prompt hashes (64 hex digits) are most of what the kernel writes, and none has one.
+fn needs_escape(text: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    // nonzero iff some byte of `word` is below `n` (n <= 0x80): bytes of 0x80 and above never count
+    let below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGH;
+    let zero = |word: u64| below(word, 1);
+    let mut words = text.chunks_exact(8);
+    for chunk in &mut words {
+        let word = u64::from_ne_bytes(chunk.try_into().expect("eight bytes"));
+        if below(word, 0x20) | zero(word ^ (ONES * u64::from(b'"'))) | zero(word ^ (ONES * u64::from(b'\\')))
+            != 0
+        {
+            return true;
+        }
+    }
+    words.remainder().iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }

@@ -143,7 +143,9 @@ def test_the_kernel_routes_simulated_priced_records_as_python_does() -> None:
 
 # Generated records: every meter and source the feed reads, shared names so groups and requests repeat,
 # odd text (separators, non-ASCII) in ids and keys, and time texts of every shape.
-NAMES = st.sampled_from(["ml", "search", "ä|b:c", "", "x" * 40])
+NAMES = st.sampled_from(["ml", "search", "ä|b:c", "", "x" * 40,
+                         # JSON escapes them: in the first eight bytes, past them, and at the end
+                         'q"', "a-long-name\\with", "ctrl\x1f", "tab\tand-more-text", "ends-in-quote-\""])
 OPTIONAL = st.one_of(st.none(), NAMES)
 MONEY = st.one_of(st.floats(-1e6, 1e6, allow_nan=False), st.sampled_from([0.0, -0.0, 1e-12, 0.1]))
 ZONES = st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))])
