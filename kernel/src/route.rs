@@ -24,11 +24,14 @@ const INPUT_METERS: [&str; 3] = ["input_tokens", "cached_input_tokens", "cache_w
 const OUTPUT_METERS: [&str; 2] = ["output_tokens", "reasoning_tokens"];
 const UNALLOCATED: &str = "unallocated";
 
-/// One LLM request's sums (`add_llm_record`): its first record (and its usage message's offset) and its
-/// token and cost sums.
+/// One LLM request's sums (`add_llm_record`): its first record (and its usage message's offset, and the
+/// time, model and team `route` read of it already) and its token and cost sums.
 struct Usage<'py> {
     first: Bound<'py, PyDict>,
     offset: i64,
+    time: f64,
+    model: Bound<'py, PyAny>,
+    team: Bound<'py, PyAny>,
     event_id: Bound<'py, PyAny>,
     input: f64,
     output: f64,
@@ -235,11 +238,12 @@ fn build<'py>(
             )?;
             let key = joined(&["gpu:", gpu.to_str()?]);
             out.entry(key).or_default().push(item.into_any());
-        } else if is_text(&record_source, "llm.request")? {
-            let keys = (k_event, k_meter, k_quantity);
-            add_llm_record(record, meter_text, cost, offset, &mut usages, keys)?;
         }
         let (project, model) = (get(record, k_project)?, get(record, k_model)?);
+        if meter_text != Some("gpu_hours") && is_text(&record_source, "llm.request")? {
+            let keys = (k_event, k_meter, k_quantity);
+            add_llm_record(record, meter_text, cost, offset, &mut usages, keys, (t, &model, &team))?;
+        }
         let team_text = if team.is_truthy()? { team.cast::<PyString>()?.to_str()? } else { UNALLOCATED };
         let (project_text, model_text) = (optional_str(&project)?, optional_str(&model)?);
         let charge_text = charge.cast::<PyString>()?.to_str()?;
@@ -329,23 +333,22 @@ fn build<'py>(
         let first = &usage.first;
         let app = get(first, intern!(py, "x_App"))?;
         let app_key = if app.is_truthy()? { text(&app)? } else { UNALLOCATED.to_owned() };
-        let or_empty = |key: &Bound<'py, PyString>| -> PyResult<Py<PyAny>> {
-            let value = get(first, key)?;
+        let or_empty = |value: Bound<'py, PyAny>| -> PyResult<Py<PyAny>> {
             Ok(if value.is_truthy()? { value } else { empty.clone().into_any() }.unbind())
         };
         let prompt = get(first, intern!(py, "x_PromptHash"))?;
         let request = Request {
             event_id: usage.event_id.unbind(),
-            time: times.parse(py, &item(first, k_start)?)?,
+            time: usage.time,
             app: if app.is_truthy()? { app } else { intern!(py, UNALLOCATED).clone().into_any() }.unbind(),
-            user: or_empty(intern!(py, "x_User"))?,
-            session: or_empty(intern!(py, "x_Session"))?,
-            model: or_empty(k_model)?,
+            user: or_empty(get(first, intern!(py, "x_User"))?)?,
+            session: or_empty(get(first, intern!(py, "x_Session"))?)?,
+            model: or_empty(usage.model)?,
             input: usage.input,
             output: usage.output,
             cost: usage.cost,
             prompt: if prompt.is_truthy()? { prompt } else { py.None().into_bound(py) }.unbind(),
-            team: get(first, k_team)?.unbind(),
+            team: usage.team.unbind(),
             // its usage message's offset last: the detectors judge it by the run
             offset: source.is_some().then_some(usage.offset),
         };
@@ -358,7 +361,8 @@ fn build<'py>(
 }
 
 /// Fold one LLM cost record, of the usage message at `offset`, into its request's running sums (keyed by
-/// `x_EventId`); `keys`: the event id's, the meter's and the quantity's column names.
+/// `x_EventId`); `keys`: the event id's, the meter's and the quantity's column names; `read`: the record's
+/// time, model and team, as `route` has read them.
 fn add_llm_record<'py>(
     record: &Bound<'py, PyDict>,
     meter: Option<&str>,
@@ -366,6 +370,7 @@ fn add_llm_record<'py>(
     offset: i64,
     usages: &mut Usages<'py>,
     keys: (&Bound<'py, PyString>, &Bound<'py, PyString>, &Bound<'py, PyString>),
+    (time, model, team): (f64, &Bound<'py, PyAny>, &Bound<'py, PyAny>),
 ) -> PyResult<()> {
     let (k_event, k_meter, k_quantity) = keys;
     let event_id = item(record, k_event)?;
@@ -378,6 +383,9 @@ fn add_llm_record<'py>(
             let usage = Usage {
                 first: record.clone(),
                 offset,
+                time,
+                model: model.clone(),
+                team: team.clone(),
                 event_id: event_id.clone(),
                 input: 0.0,
                 output: 0.0,
