@@ -299,8 +299,9 @@ def route_runs(
 
     The compiled twin (``burnwatch_kernel.route_runs``) gives the same, except that a run item's
     requests are a ``Requests``: a sequence of the same lists, made only when read, which the kernel's
-    bucketer folds and ``OpenInputs.save_packed`` writes without them (they cost about 3-4 µs per event
-    to make, read back and free in the stream). ``plain`` turns it into its lists for JSON.
+    bucketer folds and ``OpenInputs.save_chunks`` writes without them (making, reading back and freeing
+    them was 2.5% of the in-place path's instructions: docs/detectors.md, twenty-fourth round).
+    ``plain`` turns it into its lists for JSON.
 
     >>> rec = {"SkuMeter": "input_tokens", "ConsumedQuantity": 10.0, "EffectiveCost": 0.25,
     ...        "ChargePeriodStart": "2026-01-01T00:00:30Z", "x_SourceType": "llm.request", "x_EventId": "e1",

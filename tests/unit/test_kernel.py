@@ -111,6 +111,8 @@ def same_runs(records: list[dict[str, Any]], *args: Any, **kwargs: Any) -> None:
             packed = OpenInputs().save_chunks("u|", [requests, requests], (1.0, 10.0), flushed_to)
             as_lists = OpenInputs().save("u|", lists + lists, 2, (1.0, 10.0), flushed_to)
             assert packed == [(key, to_json(value)) for key, value in as_lists]  # the same bytes
+            mixed = OpenInputs().save_chunks("u|", [requests, lists], (1.0, 10.0), flushed_to)
+            assert to_json(mixed) == to_json(as_lists)  # a step with runs of both kinds: their lists
 
 
 @lru_cache(maxsize=1)
