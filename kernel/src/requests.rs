@@ -3,9 +3,10 @@
 //! `route` makes each request a Python list (`["u", event_id, time, app, user, session, model,
 //! input_tokens, output_tokens, usd, prompt_hash, team, offset]`); in the stream most of those lists were
 //! made only to be read back by the bucketer (`LlmBucketer.add_inputs`) and the open inputs' `o|u|` entry,
-//! then freed: about 3-4 µs per event (docs/detectors.md, twenty-third round). `Requests` keeps them as
-//! the values they are made of; the bucketer folds them as they are and `open_json` writes the open ones'
-//! JSON. To anything else it is a sequence of the same lists `route` makes (made when read).
+//! then freed: 2.5% of the in-place path's instructions (docs/detectors.md, twenty-fourth round).
+//! `Requests` keeps them as the values they are made of; the bucketer folds them as they are and
+//! `open_json` writes the open ones' JSON. To anything else it is a sequence of the same lists `route`
+//! makes (made when read).
 
 use pyo3::exceptions::{PyIndexError, PyOverflowError, PyTypeError};
 use pyo3::intern;
@@ -102,19 +103,27 @@ impl Request {
 /// Python's `int(x)` of a token sum: an i64 when it fits, else Python's own int (or its error: a token
 /// count that is not finite is not one).
 pub fn whole(py: Python<'_>, x: f64) -> PyResult<Bound<'_, PyAny>> {
-    if x.is_finite() && x.abs() < 9.0e18 {
-        return Ok((x as i64).into_pyobject(py)?.into_any());
+    match as_i64(x) {
+        Some(count) => Ok(count.into_pyobject(py)?.into_any()),
+        None => py.import("builtins")?.getattr("int")?.call1((x,)),
     }
-    py.import("builtins")?.getattr("int")?.call1((x,))
+}
+
+/// `int(x)` when it fits an i64 (well inside: below 9e18).
+fn as_i64(x: f64) -> Option<i64> {
+    (x.is_finite() && x.abs() < 9.0e18).then_some(x as i64)
 }
 
 /// A token sum as the bucketer's i64 (events carry at most 10^12 tokens a count, so a request's fit).
 fn as_count(x: f64) -> PyResult<i64> {
-    if x.is_finite() && x.abs() < 9.0e18 {
-        Ok(x as i64)
-    } else {
-        Err(PyOverflowError::new_err(format!("an LLM request's token sum {x} is not a 64-bit count")))
-    }
+    as_i64(x).ok_or_else(|| {
+        PyOverflowError::new_err(format!("an LLM request's token sum {x} is not a 64-bit count"))
+    })
+}
+
+/// The requests' Python lists, as `route` makes them.
+pub fn lists<'py>(py: Python<'py>, requests: &[Request]) -> PyResult<Bound<'py, PyList>> {
+    PyList::new(py, requests.iter().map(|request| request.to_list(py)).collect::<PyResult<Vec<_>>>()?)
 }
 
 /// A str or None column as JSON.
@@ -156,7 +165,7 @@ impl Requests {
 
     /// The requests' lists, as `route` makes them.
     fn to_lists<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        PyList::new(py, self.items.iter().map(|request| request.to_list(py)).collect::<PyResult<Vec<_>>>()?)
+        lists(py, &self.items)
     }
 
     /// The requests at or after `since` (their buckets are still open): `(first's event id, latest time,

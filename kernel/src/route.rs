@@ -14,7 +14,7 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyList, PyString};
 
 use crate::lanes::Lanes;
 use crate::record::{at, get, is_text, item, optional_str, text};
-use crate::requests::{Request, Requests};
+use crate::requests::{lists, Request, Requests};
 use crate::series::{fold_series, Charges, Egress, GroupKey, Spend};
 use crate::times::TimeCache;
 use crate::value::joined;
@@ -72,8 +72,7 @@ pub fn route<'py>(
         result.set_item(key, PyList::new(py, items)?)?;
     }
     for (key, items) in requests {
-        let lists = items.iter().map(|request| request.to_list(py)).collect::<PyResult<Vec<_>>>()?;
-        result.set_item(key, PyList::new(py, lists)?)?;
+        result.set_item(key, lists(py, &items)?)?;
     }
     Ok(result)
 }
