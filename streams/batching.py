@@ -8,7 +8,12 @@ of sends, one changelog message) and faust acknowledges the whole batch after it
 
 A message fetched before the last rebalance (an older consumer generation) is left out: its partition
 may belong to another worker now, and it is read again after the rebalance's seek (its acknowledgement
-is refused, ``faust_fixes.guarded_ack``).
+is refused, ``faust_fixes.guarded_ack``). The same holds for a batch a rebalance overtakes while the
+agent works through a take (faust does not wait for agents at a revocation: ``stream_wait_empty`` is
+off): ``still_current`` is false from the revocation on, so the batches not begun are left out, and a
+multi-stage handler stops before its next stage (``cost_agents.run_stages``). A state write made for a
+partition after its revocation could reach the changelog after the new owner read it, and, being the
+last write of its keys there, undo the new owner's counts at the next recovery.
 
 An agent that remembers what it has sent (the pricing agent's event ids) may remember a message only
 once the broker has acknowledged its sends, and should remember it as soon as it has: a catch-up batch
@@ -30,7 +35,7 @@ from typing import Any, Generic, TypeVar
 from faust.streams import _current_event
 from faust.types import TP
 
-from streams.faust_fixes import refuse_acks
+from streams.faust_fixes import ack_counts, refuse_acks
 
 T = TypeVar("T")
 
@@ -58,10 +63,32 @@ class PartitionBatch:
             _current_event.reset(token)
 
     @property
+    def generation_id(self) -> int:
+        """The consumer generation the batch's messages were fetched under."""
+        generation: int = self.events[0].message.generation_id
+        return generation
+
+    @property
     def batch_key(self) -> str:
         """The changelog key of the batch's state writes: topic, partition and offset range."""
         first, last = self.events[0].message.offset, self.events[-1].message.offset
         return f"{self.topic}:{self.partition}:{first}" + (f"-{last}" if last != first else "")
+
+
+def still_current(app: Any, batch: PartitionBatch) -> bool:
+    """Whether no rebalance began since the batch was fetched: its partition is still this worker's.
+
+    It holds exactly when its messages' acknowledgements would count (``faust_fixes.ack_counts``): the
+    flow is running (a revocation suspends it first) and the consumer generation is the batch's.
+
+    >>> from types import SimpleNamespace as M
+    >>> batch = PartitionBatch("costs.priced", 0, [M(message=M(offset=4, generation_id=3))])
+    >>> def app(generation, active=True):
+    ...     return M(consumer_generation_id=generation, flow_control=M(is_active=lambda: active))
+    >>> [still_current(app(3), batch), still_current(app(4), batch), still_current(app(3, False), batch)]
+    [True, False, False]
+    """
+    return ack_counts(batch.generation_id, app.consumer_generation_id, app.flow_control.is_active())
 
 
 def known_end(app: Any, batch: PartitionBatch) -> int | None:
@@ -135,6 +162,9 @@ async def handle_batches(
 ) -> None:
     """Run an agent's loop: ``await handle(batch)`` for each partition's batch of what ``stream`` buffered.
 
+    A batch is handled only while ``still_current``: once a rebalance begins, the take's other batches
+    are left to be read again.
+
     While ``handle`` runs, the batch's last event is faust's current event (``PartitionBatch.current``).
     If it raises, that batch and the ones after it are not acknowledged (``faust_fixes.refuse_acks``;
     faust would acknowledge the whole take) but read again, ``failed()`` is called (not for a
@@ -143,6 +173,8 @@ async def handle_batches(
     async for events in stream.take_events(max_messages, within=within_s):
         batches = list(partition_batches(events, app.consumer_generation_id))
         for index, batch in enumerate(batches):
+            if not still_current(app, batch):
+                continue  # a rebalance began: read again by the partition's owner after its seek
             with batch.current():
                 try:
                     await handle(batch)

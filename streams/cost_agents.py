@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 import faust
 from pydantic_core import from_json
 
-from streams.batching import PartitionBatch, handle_batches
+from streams.batching import PartitionBatch, handle_batches, still_current
 from streams.core.costs import CostRecord
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
@@ -42,4 +42,6 @@ def register_cost_agent(
         for message in batch.messages:
             records += from_json(message.value)
         for stage in stages:
+            if not still_current(app, batch):
+                return  # a rebalance began during the last stage: the new owner reads the batch again
             await stage(batch, records)

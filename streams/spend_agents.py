@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import faust
 from pydantic_core import to_json
@@ -55,6 +55,17 @@ class SpendState:
                 self.allocator, self.allocator.config.shared_costs, lateness_s=self.lateness_s)
         return tracker
 
+    def forget(self, partitions: set[int]) -> None:
+        """Drop the trackers of ``partitions`` (revoked) and what they had still to publish.
+
+        Their next owner republishes every window it holds once it has rebuilt them; a window this worker
+        sent after that, from a tracker the new owner has since moved past, would be the key's last record
+        and stand until the window changed again.
+        """
+        for partition in partitions:
+            self.trackers.pop(partition, None)
+            self.dirty.pop(partition, None)
+
 
 async def publish_dirty(state: SpendState, send: Callable[[int, str, SpendTracker], Awaitable[None]]) -> None:
     """``await send(partition, key, tracker)`` for each changed window of the partitions this worker owns.
@@ -80,6 +91,27 @@ async def publish_dirty(state: SpendState, send: Callable[[int, str, SpendTracke
             tracker.forget_old()
 
 
+class PartitionItems(Protocol):
+    """What ``load_tracker`` reads of the spend table (``BatchLoggedTable.partition_items``)."""
+
+    def partition_items(self, partitions: Iterable[int], prefix: str = "") -> Iterator[tuple[str, Any]]:
+        """Yield the ``(key, value)`` entries of ``partitions`` whose keys start with ``prefix``."""
+
+
+def load_tracker(state: SpendState, table: PartitionItems, partition: int) -> SpendTracker:
+    """Rebuild the partition's tracker from the table, every window it holds marked to publish."""
+    state.forget({partition})
+    tracker = state.tracker(partition)
+    for prefix in ("w|", "late|"):
+        for key, value in table.partition_items([partition], prefix=prefix):
+            tracker.load(key, value)
+    mark = next(iter(table.partition_items([partition], prefix=WATERMARK_KEY)), None)
+    tracker.watermark_s = int(mark[1]) if mark else 0
+    tracker.forget_old()
+    state.dirty[partition] = set(tracker.windows)  # the new owner republishes what it holds
+    return tracker
+
+
 def register_spend_agents(
     app: faust.App,
     settings: Settings,
@@ -97,7 +129,10 @@ def register_spend_agents(
         marks = [MARK + record["x_ChargeId"] for record in records]
         known = seen_before(marks, table.contains_many(marks, batch.partition))  # repeats count once
         fresh = [record for record, seen in zip(records, known, strict=True) if not seen]
-        tracker = state.tracker(batch.partition)
+        tracker = state.trackers.get(batch.partition)
+        if tracker is None:  # never after a rebuild; an empty tracker would overwrite the table's windows
+            log.warning("spend windows of partition %d were not rebuilt; rebuilding them", batch.partition)
+            tracker = load_tracker(state, table, batch.partition)
         before = (tracker.allocated_usd, tracker.unallocated_usd, tracker.late_usd)
         changed = tracker.add(fresh)
         # Windows the repeated charges fall in are logged again too: the changelog stays whole
@@ -121,15 +156,13 @@ def register_spend_agents(
         state.trackers.clear()
         state.dirty.clear()
         for partition in partitions:
-            tracker = state.tracker(partition)
-            for prefix in ("w|", "late|"):
-                for key, value in table.partition_items([partition], prefix=prefix):
-                    tracker.load(key, value)
-            mark = next(iter(table.partition_items([partition], prefix=WATERMARK_KEY)), None)
-            tracker.watermark_s = int(mark[1]) if mark else 0
-            tracker.forget_old()
-            state.dirty[partition] = set(tracker.windows)  # the new owner republishes what it holds
+            load_tracker(state, table, partition)
         log.info("rebuilt spend windows of partitions %s", sorted(partitions))
+
+    @app.on_partitions_revoked.connect
+    async def stop_publishing(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
+        """Publish nothing of a revoked partition: its windows are its next owner's to send."""
+        state.forget({tp.partition for tp in revoked if tp.topic == priced_topic_name})
 
     @app.timer(settings.spend_publish_interval_s, on_leader=False)
     @quiet_at_stop(app)

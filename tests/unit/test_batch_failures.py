@@ -1,9 +1,12 @@
-"""A batch whose handler raises is not acknowledged, and its partition is read again from it."""
+"""A batch whose handler raises is not acknowledged, and its partition is read again from it.
+
+A batch a rebalance overtakes is not handled (nor acknowledged): the partition's owner reads it again.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -12,6 +15,7 @@ from faust.types.tuples import ConsumerMessage
 
 from streams import faust_fixes
 from streams.batching import PartitionBatch, handle_batches
+from streams.cost_agents import register_cost_agent
 from streams.faust_fixes import guarded_ack, stalled_due
 from tests.unit.test_faust_fixes import acking_consumer
 
@@ -66,7 +70,7 @@ def run(
         handled.append(batch.partition)
 
     stream = TakingStream(c, [event(0, 85), event(1, 40), event(0, 86)])
-    app = SimpleNamespace(consumer_generation_id=GENERATION)
+    app = c.app
     FAILURES.clear()
     try:
         asyncio.run(handle_batches(app, stream, handle, max_messages=100, within_s=0.1,
@@ -109,3 +113,67 @@ def test_a_batch_cancelled_by_a_stopping_worker_is_read_again_but_not_counted_as
     assert acknowledged(c) == {0: [85, 86]}
     assert stalled_due(now=float("inf")) == {("costs.priced", 1): 40}
     assert FAILURES == []
+
+
+def rebalanced_during_first_batch(rebalance: Callable[[Any], None]) -> tuple[Any, list[int]]:
+    """Handle a take of two partitions' batches; ``rebalance(app)`` runs while the first is handled."""
+    c = acking_consumer(GENERATION, flow_active=True)
+    handled: list[int] = []
+
+    async def handle(batch: PartitionBatch) -> None:
+        handled.append(batch.partition)
+        if len(handled) == 1:
+            rebalance(c.app)
+
+    stream = TakingStream(c, [event(0, 85), event(1, 40), event(0, 86)])
+    asyncio.run(handle_batches(c.app, stream, handle, max_messages=100, within_s=0.1))
+    return c, handled
+
+
+def test_a_batch_overtaken_by_a_revocation_is_not_handled() -> None:
+    # faust suspends the flow at a revocation and does not wait for the agent (stream_wait_empty off)
+    def revoke(app: Any) -> None:
+        app.flow_control = SimpleNamespace(is_active=lambda: False)
+
+    c, handled = rebalanced_during_first_batch(revoke)
+    assert handled == [0]
+    assert acknowledged(c) == {}  # not even the handled one counts: all of it is read again
+    assert stalled_due(now=float("inf")) == {}  # no failure: the seek after the rebalance reads it again
+
+
+def test_a_batch_of_an_older_generation_is_not_handled() -> None:
+    def assign(app: Any) -> None:
+        app.consumer_generation_id = GENERATION + 1
+
+    c, handled = rebalanced_during_first_batch(assign)
+    assert handled == [0]
+    assert acknowledged(c) == {}
+
+
+def test_a_cost_stage_is_not_run_once_a_rebalance_began() -> None:
+    # the stages of run_stages: budgets awaits its sends, then spend would write its tables
+    c = acking_consumer(GENERATION, flow_active=True)
+    ran: list[str] = []
+    agents: dict[str, Any] = {}
+
+    async def budgets(batch: PartitionBatch, records: list[Any]) -> None:
+        ran.append("budgets")
+        c.app.consumer_generation_id = GENERATION + 1  # the rebalance, while budgets awaited its acks
+
+    async def spend(batch: PartitionBatch, records: list[Any]) -> None:
+        ran.append("spend")
+
+    def agent(topic: Any, name: str) -> Any:
+        return lambda fun: agents.setdefault(name, fun)
+
+    app = SimpleNamespace(**vars(c.app), agent=agent)
+    c.app = app
+    settings = SimpleNamespace(batch_max_messages=100, batch_within_s=0.1)
+    counter = SimpleNamespace(inc=lambda: None)
+    metrics = SimpleNamespace(batches_failed=SimpleNamespace(labels=lambda name: counter))
+    register_cost_agent(app, settings, SimpleNamespace(costs_priced_topic=None), [budgets, spend], metrics)
+    priced = [Event(ConsumerMessage("costs.priced", 0, 85, 0.0, 0, [], b"k", b"[]", None,
+                                    generation_id=GENERATION))]
+    asyncio.run(agents["process_costs"](TakingStream(c, priced)))
+    assert ran == ["budgets"]
+    assert acknowledged(c) == {}
