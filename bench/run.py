@@ -206,6 +206,30 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """Return the CPU seconds (user + system) a process's live threads have used, by kind of thread.
+
+    ``main`` is the thread whose id is the process's (the worker's event loop: every stage of
+    ``burnwatch_stage_cpu_seconds_total`` runs on it); ``rocksdb`` the stores' flush and compaction
+    threads (named ``rocksdb:*``); ``other`` every other thread (faust's consumer thread with aiokafka's
+    fetches and decoding, the web server's). A thread that has ended is in none (``cpu_seconds`` has it).
+
+    >>> sorted(thread_cpu_seconds(os.getpid()))
+    ['main', 'other', 'rocksdb']
+    """
+    out = {"main": 0.0, "rocksdb": 0.0, "other": 0.0}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name, rest = task.joinpath("stat").read_text().split(" (", 1)[1].rsplit(")", 1)
+        except (FileNotFoundError, ProcessLookupError):  # the thread ended meanwhile
+            continue
+        fields = rest.split()
+        kind = "main" if int(task.name) == pid else "rocksdb" if name.startswith("rocksdb") else "other"
+        out[kind] += (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def free_port() -> int:
     """Return a TCP port nobody listens on right now."""
     with socket.socket() as sock:
@@ -411,6 +435,7 @@ def run_phase(
             if not ready.wait(HEALTH_TIMEOUT_S):
                 raise PhaseFailed("the watcher got no partitions of costs.priced")
             cpu_before = cpu_seconds(processor.pid)
+            threads_before = thread_cpu_seconds(processor.pid)
         with Progress(TextColumn(f"{name}: {{task.description}}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console, transient=True) as progress:
             task = progress.add_task("producing", total=events)
@@ -438,6 +463,10 @@ def run_phase(
                     processor, settings, workload.final_event_time - DETECTED_MARGIN_S, timeout_s)
                 wait_drained(settings, timeout_s, processor)  # the state the last ticks saved, committed
         cpu_used = cpu_seconds(processor.pid) - cpu_before
+        threads = thread_cpu_seconds(processor.pid)
+        detail["thread_cpu_us_per_event"] = {
+            kind: round((seconds - threads_before[kind]) / events * 1e6, 2)
+            for kind, seconds in threads.items()}
         if isinstance(processor, WorkerProcess):
             detail["worker_metrics"], stage_cpu = processor.metrics()
             detail["stage_cpu_us_per_event"] = {
@@ -708,8 +737,11 @@ def main(
                 results[name] = run_phase(name, workload, settings, timeout, rate, worker_profile)
                 stages = ", ".join(f"{stage} {us:.1f}" for stage, us in
                                    results[name].detail.get("stage_cpu_us_per_event", {}).items())
+                threads = ", ".join(f"{kind} {us:.1f}" for kind, us in
+                                    results[name].detail.get("thread_cpu_us_per_event", {}).items())
                 console.print(f"{name}{tag}: {results[name].events_per_s:,.0f} events/s"
-                              + (f"; CPU µs per event by stage: {stages}" if stages else ""), highlight=False)
+                              + (f"; CPU µs per event by stage: {stages}" if stages else "")
+                              + (f"; by thread: {threads}" if threads else ""), highlight=False)
             except PhaseFailed as error:
                 failures[f"{name}{tag}"] = str(error)
                 console.print(f"[red]{name}{tag} FAILED: {error}", markup=True)
