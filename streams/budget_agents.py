@@ -21,7 +21,15 @@ from pydantic_core import from_json, to_json
 
 from streams.batching import PartitionBatch, handle_batches
 from streams.core.allocation import Allocator
-from streams.core.budget_charges import BudgetMatcher, Contribution, count_charge, ledger_key, rebuild_state
+from streams.core.budget_charges import (
+    BudgetMatcher,
+    Contribution,
+    count_charge,
+    in_parts,
+    ledger_key,
+    part_key,
+    rebuild_state,
+)
 from streams.core.budget_state import (
     BudgetState,
     alerts_due,
@@ -91,7 +99,9 @@ def register_budget_agents(
     async def allocate_costs(batch: PartitionBatch, records: list[CostRecord]) -> None:
         acks: list[Awaitable[Any]] = []
         for budget_id, items in matcher.contributions(records).items():
-            acks.append(await topics.budget_charges_topic.send(key=budget_id.encode(), value=to_json(items)))
+            key = budget_id.encode()
+            for part in in_parts(items):  # a catch-up batch's contributions in messages the broker takes
+                acks.append(await topics.budget_charges_topic.send(key=key, value=to_json(part)))
         await asyncio.gather(*acks)
 
     cost_stages.append(allocate_costs)
@@ -135,7 +145,10 @@ def register_budget_agents(
                 await publish(budget, state, datetime.now(UTC), with_alerts=True)
             metrics.budget_charges_counted.inc(fresh)
             metrics.budget_charges_repeated.inc(len(items) - fresh)
-        ledger.put_batch(entries, batch_key=batch.batch_key, partition=batch.partition)
+        # entries are per charge, each written whole: a crash between the parts loses none (the batch is
+        # read again and every entry logged again)
+        for number, part in enumerate(in_parts(entries)):
+            ledger.put_batch(part, batch_key=part_key(batch.batch_key, number), partition=batch.partition)
 
     async def publish(budget: Budget, state: BudgetState, now: datetime, *, with_alerts: bool) -> None:
         """Send the budget's burn record when due, and (in the agent only) its threshold alerts.
