@@ -15,7 +15,7 @@ use crate::buckets::{Bucket, SESSION, USER};
 use crate::peers::{learn, peers_of, PeerConfig, Peers};
 use crate::pending_doc::{Entry, Pending, SCOPE_NAMES};
 use crate::pending_log::{PendingLog, Taken};
-use crate::quiet::{quiet_user_step, RunawayQuiet, UserEntity};
+use crate::quiet::{quiet_user_step, QuietChain, RunawayQuiet, UserEntity};
 use crate::rounding::round7;
 use crate::value::joined;
 
@@ -236,18 +236,18 @@ impl Waiting {
     /// Step a user's pending buckets here, in order, from a new state (`_step_pending`): each one takes
     /// its runaway step's quiet path, as every bucket of an entity too young to judge does. True when
     /// they all did (its state is kept and noted); False, and nothing kept, when one did not.
+    /// The steps are taken on Rust values (`quiet::QuietChain`), and only the last state becomes a dict.
     fn release_quietly(&self, py: Python<'_>, key: &str, pending: &Pending) -> PyResult<bool> {
-        let mut state = PyDict::new(py);
-        let entity = PyDict::new(py); // only the last state, and so one entity, is kept
-        entity.set_item(intern!(py, "app"), &pending.app)?;
-        entity.set_item(intern!(py, "user"), &pending.key)?;
+        let mut chain = QuietChain::default();
         for e in &pending.b {
-            let fields = (e.start, e.end, e.requests, e.cost_usd);
-            match quiet_user_step(py, &state, fields, UserEntity::Made(entity.clone()), &self.quiet)? {
-                Some(next) => state = next,
-                None => return Ok(false),
+            if !chain.step((e.start, e.end, e.requests, e.cost_usd), &self.quiet) {
+                return Ok(false);
             }
         }
+        let entity = PyDict::new(py);
+        entity.set_item(intern!(py, "app"), &pending.app)?;
+        entity.set_item(intern!(py, "user"), &pending.key)?;
+        let state = if pending.b.is_empty() { PyDict::new(py) } else { chain.to_dict(py, &entity)? };
         self.runaway.bind(py).set_item(key, state)?;
         self.changed_states.bind(py).add(("runaway", key))?;
         Ok(true)
@@ -275,7 +275,7 @@ impl Waiting {
             return Ok(Outcome::Step);
         };
         let fields = (bucket.start, bucket.end, bucket.requests, bucket.cost_usd);
-        let entity = UserEntity::Named(app, name);
+        let entity = UserEntity { app, user: name };
         let Some(new) = quiet_user_step(py, &state, fields, entity, &self.quiet)? else {
             return Ok(Outcome::Step);
         };

@@ -65,21 +65,149 @@ fn below_its_baseline(state: &Bound<'_, PyDict>, rate: f64, c: &RunawayQuiet) ->
     Ok(rate / c.min_fraction < c.user_ratio * mean)
 }
 
-/// A user's entity key, as `LlmBucket.entity` gives it: `{"app": app, "user": user}`.
-pub enum UserEntity<'a, 'py> {
-    /// One dict, made by the caller for several steps.
-    Made(Bound<'py, PyDict>),
-    /// Made when a step is quiet, unless the state's own is that dict already (same keys, order and
-    /// values: what the step writes is the same to the byte).
-    Named(&'a str, &'a str),
+/// A user's runaway state made by quiet steps alone from none, as Rust values: what `quiet_user_step`
+/// writes into the state's dict, step after step, without a dict made at each (a released user's pending
+/// buckets, `Waiting::release_quietly`, of which only the last state is kept).
+#[derive(Default)]
+pub struct QuietChain {
+    last: f64,
+    window: Vec<(f64, f64, i64, f64)>, // w: (end, USD rounded to 7 places, requests, start)
+    q0: Option<f64>,
+    ql: f64,
+    uc: f64,
+    qc: f64,
+    lt: Option<f64>,
+    m: f64,
+    v: f64,
+    n: i64,
+    rate: f64,
 }
 
-impl<'py> UserEntity<'_, 'py> {
-    fn for_state(self, state: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyDict>> {
-        let (app, user) = match self {
-            UserEntity::Made(entity) => return Ok(entity),
-            UserEntity::Named(app, user) => (app, user),
+impl QuietChain {
+    /// `quiet_user_step` on these values: false (and the values left partly stepped) when the bucket
+    /// is not quiet. The same operations in the same order, so the same floats.
+    pub fn step(
+        &mut self,
+        (start, end, bucket_requests, cost_usd): (f64, f64, i64, f64),
+        c: &RunawayQuiet,
+    ) -> bool {
+        let edge = end - c.window_s;
+        let cut = self.window.iter().take_while(|entry| entry.0 <= edge).count();
+        let (mut usd, mut requests) = (0.0, 0i64);
+        for entry in &self.window[cut..] {
+            usd += entry.1;
+            requests += entry.2;
+        }
+        let own_usd = round7(cost_usd);
+        usd += own_usd;
+        requests += bucket_requests;
+        let rate = usd / c.window_s * HOUR_S;
+        let gated = requests < c.least || rate / c.min_fraction < c.min_usd_per_hour;
+        if !gated && !self.below_its_baseline(rate, c) {
+            return false;
+        }
+        self.last = end;
+        if self.q0.is_none() {
+            self.q0 = Some(start);
+            self.ql = start;
+            self.uc = 0.0;
+            self.qc = 0.0;
+        }
+        let dropped: Vec<(f64, f64, i64, f64)> = self.window.drain(..cut).collect();
+        self.window.push((end, own_usd, bucket_requests, start));
+        for (to, usd, requests, _) in dropped {
+            self.advance(to, usd, requests as f64, c);
+        }
+        let upto = end - c.window_s;
+        if upto > self.ql {
+            self.advance(upto, 0.0, 0.0, c);
+        }
+        let elapsed = end - self.lt.unwrap_or(end);
+        let elapsed = if elapsed > 0.0 { elapsed } else { 0.0 };
+        self.lt = Some(end);
+        let alpha =
+            if self.n < c.warmup { 1.0 / (self.n + 1) as f64 } else { 1.0 - (-elapsed / c.tau_s).exp() };
+        let diff = rate - self.m;
+        let incr = alpha * diff;
+        self.v = (1.0 - alpha) * (self.v + diff * incr);
+        self.m += incr;
+        self.n = (self.n + 1).min(1_000_000);
+        self.rate = rate;
+        true
+    }
+
+    fn advance(&mut self, to: f64, usd: f64, requests: f64, c: &RunawayQuiet) {
+        if to > self.ql {
+            let decay = (-(to - self.ql) / c.tau_s).exp();
+            self.uc = self.uc * decay + usd;
+            self.qc = self.qc * decay + requests;
+            self.ql = to;
+        }
+    }
+
+    /// `below_its_baseline` on these values.
+    fn below_its_baseline(&self, rate: f64, c: &RunawayQuiet) -> bool {
+        let learned_s = match self.q0 {
+            Some(q0) => self.ql - q0,
+            None => c.window_s,
         };
+        if !(self.n >= c.warmup && learned_s >= c.window_s) {
+            return true;
+        }
+        let mean = match self.q0 {
+            Some(q0) => time_rate(self.uc, q0, self.ql, c.tau_s) * HOUR_S,
+            None => self.m,
+        };
+        rate / c.min_fraction < c.user_ratio * mean
+    }
+
+    /// The state's dict after one step or more, its keys in the order the steps' dicts have them (the
+    /// saved JSON is the same).
+    pub fn to_dict<'py>(&self, py: Python<'py>, entity: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyDict>> {
+        let state = PyDict::new(py);
+        state.set_item(intern!(py, "e"), entity)?;
+        state.set_item(intern!(py, "last"), self.last)?;
+        let window = PyList::empty(py);
+        for &(end, usd, requests, start) in &self.window {
+            window.append(PyList::new(
+                py,
+                [
+                    end.into_pyobject(py)?.into_any(),
+                    usd.into_pyobject(py)?.into_any(),
+                    requests.into_pyobject(py)?.into_any(),
+                    start.into_pyobject(py)?.into_any(),
+                ],
+            )?)?;
+        }
+        state.set_item(intern!(py, "w"), window)?;
+        if let Some(q0) = self.q0 {
+            state.set_item(intern!(py, "q0"), q0)?;
+            state.set_item(intern!(py, "ql"), self.ql)?;
+            state.set_item(intern!(py, "uc"), self.uc)?;
+            state.set_item(intern!(py, "qc"), self.qc)?;
+        }
+        if let Some(lt) = self.lt {
+            state.set_item(intern!(py, "lt"), lt)?;
+        }
+        state.set_item(intern!(py, "m"), self.m)?;
+        state.set_item(intern!(py, "v"), self.v)?;
+        state.set_item(intern!(py, "n"), self.n)?;
+        state.set_item(intern!(py, "rate"), self.rate)?;
+        Ok(state)
+    }
+}
+
+/// A user's entity key, as `LlmBucket.entity` gives it: `{"app": app, "user": user}`. Made when a step is
+/// quiet, unless the state's own is that dict already (same keys, order and values: what the step writes
+/// is the same to the byte).
+pub struct UserEntity<'a> {
+    pub app: &'a str,
+    pub user: &'a str,
+}
+
+impl UserEntity<'_> {
+    fn for_state<'py>(self, state: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyDict>> {
+        let UserEntity { app, user } = self;
         let py = state.py();
         if let Some(known) = state.get_item(intern!(py, "e"))? {
             if let Ok(known) = known.cast_into::<PyDict>() {
@@ -110,7 +238,7 @@ pub fn quiet_user_step<'py>(
     py: Python<'py>,
     state: &Bound<'py, PyDict>,
     (start, end, bucket_requests, cost_usd): (f64, f64, i64, f64),
-    entity: UserEntity<'_, 'py>,
+    entity: UserEntity<'_>,
     c: &RunawayQuiet,
 ) -> PyResult<Option<Bound<'py, PyDict>>> {
     if state.contains(intern!(py, "open"))?
