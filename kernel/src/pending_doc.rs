@@ -67,7 +67,8 @@ pub struct Pending {
     pub w: Vec<(f64, f64, i64, f64)>, // the runaway window: (end, USD rounded to 7 places, requests, start)
 }
 
-fn window_entry<'py>(py: Python<'py>, entry: &(f64, f64, i64, f64)) -> PyResult<Bound<'py, PyList>> {
+/// A runaway window entry's list: `[end, usd, requests, start]`.
+pub fn window_entry<'py>(py: Python<'py>, entry: &(f64, f64, i64, f64)) -> PyResult<Bound<'py, PyList>> {
     PyList::new(
         py,
         [

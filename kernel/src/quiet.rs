@@ -8,6 +8,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
+use crate::pending_doc::window_entry;
 use crate::record::{at, is_text, number_or};
 use crate::rounding::round7;
 
@@ -168,16 +169,8 @@ impl QuietChain {
         state.set_item(intern!(py, "e"), entity)?;
         state.set_item(intern!(py, "last"), self.last)?;
         let window = PyList::empty(py);
-        for &(end, usd, requests, start) in &self.window {
-            window.append(PyList::new(
-                py,
-                [
-                    end.into_pyobject(py)?.into_any(),
-                    usd.into_pyobject(py)?.into_any(),
-                    requests.into_pyobject(py)?.into_any(),
-                    start.into_pyobject(py)?.into_any(),
-                ],
-            )?)?;
+        for entry in &self.window {
+            window.append(window_entry(py, entry)?)?;
         }
         state.set_item(intern!(py, "w"), window)?;
         if let Some(q0) = self.q0 {
@@ -292,15 +285,7 @@ pub fn quiet_user_step<'py>(
     for i in cut..size {
         window.append(kept.get_item(i)?)?;
     }
-    window.append(PyList::new(
-        py,
-        [
-            end.into_pyobject(py)?.into_any(),
-            own_usd.into_pyobject(py)?.into_any(),
-            bucket_requests.into_pyobject(py)?.into_any(),
-            start.into_pyobject(py)?.into_any(),
-        ],
-    )?)?;
+    window.append(window_entry(py, &(end, own_usd, bucket_requests, start))?)?;
     new.set_item(intern!(py, "w"), window)?;
     if new.contains(intern!(py, "cs"))? {
         new.del_item(intern!(py, "cs"))?;
