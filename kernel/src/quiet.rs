@@ -36,34 +36,127 @@ fn time_rate(total: f64, since: f64, now: f64, tau_s: f64) -> f64 {
     }
 }
 
-/// Whether a user bucket under neither gate is still unjudged: its own baseline (`_baseline`, a user has
-/// no hour-of-day slot and no peers) is not warm yet, or `user_ratio` times it is above the fastest rate.
-fn below_its_baseline(state: &Bound<'_, PyDict>, rate: f64, c: &RunawayQuiet) -> PyResult<bool> {
-    let py = state.py();
-    let n: i64 = number_or(state, intern!(py, "n"), 0)?;
-    let since = match state.get_item(intern!(py, "q0"))? {
-        Some(q0) => Some(q0.extract::<f64>()?),
-        None => None,
-    };
-    let learned_s = match since {
-        Some(q0) => number_or(state, intern!(py, "ql"), 0.0)? - q0,
-        None => c.window_s,
-    };
-    if !(n >= c.warmup && learned_s >= c.window_s) {
-        return Ok(true); // no baseline: only learned
+/// The window's rate in USD per hour, and whether the gates (`user_min_requests`, `min_usd_per_hour`)
+/// keep it from being judged, for the kept entries' sums `usd` and `requests` with the bucket's own added.
+fn gated_rate(usd: f64, requests: i64, c: &RunawayQuiet) -> (f64, bool) {
+    let rate = usd / c.window_s * HOUR_S;
+    (rate, requests < c.least || rate / c.min_fraction < c.min_usd_per_hour)
+}
+
+/// What a user's runaway state has learned (`q0`, `ql`, `uc`, `qc`, `lt`, `m`, `v`, `n`): the decayed sums
+/// of what left the window, and the baseline of the rate. Both quiet paths (a state's dict, a chain of
+/// Rust values) step it with these functions, so their floats are the same.
+#[derive(Default)]
+struct Learned {
+    q0: Option<f64>,
+    ql: f64,
+    uc: f64,
+    qc: f64,
+    lt: Option<f64>,
+    m: f64,
+    v: f64,
+    n: i64,
+}
+
+impl Learned {
+    fn read(state: &Bound<'_, PyDict>) -> PyResult<Self> {
+        let py = state.py();
+        let optional = |key| -> PyResult<Option<f64>> {
+            state.get_item(key)?.map(|value| value.extract::<f64>()).transpose()
+        };
+        Ok(Learned {
+            q0: optional(intern!(py, "q0"))?,
+            ql: number_or(state, intern!(py, "ql"), 0.0)?,
+            uc: number_or(state, intern!(py, "uc"), 0.0)?,
+            qc: number_or(state, intern!(py, "qc"), 0.0)?,
+            lt: optional(intern!(py, "lt"))?,
+            m: number_or(state, intern!(py, "m"), 0.0)?,
+            v: number_or(state, intern!(py, "v"), 0.0)?,
+            n: number_or(state, intern!(py, "n"), 0)?,
+        })
     }
-    let mean = match since {
-        Some(q0) => {
-            time_rate(
-                number_or(state, intern!(py, "uc"), 0.0)?,
-                q0,
-                number_or(state, intern!(py, "ql"), 0.0)?,
-                c.tau_s,
-            ) * HOUR_S
+
+    /// Set these keys on `state`, in the order a step's dict has them (a key it had keeps its place).
+    fn write(&self, state: &Bound<'_, PyDict>) -> PyResult<()> {
+        let py = state.py();
+        if let Some(q0) = self.q0 {
+            state.set_item(intern!(py, "q0"), q0)?;
+            state.set_item(intern!(py, "ql"), self.ql)?;
+            state.set_item(intern!(py, "uc"), self.uc)?;
+            state.set_item(intern!(py, "qc"), self.qc)?;
         }
-        None => number_or(state, intern!(py, "m"), 0.0)?,
-    };
-    Ok(rate / c.min_fraction < c.user_ratio * mean)
+        if let Some(lt) = self.lt {
+            state.set_item(intern!(py, "lt"), lt)?;
+        }
+        state.set_item(intern!(py, "m"), self.m)?;
+        state.set_item(intern!(py, "v"), self.v)?;
+        state.set_item(intern!(py, "n"), self.n)
+    }
+
+    /// Whether a bucket under neither gate is still unjudged: its own baseline (`_baseline`; a user has no
+    /// hour-of-day slot and no peers) is not warm yet, or `user_ratio` times it is above the fastest rate.
+    fn unjudged(&self, rate: f64, c: &RunawayQuiet) -> bool {
+        let learned_s = match self.q0 {
+            Some(q0) => self.ql - q0,
+            None => c.window_s,
+        };
+        if !(self.n >= c.warmup && learned_s >= c.window_s) {
+            return true; // no baseline: only learned
+        }
+        let mean = match self.q0 {
+            Some(q0) => time_rate(self.uc, q0, self.ql, c.tau_s) * HOUR_S,
+            None => self.m,
+        };
+        rate / c.min_fraction < c.user_ratio * mean
+    }
+
+    /// `_count`: the buckets that left the window (`(end, usd, requests)`) into the decayed sums, then
+    /// on to a window before `end`.
+    fn count(
+        &mut self,
+        start: f64,
+        end: f64,
+        dropped: impl IntoIterator<Item = (f64, f64, f64)>,
+        c: &RunawayQuiet,
+    ) {
+        if self.q0.is_none() {
+            self.q0 = Some(start);
+            self.ql = start;
+            self.uc = 0.0;
+            self.qc = 0.0;
+        }
+        for (to, usd, requests) in dropped {
+            self.advance(to, usd, requests, c);
+        }
+        let upto = end - c.window_s;
+        if upto > self.ql {
+            self.advance(upto, 0.0, 0.0, c);
+        }
+    }
+
+    /// `_advance`, learning: both sums decay with one factor, then add what left the window.
+    fn advance(&mut self, to: f64, usd: f64, requests: f64, c: &RunawayQuiet) {
+        if to > self.ql {
+            let decay = (-(to - self.ql) / c.tau_s).exp();
+            self.uc = self.uc * decay + usd;
+            self.qc = self.qc * decay + requests;
+            self.ql = to;
+        }
+    }
+
+    /// `_learn` (no hour-of-day slot for a user): the baseline's mean and variance take the rate.
+    fn learn(&mut self, rate: f64, end: f64, c: &RunawayQuiet) {
+        let elapsed = end - self.lt.unwrap_or(end);
+        let elapsed = if elapsed > 0.0 { elapsed } else { 0.0 };
+        self.lt = Some(end);
+        let alpha =
+            if self.n < c.warmup { 1.0 / (self.n + 1) as f64 } else { 1.0 - (-elapsed / c.tau_s).exp() };
+        let diff = rate - self.m;
+        let incr = alpha * diff;
+        self.v = (1.0 - alpha) * (self.v + diff * incr);
+        self.m += incr;
+        self.n = (self.n + 1).min(1_000_000);
+    }
 }
 
 /// A user's runaway state made by quiet steps alone from none, as Rust values: what `quiet_user_step`
@@ -73,14 +166,7 @@ fn below_its_baseline(state: &Bound<'_, PyDict>, rate: f64, c: &RunawayQuiet) ->
 pub struct QuietChain {
     last: f64,
     window: Vec<(f64, f64, i64, f64)>, // w: (end, USD rounded to 7 places, requests, start)
-    q0: Option<f64>,
-    ql: f64,
-    uc: f64,
-    qc: f64,
-    lt: Option<f64>,
-    m: f64,
-    v: f64,
-    n: i64,
+    learned: Learned,
     rate: f64,
 }
 
@@ -100,66 +186,18 @@ impl QuietChain {
             requests += entry.2;
         }
         let own_usd = round7(cost_usd);
-        usd += own_usd;
-        requests += bucket_requests;
-        let rate = usd / c.window_s * HOUR_S;
-        let gated = requests < c.least || rate / c.min_fraction < c.min_usd_per_hour;
-        if !gated && !self.below_its_baseline(rate, c) {
+        let (rate, gated) = gated_rate(usd + own_usd, requests + bucket_requests, c);
+        if !gated && !self.learned.unjudged(rate, c) {
             return false;
         }
         self.last = end;
-        if self.q0.is_none() {
-            self.q0 = Some(start);
-            self.ql = start;
-            self.uc = 0.0;
-            self.qc = 0.0;
-        }
         let dropped: Vec<(f64, f64, i64, f64)> = self.window.drain(..cut).collect();
         self.window.push((end, own_usd, bucket_requests, start));
-        for (to, usd, requests, _) in dropped {
-            self.advance(to, usd, requests as f64, c);
-        }
-        let upto = end - c.window_s;
-        if upto > self.ql {
-            self.advance(upto, 0.0, 0.0, c);
-        }
-        let elapsed = end - self.lt.unwrap_or(end);
-        let elapsed = if elapsed > 0.0 { elapsed } else { 0.0 };
-        self.lt = Some(end);
-        let alpha =
-            if self.n < c.warmup { 1.0 / (self.n + 1) as f64 } else { 1.0 - (-elapsed / c.tau_s).exp() };
-        let diff = rate - self.m;
-        let incr = alpha * diff;
-        self.v = (1.0 - alpha) * (self.v + diff * incr);
-        self.m += incr;
-        self.n = (self.n + 1).min(1_000_000);
+        let dropped = dropped.into_iter().map(|(to, usd, requests, _)| (to, usd, requests as f64));
+        self.learned.count(start, end, dropped, c);
+        self.learned.learn(rate, end, c);
         self.rate = rate;
         true
-    }
-
-    fn advance(&mut self, to: f64, usd: f64, requests: f64, c: &RunawayQuiet) {
-        if to > self.ql {
-            let decay = (-(to - self.ql) / c.tau_s).exp();
-            self.uc = self.uc * decay + usd;
-            self.qc = self.qc * decay + requests;
-            self.ql = to;
-        }
-    }
-
-    /// `below_its_baseline` on these values.
-    fn below_its_baseline(&self, rate: f64, c: &RunawayQuiet) -> bool {
-        let learned_s = match self.q0 {
-            Some(q0) => self.ql - q0,
-            None => c.window_s,
-        };
-        if !(self.n >= c.warmup && learned_s >= c.window_s) {
-            return true;
-        }
-        let mean = match self.q0 {
-            Some(q0) => time_rate(self.uc, q0, self.ql, c.tau_s) * HOUR_S,
-            None => self.m,
-        };
-        rate / c.min_fraction < c.user_ratio * mean
     }
 
     /// The state's dict after one step or more, its keys in the order the steps' dicts have them (the
@@ -173,18 +211,7 @@ impl QuietChain {
             window.append(window_entry(py, entry)?)?;
         }
         state.set_item(intern!(py, "w"), window)?;
-        if let Some(q0) = self.q0 {
-            state.set_item(intern!(py, "q0"), q0)?;
-            state.set_item(intern!(py, "ql"), self.ql)?;
-            state.set_item(intern!(py, "uc"), self.uc)?;
-            state.set_item(intern!(py, "qc"), self.qc)?;
-        }
-        if let Some(lt) = self.lt {
-            state.set_item(intern!(py, "lt"), lt)?;
-        }
-        state.set_item(intern!(py, "m"), self.m)?;
-        state.set_item(intern!(py, "v"), self.v)?;
-        state.set_item(intern!(py, "n"), self.n)?;
+        self.learned.write(&state)?;
         state.set_item(intern!(py, "rate"), self.rate)?;
         Ok(state)
     }
@@ -258,11 +285,9 @@ pub fn quiet_user_step<'py>(
         requests += at(&entry, 2)?.extract::<i64>()?;
     }
     let own_usd = round7(cost_usd);
-    usd += own_usd;
-    requests += bucket_requests;
-    let rate = usd / c.window_s * HOUR_S;
-    let gated = requests < c.least || rate / c.min_fraction < c.min_usd_per_hour;
-    if !gated && !below_its_baseline(state, rate, c)? {
+    let (rate, gated) = gated_rate(usd + own_usd, requests + bucket_requests, c);
+    let mut learned = Learned::read(state)?;
+    if !gated && !learned.unjudged(rate, c) {
         return Ok(None); // judged against its baseline: the Python step
     }
     let mut dropped = Vec::with_capacity(cut);
@@ -290,49 +315,9 @@ pub fn quiet_user_step<'py>(
     if new.contains(intern!(py, "cs"))? {
         new.del_item(intern!(py, "cs"))?;
     }
-    // _count: the buckets that left the window into the decayed sums, then on to a window ago
-    if !new.contains(intern!(py, "q0"))? {
-        new.set_item(intern!(py, "q0"), start)?;
-        new.set_item(intern!(py, "ql"), start)?;
-        new.set_item(intern!(py, "uc"), 0.0)?;
-        new.set_item(intern!(py, "qc"), 0.0)?;
-    }
-    let (mut ql, mut uc, mut qc) = (
-        number_or(&new, intern!(py, "ql"), 0.0)?,
-        number_or(&new, intern!(py, "uc"), 0.0)?,
-        number_or(&new, intern!(py, "qc"), 0.0)?,
-    );
-    // _advance, learning: both sums decay with one factor, then add what left the window
-    let mut advance = |ql: &mut f64, to: f64, usd: f64, requests: f64| {
-        if to > *ql {
-            let decay = (-(to - *ql) / c.tau_s).exp();
-            uc = uc * decay + usd;
-            qc = qc * decay + requests;
-            *ql = to;
-        }
-    };
-    for (to, usd, requests) in dropped {
-        advance(&mut ql, to, usd, requests);
-    }
-    let upto = end - c.window_s;
-    if upto > ql {
-        advance(&mut ql, upto, 0.0, 0.0);
-    }
-    new.set_item(intern!(py, "uc"), uc)?;
-    new.set_item(intern!(py, "qc"), qc)?;
-    new.set_item(intern!(py, "ql"), ql)?;
-    // _learn (no hour-of-day slot for a user)
-    let elapsed = end - number_or(&new, intern!(py, "lt"), end)?;
-    let elapsed = if elapsed > 0.0 { elapsed } else { 0.0 };
-    new.set_item(intern!(py, "lt"), end)?;
-    let n: i64 = number_or(&new, intern!(py, "n"), 0)?;
-    let alpha = if n < c.warmup { 1.0 / (n + 1) as f64 } else { 1.0 - (-elapsed / c.tau_s).exp() };
-    let (mean, var) = (number_or(&new, intern!(py, "m"), 0.0)?, number_or(&new, intern!(py, "v"), 0.0)?);
-    let diff = rate - mean;
-    let incr = alpha * diff;
-    new.set_item(intern!(py, "m"), mean + incr)?;
-    new.set_item(intern!(py, "v"), (1.0 - alpha) * (var + diff * incr))?;
-    new.set_item(intern!(py, "n"), (n + 1).min(1_000_000))?;
+    learned.count(start, end, dropped, c);
+    learned.learn(rate, end, c);
+    learned.write(&new)?;
     new.set_item(intern!(py, "rate"), rate)?;
     Ok(Some(new))
 }
