@@ -200,10 +200,21 @@ def produce_all(workload: Workload, settings: Settings, rate: float) -> tuple[ar
 # --- the processors under test -----------------------------------------------------------------------
 
 
+def stat_cpu(text: str) -> tuple[str, float]:
+    """Return the command name and the user + system CPU seconds of a ``/proc/.../stat`` text.
+
+    >>> name, seconds = stat_cpu("42 (rocksdb:low) S 1 42 42 0 -1 4194560 7 0 0 0 300 100 0 0 20 0 1 0")
+    >>> name, seconds * os.sysconf("SC_CLK_TCK")
+    ('rocksdb:low', 400.0)
+    """
+    name, rest = text.split(" (", 1)[1].rsplit(")", 1)
+    fields = rest.split()
+    return name, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(pid: int) -> float:
     """Return the user + system CPU seconds a process (all its threads) has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return stat_cpu(Path(f"/proc/{pid}/stat").read_text())[1]
 
 
 def thread_cpu_seconds(pid: int) -> dict[str, float]:
@@ -218,15 +229,13 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
     ['main', 'other', 'rocksdb']
     """
     out = {"main": 0.0, "rocksdb": 0.0, "other": 0.0}
-    tick = os.sysconf("SC_CLK_TCK")
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            name, rest = task.joinpath("stat").read_text().split(" (", 1)[1].rsplit(")", 1)
+            name, seconds = stat_cpu(task.joinpath("stat").read_text())
         except (FileNotFoundError, ProcessLookupError):  # the thread ended meanwhile
             continue
-        fields = rest.split()
         kind = "main" if int(task.name) == pid else "rocksdb" if name.startswith("rocksdb") else "other"
-        out[kind] += (int(fields[11]) + int(fields[12])) / tick
+        out[kind] += seconds
     return out
 
 
