@@ -21,15 +21,8 @@ from pydantic_core import from_json, to_json
 
 from streams.batching import PartitionBatch, handle_batches
 from streams.core.allocation import Allocator
-from streams.core.budget_charges import (
-    BudgetMatcher,
-    Contribution,
-    count_charge,
-    in_parts,
-    ledger_key,
-    part_key,
-    rebuild_state,
-)
+from streams.core.bounded_groups import in_parts, part_key
+from streams.core.budget_charges import BudgetMatcher, Contribution, count_charge, ledger_key, rebuild_state
 from streams.core.budget_state import (
     BudgetState,
     alerts_due,

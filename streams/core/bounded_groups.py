@@ -8,7 +8,7 @@ of many acknowledged usage messages) write in such groups.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -35,3 +35,37 @@ def bounded_groups(items: Iterable[T], weight: Callable[[T], int], limit: int) -
         held += heft
     if group:
         yield group
+
+
+MAX_ITEMS_PER_MESSAGE = 20_000
+"""Items in one message that grows with a batch, at most: contributions in a ``budget.charges`` message,
+budget ledger entries or spend charges in one changelog message.
+
+Each grows with a batch (a catch-up after a restart reads up to ``BURNWATCH_BATCH_MAX_MESSAGES`` messages
+at once), and the broker refuses a message over 16 MB (``streams/app.py``): a refused send stops the
+worker, and the next owner of the partition meets the same batch. The 200,000-event SIGKILL test
+stopped both workers on a 25 MB ledger message this way. 20,000 contributions are about 3 MB, and as
+many ledger entries about 4 MB.
+"""
+
+
+def in_parts(items: Sequence[T], limit: int = MAX_ITEMS_PER_MESSAGE) -> list[Sequence[T]]:
+    """Return ``items`` in order, in parts of at most ``limit`` (one part, ``items`` itself, if they fit).
+
+    >>> in_parts([1, 2, 3, 4, 5], limit=2)
+    [[1, 2], [3, 4], [5]]
+    >>> in_parts([1, 2], limit=2), in_parts([], limit=2)
+    ([[1, 2]], [[]])
+    """
+    if len(items) <= limit:
+        return [items]
+    return list(bounded_groups(items, lambda _: 1, limit))
+
+
+def part_key(batch_key: str, number: int) -> str:
+    """Return the changelog key of part ``number`` of a batch's write: each part is its own compacted key.
+
+    >>> [part_key("budget.charges:0:143-166", n) for n in range(3)]
+    ['budget.charges:0:143-166', 'budget.charges:0:143-166#1', 'budget.charges:0:143-166#2']
+    """
+    return f"{batch_key}#{number}" if number else batch_key

@@ -8,50 +8,15 @@ worker recovers exact totals after a crash or a rebalance.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import TypeVar
 
 from streams.core.allocation import Allocator
-from streams.core.bounded_groups import bounded_groups
 from streams.core.budget_state import BudgetState, LateCharge, apply_charge
 from streams.core.budgets import Budget, BudgetsConfig, matching_budgets
 from streams.core.costs import CostRecord
 
 Contribution = tuple[str, str, int, float]
-T = TypeVar("T")
-
-MAX_ITEMS_PER_MESSAGE = 20_000
-"""Contributions in one ``budget.charges`` message, and ledger entries in one changelog message, at most.
-
-Both grow with a batch (a catch-up after a restart reads up to ``BURNWATCH_BATCH_MAX_MESSAGES`` messages
-at once), and the broker refuses a message over 16 MB (``streams/app.py``): a refused send stops the
-worker, and the next owner of the partition meets the same batch. The 200,000-event SIGKILL test
-stopped both workers on a 25 MB ledger message this way. 20,000 contributions are about 3 MB, and as
-many ledger entries about 4 MB.
-"""
-
-
-def in_parts(items: Sequence[T], limit: int = MAX_ITEMS_PER_MESSAGE) -> list[Sequence[T]]:
-    """Return ``items`` in order, in parts of at most ``limit`` (one part, ``items`` itself, if they fit).
-
-    >>> in_parts([1, 2, 3, 4, 5], limit=2)
-    [[1, 2], [3, 4], [5]]
-    >>> in_parts([1, 2], limit=2), in_parts([], limit=2)
-    ([[1, 2]], [[]])
-    """
-    if len(items) <= limit:
-        return [items]
-    return list(bounded_groups(items, lambda _: 1, limit))
-
-
-def part_key(batch_key: str, number: int) -> str:
-    """Return the changelog key of part ``number`` of a batch's write: each part is its own compacted key.
-
-    >>> [part_key("budget.charges:0:143-166", n) for n in range(3)]
-    ['budget.charges:0:143-166', 'budget.charges:0:143-166#1', 'budget.charges:0:143-166#2']
-    """
-    return f"{batch_key}#{number}" if number else batch_key
 
 
 def _event_ms(record: CostRecord) -> int:

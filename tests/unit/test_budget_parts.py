@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 from pydantic_core import to_json
 
 from streams.app import MAX_MESSAGE_BYTES_ON_WIRE
-from streams.core.budget_charges import MAX_ITEMS_PER_MESSAGE, in_parts, ledger_key, part_key
+from streams.core.bounded_groups import MAX_ITEMS_PER_MESSAGE, in_parts, part_key
+from streams.core.budget_charges import ledger_key
 from streams.tables import batch_message, encode_entries
 
 
