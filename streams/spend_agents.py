@@ -3,7 +3,9 @@
 The ``track_spend`` stage (run by ``process_costs``, ``cost_agents.py``) keeps one ``SpendTracker`` per
 ``costs.priced`` partition it owns. Per message it drops charges it has counted before (``c|<charge
 id>`` marks in the spend table), adds the rest to their windows, and logs the marks, the changed windows
-and the watermark as one changelog message, so the marks and the sums can never disagree after a crash.
+and the watermark as one changelog message, so the marks and the sums can never disagree after a crash
+(a catch-up batch too big for one message is counted and logged in parts, ``event_parts``, one message
+each).
 A timer publishes changed windows to the compacted ``spend.windows`` topic, one key per (window,
 partition); readers add partitions up.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -21,9 +23,10 @@ from pydantic_core import to_json
 
 from streams.batching import PartitionBatch
 from streams.core.allocation import Allocator
+from streams.core.bounded_groups import MAX_ITEMS_PER_MESSAGE, part_key
 from streams.core.costs import CostRecord
 from streams.core.repeats import seen_before
-from streams.core.spend import SpendTracker, window_key, window_record
+from streams.core.spend import SpendTracker, event_parts, window_key, window_record
 from streams.cost_agents import CostStage
 from streams.metrics import WorkerMetrics
 from streams.names import COSTS_PRICED
@@ -112,6 +115,68 @@ def load_tracker(state: SpendState, table: PartitionItems, partition: int) -> Sp
     return tracker
 
 
+class SpendTable(PartitionItems, Protocol):
+    """What the spend stage reads and writes of its table (``BatchLoggedTable``)."""
+
+    def contains_many(self, keys: Sequence[str], partition: int | None = None) -> list[bool]:
+        """Which of ``keys`` are stored in ``partition``."""
+
+    def put_batch(
+        self, items: Sequence[tuple[str, Any]], batch_key: str, partition: int | None = None
+    ) -> Any:
+        """Store ``items`` in ``partition`` and log them as one changelog message keyed ``batch_key``."""
+
+
+def count_spend(
+    state: SpendState,
+    table: SpendTable,
+    metrics: WorkerMetrics,
+    partition: int,
+    batch_key: str,
+    records: Sequence[CostRecord],
+    limit: int = MAX_ITEMS_PER_MESSAGE,
+) -> None:
+    """Count a batch of ``partition``'s priced charges into its windows and log them, in parts.
+
+    A part (``event_parts``: at most ``limit`` charges, events whole) is one changelog message, keyed
+    ``part_key(batch_key, n)``: its charges' marks, the windows it changed and the watermark, so no
+    message outgrows the broker's limit and the marks and the sums agree after a crash between two parts
+    (the batch is read again; the parts counted already are skipped by their marks).
+    """
+    for number, part in enumerate(event_parts(records, limit)):
+        _count_part(state, table, metrics, partition, part_key(batch_key, number), part)
+
+
+def _count_part(
+    state: SpendState,
+    table: SpendTable,
+    metrics: WorkerMetrics,
+    partition: int,
+    batch_key: str,
+    records: Sequence[CostRecord],
+) -> None:
+    marks = [MARK + record["x_ChargeId"] for record in records]
+    known = seen_before(marks, table.contains_many(marks, partition))  # repeats count once
+    fresh = [record for record, seen in zip(records, known, strict=True) if not seen]
+    tracker = state.trackers.get(partition)
+    if tracker is None:  # never after a rebuild; an empty tracker would overwrite the table's windows
+        log.warning("spend windows of partition %d were not rebuilt; rebuilding them", partition)
+        tracker = load_tracker(state, table, partition)
+    before = (tracker.allocated_usd, tracker.unallocated_usd, tracker.late_usd)
+    changed = tracker.add(fresh)
+    # Windows the repeated charges fall in are logged again too: the changelog stays whole
+    # even when a crash left the local store ahead of it.
+    if len(fresh) < len(records):
+        changed |= tracker.window_keys([r for r, seen in zip(records, known, strict=True) if seen])
+    changed.update(tracker.close_due())
+    items: list[tuple[str, Any]] = [(mark, 1) for mark in marks]
+    items += [(key, tracker.value(key)) for key in changed]
+    items.append((WATERMARK_KEY, tracker.watermark_s))
+    table.put_batch(items, batch_key=batch_key, partition=partition)
+    state.dirty.setdefault(partition, set()).update(changed)
+    _count(metrics, tracker, before)
+
+
 def register_spend_agents(
     app: faust.App,
     settings: Settings,
@@ -126,26 +191,7 @@ def register_spend_agents(
     priced_topic_name = settings.topic(COSTS_PRICED)
 
     async def track_spend(batch: PartitionBatch, records: list[CostRecord]) -> None:
-        marks = [MARK + record["x_ChargeId"] for record in records]
-        known = seen_before(marks, table.contains_many(marks, batch.partition))  # repeats count once
-        fresh = [record for record, seen in zip(records, known, strict=True) if not seen]
-        tracker = state.trackers.get(batch.partition)
-        if tracker is None:  # never after a rebuild; an empty tracker would overwrite the table's windows
-            log.warning("spend windows of partition %d were not rebuilt; rebuilding them", batch.partition)
-            tracker = load_tracker(state, table, batch.partition)
-        before = (tracker.allocated_usd, tracker.unallocated_usd, tracker.late_usd)
-        changed = tracker.add(fresh)
-        # Windows the repeated charges fall in are logged again too: the changelog stays whole
-        # even when a crash left the local store ahead of it.
-        if len(fresh) < len(records):
-            changed |= tracker.window_keys([r for r, seen in zip(records, known, strict=True) if seen])
-        changed.update(tracker.close_due())
-        items: list[tuple[str, Any]] = [(mark, 1) for mark in marks]
-        items += [(key, tracker.value(key)) for key in changed]
-        items.append((WATERMARK_KEY, tracker.watermark_s))
-        table.put_batch(items, batch_key=batch.batch_key, partition=batch.partition)
-        state.dirty.setdefault(batch.partition, set()).update(changed)
-        _count(metrics, tracker, before)
+        count_spend(state, table, metrics, batch.partition, batch.batch_key, records)
 
     cost_stages.append(track_spend)
 

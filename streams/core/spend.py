@@ -25,9 +25,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import groupby
 from typing import Any, cast
 
 from streams.core.allocation import Allocation, Allocator
+from streams.core.bounded_groups import MAX_ITEMS_PER_MESSAGE, bounded_groups
 from streams.core.costs import CostRecord
 from streams.core.shared_costs import SharedCostLedger, SharedCostsConfig
 from streams.core.unit_economics import UnitEconomics
@@ -306,6 +308,29 @@ class SpendTracker:
                 ledger.usage_usd[rule] = dict(usage)
             totals["_shared"] = ledger
         self.windows[key] = totals
+
+
+def event_parts(
+    records: Sequence[CostRecord], limit: int = MAX_ITEMS_PER_MESSAGE
+) -> list[Sequence[CostRecord]]:
+    """Return ``records`` in order, in parts of at most ``limit`` charges that keep each event whole.
+
+    The spend stage counts and logs a batch part by part, so that no changelog message outgrows the
+    broker's limit (``MAX_ITEMS_PER_MESSAGE``). ``SpendTracker.add`` counts an event once per window in
+    one call, so an event's charges (consecutive: one usage message prices them together) stay in one
+    part; an event of more than ``limit`` charges is a part of its own. Counting in parts is counting
+    smaller batches: the same windows, lateness judged at each part's start.
+
+    >>> records = [{"x_EventId": e} for e in "aabbbc"]
+    >>> ["".join(r["x_EventId"] for r in part) for part in event_parts(records, limit=3)]
+    ['aa', 'bbb', 'c']
+    >>> event_parts(records, limit=6) == [records]
+    True
+    """
+    if len(records) <= limit:
+        return [records]
+    events = [list(charges) for _, charges in groupby(records, key=lambda record: record["x_EventId"])]
+    return [[record for event in part for record in event] for part in bounded_groups(events, len, limit)]
 
 
 def _record_scopes(record: CostRecord) -> tuple[tuple[str, str], ...]:
