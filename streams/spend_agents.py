@@ -144,37 +144,26 @@ def count_spend(
     (the batch is read again; the parts counted already are skipped by their marks).
     """
     for number, part in enumerate(event_parts(records, limit)):
-        _count_part(state, table, metrics, partition, part_key(batch_key, number), part)
-
-
-def _count_part(
-    state: SpendState,
-    table: SpendTable,
-    metrics: WorkerMetrics,
-    partition: int,
-    batch_key: str,
-    records: Sequence[CostRecord],
-) -> None:
-    marks = [MARK + record["x_ChargeId"] for record in records]
-    known = seen_before(marks, table.contains_many(marks, partition))  # repeats count once
-    fresh = [record for record, seen in zip(records, known, strict=True) if not seen]
-    tracker = state.trackers.get(partition)
-    if tracker is None:  # never after a rebuild; an empty tracker would overwrite the table's windows
-        log.warning("spend windows of partition %d were not rebuilt; rebuilding them", partition)
-        tracker = load_tracker(state, table, partition)
-    before = (tracker.allocated_usd, tracker.unallocated_usd, tracker.late_usd)
-    changed = tracker.add(fresh)
-    # Windows the repeated charges fall in are logged again too: the changelog stays whole
-    # even when a crash left the local store ahead of it.
-    if len(fresh) < len(records):
-        changed |= tracker.window_keys([r for r, seen in zip(records, known, strict=True) if seen])
-    changed.update(tracker.close_due())
-    items: list[tuple[str, Any]] = [(mark, 1) for mark in marks]
-    items += [(key, tracker.value(key)) for key in changed]
-    items.append((WATERMARK_KEY, tracker.watermark_s))
-    table.put_batch(items, batch_key=batch_key, partition=partition)
-    state.dirty.setdefault(partition, set()).update(changed)
-    _count(metrics, tracker, before)
+        marks = [MARK + record["x_ChargeId"] for record in part]
+        known = seen_before(marks, table.contains_many(marks, partition))  # repeats count once
+        fresh = [record for record, seen in zip(part, known, strict=True) if not seen]
+        tracker = state.trackers.get(partition)
+        if tracker is None:  # never after a rebuild; an empty tracker would overwrite the table's windows
+            log.warning("spend windows of partition %d were not rebuilt; rebuilding them", partition)
+            tracker = load_tracker(state, table, partition)
+        before = (tracker.allocated_usd, tracker.unallocated_usd, tracker.late_usd)
+        changed = tracker.add(fresh)
+        # Windows the repeated charges fall in are logged again too: the changelog stays whole
+        # even when a crash left the local store ahead of it.
+        if len(fresh) < len(part):
+            changed |= tracker.window_keys([r for r, seen in zip(part, known, strict=True) if seen])
+        changed.update(tracker.close_due())
+        items: list[tuple[str, Any]] = [(mark, 1) for mark in marks]
+        items += [(key, tracker.value(key)) for key in changed]
+        items.append((WATERMARK_KEY, tracker.watermark_s))
+        table.put_batch(items, batch_key=part_key(batch_key, number), partition=partition)
+        state.dirty.setdefault(partition, set()).update(changed)
+        _count(metrics, tracker, before)
 
 
 def register_spend_agents(
