@@ -3,7 +3,8 @@
 A ``BatchLoggedTable`` logs each write as one changelog message, which the broker refuses above its
 message size (16 MB here, ``streams/app.py``), and a refused changelog send stops the worker. Writers
 whose batches grow with a backlog (a detector step over many ``detector.inputs`` messages, the event ids
-of many acknowledged usage messages) write in such groups.
+of many acknowledged usage messages, a batch's budget contributions and ledger entries, its spend charges)
+write in such groups.
 """
 
 from __future__ import annotations
