@@ -3,7 +3,7 @@
 //! `["x", id]`) written as JSON as they happen, which entities are pinned at which entry, and which
 //! entries the table holds.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -22,9 +22,9 @@ pub struct PendingLog {
     next_seq: u64,
     records: Vec<u8>, // this step's records, as JSON, comma-separated
     pinned: FxHashMap<String, u64>,
-    by_seq: BTreeMap<u64, BTreeSet<String>>,
-    written: BTreeMap<u64, f64>, // the entries the table holds, by seq: their event times
-    old: FxHashSet<String>,      // entities whose document saved before the log is still their base
+    by_seq: BTreeMap<u64, FxHashSet<String>>, // sorted when carried (`take`)
+    written: BTreeMap<u64, f64>,              // the entries the table holds, by seq: their event times
+    old: FxHashSet<String>, // entities whose document saved before the log is still their base
     dropped: Vec<String>,
 }
 
@@ -129,6 +129,8 @@ impl PendingLog {
             if self.written.get(seq).copied().unwrap_or(now) >= edge {
                 break;
             }
+            let mut keys: Vec<&String> = keys.iter().collect();
+            keys.sort_unstable(); // carried in the order the Python log carries them
             for key in keys {
                 if due.len() == CARRIED_PER_STEP {
                     break 'seqs;
