@@ -143,14 +143,14 @@ def count_spend(
     message outgrows the broker's limit and the marks and the sums agree after a crash between two parts
     (the batch is read again; the parts counted already are skipped by their marks).
     """
+    tracker = state.trackers.get(partition)
+    if tracker is None:  # never after a rebuild; an empty tracker would overwrite the table's windows
+        log.warning("spend windows of partition %d were not rebuilt; rebuilding them", partition)
+        tracker = load_tracker(state, table, partition)
     for number, part in enumerate(event_parts(records, limit)):
         marks = [MARK + record["x_ChargeId"] for record in part]
         known = seen_before(marks, table.contains_many(marks, partition))  # repeats count once
         fresh = [record for record, seen in zip(part, known, strict=True) if not seen]
-        tracker = state.trackers.get(partition)
-        if tracker is None:  # never after a rebuild; an empty tracker would overwrite the table's windows
-            log.warning("spend windows of partition %d were not rebuilt; rebuilding them", partition)
-            tracker = load_tracker(state, table, partition)
         before = (tracker.allocated_usd, tracker.unallocated_usd, tracker.late_usd)
         changed = tracker.add(fresh)
         # Windows the repeated charges fall in are logged again too: the changelog stays whole
