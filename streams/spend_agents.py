@@ -1,7 +1,7 @@
 """The spend stage: costs.priced -> hourly and daily spend per scope (spend tables) -> spend.windows.
 
 The ``track_spend`` stage (run by ``process_costs``, ``cost_agents.py``) keeps one ``SpendTracker`` per
-``costs.priced`` partition it owns. Per message it drops charges it has counted before (``c|<charge
+``costs.priced`` partition it owns. Per batch it drops charges it has counted before (``c|<charge
 id>`` marks in the spend table), adds the rest to their windows, and logs the marks, the changed windows
 and the watermark as one changelog message, so the marks and the sums can never disagree after a crash
 (a catch-up batch too big for one message is counted and logged in parts, ``event_parts``, one message
