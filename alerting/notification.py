@@ -69,5 +69,5 @@ class Notification(BaseModel):
 
     @property
     def since(self) -> datetime:
-        """Return when the earliest alert in this message started."""
-        return min(a.started_at for a in self.alerts)
+        """Return when the earliest alert in this message started (the incident's epoch if it has none)."""
+        return min((a.started_at for a in self.alerts), default=self.epoch)

@@ -315,12 +315,16 @@ class Policy:
         firing = [s for s in slots.values() if s.alert.status == "firing"]
         visible = [s for s in firing if not mutes.muted(s.alert)]
         gone = [s for s in slots.values() if s.alert.status == "resolved" and s.sent_status == "firing"]
+        # Still firing and told as firing: while any is left (muted since, or not), the incident is open.
+        told = [s for s in firing if s.sent_status == "firing"]
         is_open = group.epoch is not None
         transition: Transition | None = None
         repeat = False
         if not is_open:
             transition = "firing" if visible else None
-        elif not firing:
+        elif not visible and not told:
+            # Everything the receiver was told of has resolved and the rest is muted and never sent: the
+            # incident it knows is over (an alert unmuted later opens a new one), as Alertmanager does.
             transition = "resolved"
         elif gone or any(self._changed(s) for s in visible):
             transition = "updated"

@@ -14,6 +14,8 @@ from alerting.model import Alert
 from alerting.notification import Notification
 from alerting.policy import Policy, PolicyState, Received, Tick
 from alerting.receivers.base import DeliveryResult, MemoryReceiver
+from alerting.receivers.slack import blocks
+from alerting.render import plain_text
 from alerting.silences import Silence, decode, decode_all, encode
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -388,3 +390,37 @@ def test_delivery_retries_then_falls_back_without_holding_up_other_receivers() -
     assert flaky.attempts == 4 and d.stats["flaky"].retries == 3 and d.stats["flaky"].delivered == 1
     assert d.stats["dead"].failed == 1 and d.stats["dead"].fallback == 1
     assert [x.receiver for x in fallback.delivered] == ["dead"]
+
+
+def test_an_incident_whose_told_alerts_resolve_while_the_rest_is_muted_resolves_with_them() -> None:
+    """Never an empty resolve: the muted alert that was never sent cannot be what closes the incident."""
+    policy = Policy(config())
+    idle1 = alert("idle_gpu", {"node": "n1", "gpu": "0"}, severity="warning")
+    state, sent = run(policy, [Received(idle1, T0), Tick(T0 + timedelta(seconds=30))])
+    assert [n.transition for n in sent] == ["firing", "firing"]
+    t1 = T0 + timedelta(minutes=1)
+    gap = alert("telemetry_gap", {"node": "n2"}, severity="warning", at=t1)
+    idle2 = alert("idle_gpu", {"node": "n2", "gpu": "0"}, severity="warning", at=t1)  # muted by the gap
+    t2 = T0 + timedelta(minutes=2)
+    state, sent = run(policy, [Received(gap, t1), Received(idle2, t1), Received(idle1.resolve(t2), t2),
+                               *ticks(t2, 600, 10)], state)
+    idle = [n for n in sent if n.group_labels["kind"] == "idle_gpu"]
+    assert [(n.transition, len(n.firing), [a.entity["node"] for a in n.resolved]) for n in idle] == [
+        ("resolved", 0, ["n1"]), ("resolved", 0, ["n1"])
+    ]
+    t3 = T0 + timedelta(minutes=20)
+    _, sent = run(policy, [Received(idle2.resolve(t3), t3), *ticks(t3, 600, 10)], state)
+    assert [n for n in sent if n.group_labels["kind"] == "idle_gpu"] == [], "nothing left to tell"
+    # The muted alert outlives its gap: it opens a new incident of its own.
+    _, sent = run(policy, [Received(gap.resolve(t3), t3), *ticks(t3, 600, 10)], state)
+    reopened = [n for n in sent if n.group_labels["kind"] == "idle_gpu"]
+    assert [(n.transition, n.epoch, [a.entity["node"] for a in n.firing]) for n in reopened] == [
+        ("firing", t1, ["n2"]), ("firing", t1, ["n2"])
+    ]
+
+
+def test_a_message_with_no_alerts_still_renders_its_start() -> None:
+    empty = Notification(receiver="slack", key="k", epoch=T0, sequence=2, transition="resolved",
+                         severity="info", group_labels={"team": "ml"}, created_at=T0)
+    assert empty.since == T0
+    assert "RESOLVED" in plain_text(empty) and blocks(empty)
