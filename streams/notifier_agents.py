@@ -4,8 +4,9 @@
 a team (the routing and grouping unit) lives in one partition. ``notify_alerts`` runs the pure
 ``alerting.policy`` step for each alert and for each tick, a message the worker sends to its own
 partition on ``alerts.by_team`` when a group is due: faust writes tables only while a message is
-processed, and the tick makes the timer's decisions one. Each step saves the changed groups and the
-notifications it decided (the outbox) in changelog-backed tables before handing them to the
+processed, and the tick makes the timer's decisions one. Each step saves the changed groups
+(``streams.core.alert_group_store``: a crash never tears one) and the notifications it decided (the
+outbox) in changelog-backed tables before handing them to the
 ``Dispatcher``, whose per-receiver queues never hold up the agent. A delivered notification is written
 to the sent log and taken out of the outbox; after a crash the outbox is handed over again and the
 sent log skips what was already delivered.
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -31,16 +31,14 @@ from alerting.model import Alert
 from alerting.notification import Notification
 from alerting.policy import (
     Event,
-    Group,
     Policy,
     PolicyState,
     Received,
-    Slot,
     Tick,
-    changed_groups,
     partition_key,
 )
 from alerting.receivers.base import DeliveryResult
+from streams.core.alert_group_store import Saved, delete, entries, load_groups, put, save_groups
 from streams.core.alert_owner import with_owner
 from streams.core.allocation import Allocator
 from streams.metrics import WorkerMetrics
@@ -54,8 +52,7 @@ TICK_VALUE = b'{"tick": true}'
 # A tick not processed after this long (a rebalance took it elsewhere) is sent again.
 TICK_RESEND_S = 10.0
 NO_TEAM = "~unowned"
-GROUPS_TABLE = "alert_group_by_group_id"
-SLOTS_TABLE = "alert_slot_by_slot_id"
+GROUPS_TABLE = "alert_group_part_by_key"
 OUTBOX_TABLE = "notification_by_id"
 SENT_TABLE = "sent_record_by_group_id"
 _ALERT_LIST = TypeAdapter(list[Alert])
@@ -66,7 +63,6 @@ class NotifierTables:
     """The notifier's changelog-backed tables (memory store: small, restored from compacted changelogs)."""
 
     groups: faust.Table
-    slots: faust.Table
     outbox: faust.Table
     sent: faust.Table
 
@@ -76,6 +72,8 @@ class LiveNotifier:
     """What one notifier process holds in memory for the partitions it owns."""
 
     states: dict[int, PolicyState] = field(default_factory=dict)
+    # What the groups table holds of each open group (``streams.core.alert_group_store``), per partition.
+    saved: dict[int, Saved] = field(default_factory=dict)
     # Notification id -> (partition, receiver): handed to the dispatcher, not yet delivered or given up.
     outbox: dict[str, tuple[int, str]] = field(default_factory=dict)
     # Sent-log key (receiver|group key) -> partition of its group, for writes from the dispatcher.
@@ -84,101 +82,17 @@ class LiveNotifier:
 
 
 def define_notifier_tables(app: faust.App, partitions: int) -> NotifierTables:
-    """Declare the tables: groups (headers), their alerts (slots), the outbox and the sent log.
+    """Declare the tables: the groups (headers and their alerts), the outbox and the sent log.
 
-    Keys: group id -> group without its alerts, slot id -> one alert of a group, notification id ->
-    notification, ``receiver|group key`` -> sent record.
+    Keys: group id -> group without its alerts, ``<group id>|<fingerprint>|<version>`` -> one alert
+    of a group (``streams.core.alert_group_store``), notification id -> notification,
+    ``receiver|group key`` -> sent record.
     """
 
     def table(name: str) -> faust.Table:
         return app.Table(name, default=None, key_type=str, value_type=None, partitions=partitions)
 
-    return NotifierTables(table(GROUPS_TABLE), table(SLOTS_TABLE), table(OUTBOX_TABLE), table(SENT_TABLE))
-
-
-def put(table: faust.Table, partition: int, key: str, value: dict[str, Any]) -> None:
-    """Store ``value`` and log it to changelog partition ``partition`` (works outside a message)."""
-    table.data[key] = value
-    table.send_changelog(partition, key, value)
-
-
-def delete(table: faust.Table, partition: int, key: str) -> None:
-    """Remove ``key`` and log a tombstone to changelog partition ``partition``."""
-    table.data.pop(key, None)
-    table.send_changelog(partition, key, None, value_serializer="raw")
-
-
-def entries(table: faust.Table, partitions: set[int]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Yield the ``(key, value)`` entries of ``table`` that belong to ``partitions``."""
-    for key, value in list(table.data.items()):
-        if isinstance(value, dict) and value.get("partition") in partitions:
-            yield str(key), value
-
-
-def slot_id(group_id: str, fingerprint: str) -> str:
-    """Return the slots-table key of one alert in one group."""
-    return f"{group_id}|{fingerprint}"
-
-
-def save_groups(tables: NotifierTables, partition: int, before: PolicyState, after: PolicyState) -> int:
-    """Write what a step changed: group headers, and only the alerts (slots) that changed; return writes.
-
-    A group is stored as a header plus one entry per alert, so an alert joining a 1,000-alert group
-    writes two small entries rather than the whole group. A step keeps untouched slots as the same
-    objects, so a changed slot is one that is not. Each slot names when its group opened: a crash in
-    the middle of closing a group can leave some of its slots behind, and they must not join a later
-    group with the same id.
-    """
-    upserts, dropped = changed_groups(before, after)
-    writes = 0
-    for gid, group in upserts.items():
-        old = before.groups.get(gid)
-        old_slots = old.slots if old is not None else {}
-        put(tables.groups, partition, gid,
-            {"partition": partition, "group": group.model_dump(mode="json", exclude={"slots"})})
-        writes += 1
-        opened = group.created_at.isoformat()
-        for fp, slot in group.slots.items():
-            if old_slots.get(fp) is not slot:
-                put(tables.slots, partition, slot_id(gid, fp), {
-                    "partition": partition, "group_id": gid, "opened": opened,
-                    "slot": slot.model_dump(mode="json"),
-                })
-                writes += 1
-        for fp in old_slots.keys() - group.slots.keys():
-            delete(tables.slots, partition, slot_id(gid, fp))
-            writes += 1
-    for gid in dropped:
-        for fp in before.groups[gid].slots:
-            delete(tables.slots, partition, slot_id(gid, fp))
-        delete(tables.groups, partition, gid)
-        writes += 1 + len(before.groups[gid].slots)
-    return writes
-
-
-def load_groups(
-    tables: NotifierTables, partitions: set[int]
-) -> tuple[dict[int, PolicyState], list[tuple[str, int]]]:
-    """Rebuild the policy state of ``partitions`` from the group headers and their slots.
-
-    Also return the slots that belong to no open group, as ``(slot id, partition)`` (left behind by a
-    crash while their group closed), for the caller to delete.
-    """
-    groups = {gid: (value["partition"], Group.model_validate(value["group"]))
-              for gid, value in entries(tables.groups, partitions)}
-    slots: dict[str, dict[str, Slot]] = {gid: {} for gid in groups}
-    orphans = []
-    for key, value in entries(tables.slots, partitions):
-        owner = groups.get(value["group_id"])
-        if owner is None or datetime.fromisoformat(value["opened"]) != owner[1].created_at:
-            orphans.append((key, value["partition"]))
-            continue
-        slot = Slot.model_validate(value["slot"])
-        slots[value["group_id"]][slot.alert.fingerprint] = slot
-    states: dict[int, dict[str, Group]] = {p: {} for p in partitions}
-    for gid, (partition, group) in groups.items():
-        states[partition][gid] = group.model_copy(update={"slots": slots[gid]})
-    return {p: PolicyState(groups=g) for p, g in states.items()}, orphans
+    return NotifierTables(table(GROUPS_TABLE), table(OUTBOX_TABLE), table(SENT_TABLE))
 
 
 def parse_alerts(value: bytes) -> list[Alert]:
@@ -262,7 +176,7 @@ def register_notifier_agents(
         before = live.states.get(partition, PolicyState())
         after, decided = policy.step(before, event, silences=silences.current())
         notifications = [n for n in decided if wanted(dispatcher, n)]
-        save_groups(tables, partition, before, after)
+        save_groups(tables.groups, partition, before, after, live.saved.setdefault(partition, {}))
         live.states[partition] = after
         # Saved with the state it came from, before any delivery starts: a crash cannot lose it.
         for n in notifications:
@@ -306,9 +220,10 @@ def register_notifier_agents(
     async def rebuild_live_state() -> None:
         """Reload the groups of the owned partitions and hand the outbox to the dispatcher again."""
         mine = owned()
-        live.states, orphans = load_groups(tables, mine)
-        for key, partition in orphans:
-            delete(tables.slots, partition, key)
+        loaded = load_groups(tables.groups, mine)
+        live.states, live.saved = loaded.states, loaded.saved
+        for key, partition in loaded.garbage:
+            delete(tables.groups, partition, key)
         live.ticks.clear()
         waiting = sorted(
             (

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -16,17 +15,13 @@ from alerting.config import AlertingConfigError, parse_config
 from alerting.delivery import Dispatcher
 from alerting.model import Alert
 from alerting.notification import Notification
-from alerting.policy import Policy, PolicyState, Received, Tick
 from alerting.receivers.base import MemoryReceiver
 from alerting.receivers.factory import build_receivers
 from streams.cli import app as cli_app
 from streams.metrics import WorkerMetrics
 from streams.notifier_agents import (
     LiveNotifier,
-    NotifierTables,
-    load_groups,
     parse_alerts,
-    save_groups,
     sync_metrics,
     wanted,
 )
@@ -70,8 +65,7 @@ def test_the_notifier_is_its_own_app_with_memory_tables(tmp_path: Path) -> None:
     assert set(notifier.app.agents) == {"route_alerts", "notify_alerts"}
     changelogs = {t.changelog_topic.get_topic_name() for t in notifier.app.tables.values()}
     assert changelogs == {
-        "bw-notifier-alert_group_by_group_id-changelog",
-        "bw-notifier-alert_slot_by_slot_id-changelog",
+        "bw-notifier-alert_group_part_by_key-changelog",
         "bw-notifier-notification_by_id-changelog",
         "bw-notifier-sent_record_by_group_id-changelog",
     }
@@ -169,51 +163,6 @@ def test_silence_add_checks_its_input_before_touching_kafka(
     assert message in result.output
 
 
-class ChangelogTable:
-    """The part of a faust table ``put`` and ``delete`` use: its data and its changelog sends."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-        self.sent_bytes = 0
-        self.messages = 0
-
-    def send_changelog(self, partition: int, key: str, value: Any, **_: Any) -> None:
-        self.messages += 1
-        self.sent_bytes += len(json.dumps(value))
-
-
-def test_a_group_is_saved_as_a_header_and_its_changed_alerts_only() -> None:
-    """An alert joining a 1,000-alert group writes two small entries, not the group (which was O(n^2))."""
-    policy = Policy(parse_config({"receivers": {"slack": {"type": "console"}, "pd": {"type": "console"}}}))
-    tables = NotifierTables(ChangelogTable(), ChangelogTable(), ChangelogTable(), ChangelogTable())
-    state = PolicyState()
-    for i in range(1000):
-        before = state
-        state, _ = policy.step(state, Received(alert(f"s{i}"), T0))
-        save_groups(tables, 2, before, state)
-    assert tables.groups.messages == 2000 and tables.slots.messages == 2000  # 2 receivers, one group each
-    per_alert = (tables.groups.sent_bytes + tables.slots.sent_bytes) / 1000
-    assert per_alert < 3_000, f"{per_alert:.0f} bytes logged per alert"
-    assert load_groups(tables, {2}) == ({2: state}, [])  # type: ignore[arg-type]
-    assert load_groups(tables, {0}) == ({0: PolicyState()}, [])  # type: ignore[arg-type]
-
-    before = state  # the flush marks every alert as sent: each slot once
-    state, sent = policy.step(state, Tick(T0 + timedelta(seconds=10)))
-    assert [len(n.firing) for n in sent] == [1000, 1000]
-    assert save_groups(tables, 2, before, state) == 2 + 2000
-    assert load_groups(tables, {2}) == ({2: state}, [])  # type: ignore[arg-type]
-
-    resolved_at = T0 + timedelta(minutes=1)
-    for i in range(1000):
-        before = state
-        state, _ = policy.step(state, Received(alert(f"s{i}").resolve(resolved_at), resolved_at))
-        save_groups(tables, 2, before, state)
-    state, sent = policy.step(state, Tick(resolved_at + timedelta(minutes=5)))
-    save_groups(tables, 2, before, state)
-    assert state.groups == {}
-    assert tables.groups.data == {} and tables.slots.data == {}, "closed groups leave nothing behind"
-
-
 def test_pagerduty_declines_updates_unless_retriggering_and_the_notifier_never_queues_them() -> None:
     receivers = build_receivers(parse_config({"receivers": {
         "pd": {"type": "pagerduty", "routing_key": "k"},
@@ -229,24 +178,3 @@ def test_pagerduty_declines_updates_unless_retriggering_and_the_notifier_never_q
     transitions = ("firing", "updated", "resolved")
     assert [wanted(dispatcher, note("pd", t)) for t in transitions] == [True, False, True]
     assert wanted(dispatcher, note("pd_loud", "updated")) and wanted(dispatcher, note("slack", "updated"))
-
-
-def test_slots_left_by_a_crash_while_a_group_closed_never_join_a_later_group_with_the_same_id() -> None:
-    policy = Policy(parse_config({"receivers": {"slack": {"type": "console"}}}))
-    tables = NotifierTables(ChangelogTable(), ChangelogTable(), ChangelogTable(), ChangelogTable())
-    before, (first, second) = PolicyState(), (alert("s1"), alert("s2"))
-    state, _ = policy.step(before, Received(first, T0))
-    state, _ = policy.step(state, Received(second, T0))
-    save_groups(tables, 0, before, state)
-    (gid,) = state.groups
-    # The crash: the header's tombstone was logged, one of the slots' was not.
-    del tables.groups.data[gid]
-    tables.slots.data.pop(f"{gid}|{first.fingerprint}")
-    later = T0 + timedelta(hours=1)
-    reopened, _ = policy.step(PolicyState(), Received(alert("s3"), later))
-    save_groups(tables, 0, PolicyState(), reopened)
-    assert list(reopened.groups) == [gid]
-
-    states, orphans = load_groups(tables, {0})  # type: ignore[arg-type]
-    assert states == {0: reopened}, "the stale alert s2 is not in the reopened group"
-    assert orphans == [(f"{gid}|{second.fingerprint}", 0)]
