@@ -4,12 +4,13 @@
 a team (the routing and grouping unit) lives in one partition. ``notify_alerts`` runs the pure
 ``alerting.policy`` step for each alert and for each tick, a message the worker sends to its own
 partition on ``alerts.by_team`` when a group is due: faust writes tables only while a message is
-processed, and the tick makes the timer's decisions one. Each step saves the changed groups
-(``streams.core.alert_group_store``: a crash never tears one) and the notifications it decided (the
-outbox) in changelog-backed tables before handing them to the
-``Dispatcher``, whose per-receiver queues never hold up the agent. A delivered notification is written
-to the sent log and taken out of the outbox; after a crash the outbox is handed over again and the
-sent log skips what was already delivered.
+processed, and the tick makes the timer's decisions one. Each step saves the notifications it decided
+(the outbox), then the groups it changed (``streams.core.alert_group_store``), in one changelog-backed
+table, before handing the notifications to the ``Dispatcher``, whose per-receiver queues never hold up
+the agent. One table, so one changelog partition per ``alerts.by_team`` partition: a crash keeps a
+prefix of a step's writes, so a group saved as sent always has its notification in the outbox. A
+delivered notification is written to the sent log and taken out of the outbox; after a crash the
+outbox is handed over again and the sent log skips what was already delivered.
 
 Every table value carries its partition, and every write names it: the dispatcher writes from its
 own tasks, outside any message, to the partition of the group it delivered for.
@@ -38,7 +39,7 @@ from alerting.policy import (
     partition_key,
 )
 from alerting.receivers.base import DeliveryResult
-from streams.core.alert_group_store import Saved, delete, entries, load_groups, put, save_groups
+from streams.core.alert_group_store import Saved, delete, entries, load_groups, put, save_step
 from streams.core.alert_owner import with_owner
 from streams.core.allocation import Allocator
 from streams.metrics import WorkerMetrics
@@ -52,8 +53,7 @@ TICK_VALUE = b'{"tick": true}'
 # A tick not processed after this long (a rebalance took it elsewhere) is sent again.
 TICK_RESEND_S = 10.0
 NO_TEAM = "~unowned"
-GROUPS_TABLE = "alert_group_part_by_key"
-OUTBOX_TABLE = "notification_by_id"
+STATE_TABLE = "notifier_state_by_key"
 SENT_TABLE = "sent_record_by_group_id"
 _ALERT_LIST = TypeAdapter(list[Alert])
 
@@ -62,8 +62,7 @@ _ALERT_LIST = TypeAdapter(list[Alert])
 class NotifierTables:
     """The notifier's changelog-backed tables (memory store: small, restored from compacted changelogs)."""
 
-    groups: faust.Table
-    outbox: faust.Table
+    state: faust.Table
     sent: faust.Table
 
 
@@ -82,17 +81,17 @@ class LiveNotifier:
 
 
 def define_notifier_tables(app: faust.App, partitions: int) -> NotifierTables:
-    """Declare the tables: the groups (headers and their alerts), the outbox and the sent log.
+    """Declare the tables: the state (groups, their alerts and the outbox) and the sent log.
 
-    Keys: group id -> group without its alerts, ``<group id>|<fingerprint>|<version>`` -> one alert
-    of a group (``streams.core.alert_group_store``), notification id -> notification,
-    ``receiver|group key`` -> sent record.
+    State keys: group id -> group without its alerts, ``<group id>|<fingerprint>|<version>`` -> one
+    alert of a group (``streams.core.alert_group_store``), notification id -> notification. Sent-log
+    keys: ``receiver|group key`` -> sent record.
     """
 
     def table(name: str) -> faust.Table:
         return app.Table(name, default=None, key_type=str, value_type=None, partitions=partitions)
 
-    return NotifierTables(table(GROUPS_TABLE), table(OUTBOX_TABLE), table(SENT_TABLE))
+    return NotifierTables(table(STATE_TABLE), table(SENT_TABLE))
 
 
 def parse_alerts(value: bytes) -> list[Alert]:
@@ -130,7 +129,7 @@ def outbox_hook(tables: NotifierTables, live: LiveNotifier) -> ResultHook:
     def done(notification: Notification, result: DeliveryResult) -> None:
         entry = live.outbox.pop(notification.id, None)
         if entry is not None:
-            delete(tables.outbox, entry[0], notification.id)
+            delete(tables.state, entry[0], notification.id)
 
     return done
 
@@ -176,12 +175,8 @@ def register_notifier_agents(
         before = live.states.get(partition, PolicyState())
         after, decided = policy.step(before, event, silences=silences.current())
         notifications = [n for n in decided if wanted(dispatcher, n)]
-        save_groups(tables.groups, partition, before, after, live.saved.setdefault(partition, {}))
-        live.states[partition] = after
-        # Saved with the state it came from, before any delivery starts: a crash cannot lose it.
-        for n in notifications:
-            put(tables.outbox, partition, n.id,
-                {"partition": partition, "notification": n.model_dump(mode="json")})
+        save_step(tables.state, partition, before, after, notifications, live.saved.setdefault(partition, {}))
+        live.states[partition] = after  # saved, with the outbox, before any delivery starts
         for n in notifications:
             await submit(partition, n)
 
@@ -216,20 +211,20 @@ def register_notifier_agents(
                 continue
             await step(partition, Received(alert, now), now)
 
-    @tables.groups.on_recover
+    @tables.state.on_recover
     async def rebuild_live_state() -> None:
         """Reload the groups of the owned partitions and hand the outbox to the dispatcher again."""
         mine = owned()
-        loaded = load_groups(tables.groups, mine)
+        loaded = load_groups(tables.state, mine)
         live.states, live.saved = loaded.states, loaded.saved
         for key, partition in loaded.garbage:
-            delete(tables.groups, partition, key)
+            delete(tables.state, partition, key)
         live.ticks.clear()
         waiting = sorted(
             (
                 (Notification.model_validate(value["notification"]), value["partition"])
-                for key, value in entries(tables.outbox, mine)
-                if key not in live.outbox
+                for key, value in entries(tables.state, mine)
+                if "notification" in value and key not in live.outbox
             ),
             key=lambda item: (item[0].created_at, item[0].sequence),
         )

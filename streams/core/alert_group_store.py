@@ -1,4 +1,8 @@
-"""The notifier's open groups in one changelog-backed table, saved so that a crash never tears a group.
+"""The notifier's open groups in its state table, saved so that a crash never tears a group.
+
+``save_step`` writes a policy step: the notifications it decided (the outbox) first, then its groups,
+all to the one changelog partition of the step's ``alerts.by_team`` partition, so a group restored
+as sent always finds its notification in the outbox.
 
 A group is stored as a header (the group without its alerts) plus one entry per alert (a slot), so
 an alert joining a 1,000-alert group logs two small entries, not the group. A step's writes for a
@@ -24,11 +28,12 @@ offset only after flushing the producer).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from alerting.notification import Notification
 from alerting.policy import Group, PolicyState, Slot, changed_groups
 
 
@@ -79,6 +84,18 @@ class SavedGroup:
 
 # Group id -> what is saved of it, for one partition.
 Saved = dict[str, SavedGroup]
+
+
+def save_step(table: LoggedTable, partition: int, before: PolicyState, after: PolicyState,
+              notifications: Sequence[Notification], saved: Saved) -> None:
+    """Save one policy step: its notifications in the outbox first, then the groups it changed.
+
+    In one table, so in one changelog partition: a group that a crash restores as sent has its
+    notification in the outbox, to be delivered (or skipped by the sent log) after the restart.
+    """
+    for n in notifications:
+        put(table, partition, n.id, {"partition": partition, "notification": n.model_dump(mode="json")})
+    save_groups(table, partition, before, after, saved)
 
 
 def save_groups(table: LoggedTable, partition: int, before: PolicyState, after: PolicyState,
@@ -161,7 +178,7 @@ def load_groups(table: LoggedTable, partitions: set[int]) -> Loaded:
     for key, value in entries(table, partitions):
         if "group" in value:
             headers[key] = _Header(value["partition"], value["version"], Group.model_validate(value["group"]))
-        else:
+        elif "group_id" in value:  # the table holds other entries too (the notifier's outbox)
             slot_entries.append((key, value))
     garbage: list[tuple[str, int]] = []
     for key, value in slot_entries:

@@ -65,8 +65,7 @@ def test_the_notifier_is_its_own_app_with_memory_tables(tmp_path: Path) -> None:
     assert set(notifier.app.agents) == {"route_alerts", "notify_alerts"}
     changelogs = {t.changelog_topic.get_topic_name() for t in notifier.app.tables.values()}
     assert changelogs == {
-        "bw-notifier-alert_group_part_by_key-changelog",
-        "bw-notifier-notification_by_id-changelog",
+        "bw-notifier-notifier_state_by_key-changelog",
         "bw-notifier-sent_record_by_group_id-changelog",
     }
     assert set(notifier.dispatcher.receivers) == {"console", "jsonl"}
