@@ -71,7 +71,7 @@ class LiveNotifier:
     """What one notifier process holds in memory for the partitions it owns."""
 
     states: dict[int, PolicyState] = field(default_factory=dict)
-    # What the groups table holds of each open group (``streams.core.alert_group_store``), per partition.
+    # What the state table holds of each open group (``streams.core.alert_group_store``), per partition.
     saved: dict[int, Saved] = field(default_factory=dict)
     # Notification id -> (partition, receiver): handed to the dispatcher, not yet delivered or given up.
     outbox: dict[str, tuple[int, str]] = field(default_factory=dict)
