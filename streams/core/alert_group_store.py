@@ -127,9 +127,9 @@ def _save_group(table: LoggedTable, partition: int, gid: str, group: Group, old_
         (fp, slot) for fp, slot in group.slots.items() if old_slots.get(fp) is not slot
     ]
     left = sorted(old_slots.keys() - group.slots.keys())
-    replaced = [slot_key(gid, fp, saved.slots[fp]) for fp, _ in changed if fp in saved.slots]
-    replaced += [slot_key(gid, fp, saved.slots[fp]) for fp in left if fp in saved.slots]
-    for fp, slot in [*changed, *((fp, None) for fp in left)]:
+    written = [*changed, *((fp, None) for fp in left)]  # a marker (None) for each alert that left
+    replaced = [slot_key(gid, fp, saved.slots[fp]) for fp, _ in written if fp in saved.slots]
+    for fp, slot in written:
         put(table, partition, slot_key(gid, fp, version), {
             "partition": partition, "group_id": gid, "opened": opened, "fingerprint": fp, "version": version,
             "slot": slot.model_dump(mode="json") if slot is not None else None,
@@ -143,7 +143,7 @@ def _save_group(table: LoggedTable, partition: int, gid: str, group: Group, old_
         delete(table, partition, key)
     for fp in left:
         delete(table, partition, slot_key(gid, fp, saved.slots.pop(fp)))
-    return len(changed) + 2 * len(left) + 1 + len(replaced)
+    return len(written) + 1 + len(replaced) + len(left)
 
 
 @dataclass
