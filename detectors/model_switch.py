@@ -85,8 +85,10 @@ class ModelSwitchDetector:
             models = {m: models[m] for m in keep}
         state["mix"] = {m: [round(x, 9) for x in v] for m, v in models.items()}
         state["n"] = min(n + reqs_here, 10**9)
-        fast_index = sum(v[0] * v[2] for v in models.values())
-        slow_index = sum(v[1] * v[2] for v in models.values())
+        fast_index = slow_index = 0.0  # summed in order (not ``sum()``: 3.12 compensates), as the kernel does
+        for v in models.values():
+            fast_index += v[0] * v[2]
+            slow_index += v[1] * v[2]
         gainer, gain = max(
             ((m, v[0] - v[1]) for m, v in models.items()), key=lambda kv: kv[1], default=("", 0.0)
         )

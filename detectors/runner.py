@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from detectors.agent_loop import AgentLoopDetector
+from detectors.agent_loop import MAX_TRACKED, AgentLoopDetector
 from detectors.buckets import (
     GPU_METER,
     LLM_SOURCE,
@@ -208,8 +208,10 @@ class DetectorRunner:
 
         It decides as ``_wait`` does and keeps their documents itself (``pending`` stays empty); a waiting
         session's bucket teaches its app's peers there, in place, and a user's bucket that its runaway
-        step would only learn (the step's quiet path) is stepped there too. Its ``close`` hands the runner, in
-        closing order, the buckets to step and the entities that grew old enough (``_closed``).
+        step would only learn (the step's quiet path) is stepped there too, as are the buckets of an entity
+        grown old enough that its steps would only learn, and an app bucket that its runaway and model
+        steps would both only learn. Its ``close`` hands the runner, in closing order, the buckets to step
+        and the entities that grew old enough whose buckets it did not step (``_closed``).
         ``PartitionDetectors`` saves its documents.
         """
         if self.track_entities or self.roundtrip_state:  # the eval's modes: they need ``pending`` in Python
@@ -219,6 +221,12 @@ class DetectorRunner:
         self.llm.wait(below["session"], below["user"], self.runaway.config, states["runaway"],
                       states["agent_loop"], states["context_bloat"], self.peers, self.peers_changed,
                       self.changed)
+        # a released session's buckets that only learn are stepped there (its three steps' quiet paths),
+        # as is an app bucket that only learns (both its steps')
+        self.llm.release_sessions_here(self.runaway.config, self.detectors["agent_loop"].config,
+                                       self.detectors["context_bloat"].config, MAX_TRACKED)
+        self.llm.step_apps(self.runaway.config, self.switch.config, states["runaway"], states["model_switch"],
+                           self.changed)
         self._wait_below = {"session": 0, "user": 0}
         self.bucketer_waits = True
 

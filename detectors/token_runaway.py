@@ -415,7 +415,11 @@ class TokenRunawayDetector:
                 return [(cfg.window_s, usd * to_rate, req, lift_usd, lift_req)]
             lift = self.app_lift(app, {"rate": usd * to_rate, "m": state.get("m", 0.0)})
             return [(cfg.window_s, usd * to_rate, req, lift, lift)]
-        return [(cfg.window_s, sum(w[1] for w in window) * to_rate, sum(w[2] for w in window), 1.0, 1.0)]
+        usd, requests = 0, 0  # summed in order, as ``slide`` sums them (not ``sum()``: 3.12 compensates)
+        for entry in window:
+            usd += entry[1]
+            requests += entry[2]
+        return [(cfg.window_s, usd * to_rate, requests, 1.0, 1.0)]
 
     def _rates(self, state: State) -> tuple[float, float]:
         """Return the own baseline USD and requests per second (time-weighted, up to a window ago)."""

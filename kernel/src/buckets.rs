@@ -15,10 +15,12 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString, PyTuple};
 use rustc_hash::FxHashMap;
 
+use crate::app_quiet::{AppBucket, AppQuiet, MixConfig};
 use crate::peers::PeerConfig;
 use crate::pending::{Outcome, Waiting};
 use crate::quiet::RunawayQuiet;
 use crate::requests::{as_requests, not_requests, Request};
+use crate::session_chain::SessionQuiet;
 
 pub(crate) const SESSION: usize = 0;
 pub(crate) const USER: usize = 1;
@@ -80,6 +82,7 @@ pub struct LlmBucketer {
     no_prompts: Py<PyAny>,
     no_models: Py<PyAny>,
     waiting: Option<Waiting>, // young sessions and users wait here (`wait`), else in the Python runner
+    apps: Option<AppQuiet>,   // app buckets that only learn are stepped here (`step_apps`)
 }
 
 #[pymethods]
@@ -100,6 +103,7 @@ impl LlmBucketer {
             no_prompts: module.getattr("_NO_PROMPTS")?.unbind(),
             no_models: module.getattr("_NO_MODELS")?.unbind(),
             waiting: None,
+            apps: None,
         })
     }
 
@@ -194,7 +198,7 @@ impl LlmBucketer {
             min_fraction: fractions.iter().copied().fold(f64::INFINITY, f64::min),
             tau_s: peer.tau_s,
             warmup: runaway_config.getattr("warmup")?.extract()?,
-            user_ratio: number("user_ratio")?,
+            ratio: number("user_ratio")?,
         };
         let states = [runaway.unbind(), agent_loop.unbind(), context_bloat.unbind()];
         self.waiting = Some(Waiting::new(
@@ -206,6 +210,75 @@ impl LlmBucketer {
             changed.unbind(),
             quiet,
         ));
+        Ok(())
+    }
+
+    /// Step a released session's pending buckets here from now on (`wait` first), as
+    /// `DetectorRunner._step_pending` steps them, when each takes its three steps' quiet paths
+    /// (`session_chain.rs`); `max_tracked`: `detectors.agent_loop.MAX_TRACKED`.
+    fn release_sessions_here(
+        &mut self,
+        runaway_config: &Bound<'_, PyAny>,
+        agent_loop_config: &Bound<'_, PyAny>,
+        context_bloat_config: &Bound<'_, PyAny>,
+        max_tracked: usize,
+    ) -> PyResult<()> {
+        let number = |name: &str| -> PyResult<f64> { runaway_config.getattr(name)?.extract() };
+        let fractions: Vec<f64> = runaway_config.getattr("scan_fractions")?.extract()?;
+        let run = RunawayQuiet {
+            window_s: number("window_s")?,
+            least: runaway_config.getattr("min_requests")?.extract()?,
+            min_usd_per_hour: number("min_usd_per_hour")?,
+            min_fraction: fractions.iter().copied().fold(f64::INFINITY, f64::min),
+            tau_s: number("baseline_tau_s")?,
+            warmup: runaway_config.getattr("warmup")?.extract()?,
+            ratio: number("ratio")?,
+        };
+        let session = SessionQuiet {
+            repeats: agent_loop_config.getattr("repeats")?.extract()?,
+            loop_window_s: agent_loop_config.getattr("window_s")?.extract()?,
+            max_requests: agent_loop_config.getattr("max_requests")?.extract()?,
+            max_tracked,
+            rising_turns: context_bloat_config.getattr("rising_turns")?.extract()?,
+            min_growth: context_bloat_config.getattr("min_growth")?.extract()?,
+        };
+        self.waiting_mut()?.sessions = Some((run, session));
+        Ok(())
+    }
+
+    /// Step app buckets that only learn here from now on, as `DetectorRunner._llm` steps them
+    /// (`app_quiet.rs`): `runaway` and `model_switch`, the runner's states by entity id, and `changed`, its
+    /// changed states, where such a bucket's steps are noted. The others still go to `close`'s `step`.
+    fn step_apps(
+        &mut self,
+        runaway_config: &Bound<'_, PyAny>,
+        model_switch_config: &Bound<'_, PyAny>,
+        runaway: Bound<'_, PyDict>,
+        model_switch: Bound<'_, PyDict>,
+        changed: Bound<'_, PySet>,
+    ) -> PyResult<()> {
+        let number = |name: &str| -> PyResult<f64> { runaway_config.getattr(name)?.extract() };
+        let mix = |name: &str| model_switch_config.getattr(name);
+        let fractions: Vec<f64> = runaway_config.getattr("scan_fractions")?.extract()?;
+        let run = RunawayQuiet {
+            window_s: number("window_s")?,
+            least: runaway_config.getattr("min_requests")?.extract()?,
+            min_usd_per_hour: number("min_usd_per_hour")?,
+            min_fraction: fractions.iter().copied().fold(f64::INFINITY, f64::min),
+            tau_s: number("baseline_tau_s")?,
+            warmup: runaway_config.getattr("warmup")?.extract()?,
+            ratio: number("app_ratio")?,
+        };
+        let mix = MixConfig {
+            price_ratio: mix("price_ratio")?.extract()?,
+            min_shift: mix("min_shift")?.extract()?,
+            fast_alpha: mix("fast_alpha")?.extract()?,
+            slow_alpha: mix("slow_alpha")?.extract()?,
+            warmup: mix("warmup")?.extract()?,
+            max_models: mix("max_models")?.extract()?,
+        };
+        let (runaway, model_switch, changed) = (runaway.unbind(), model_switch.unbind(), changed.unbind());
+        self.apps = Some(AppQuiet { runaway, model_switch, changed, run, mix });
         Ok(())
     }
 
@@ -415,6 +488,20 @@ impl LlmBucketer {
     /// written back: the runner's session step reads and learns them).
     fn step_closed(&mut self, py: Python<'_>, closed: Vec<Bucket>, step: &Bound<'_, PyAny>) -> PyResult<()> {
         for mut bucket in closed {
+            if let (Some(apps), true) = (self.apps.as_ref(), bucket.scope == APP) {
+                let app = bucket.app.bind(py).cast::<PyString>()?.to_str()?;
+                let figures = AppBucket {
+                    app,
+                    start: bucket.start,
+                    end: bucket.end,
+                    requests: bucket.requests,
+                    cost_usd: bucket.cost_usd,
+                    models: &bucket.models,
+                };
+                if apps.step(py, &figures)? {
+                    continue;
+                }
+            }
             if let (Some(waiting), true) = (self.waiting.as_mut(), bucket.scope != APP) {
                 match waiting.take(py, &mut bucket)? {
                     Outcome::Done => continue,

@@ -44,6 +44,7 @@ fn allocator_purge_delay() -> std::ffi::c_long {
     unsafe { libmimalloc_sys::mi_option_get(PURGE_DELAY) }
 }
 
+mod app_quiet;
 mod buckets;
 mod gpu_state;
 mod idle;
@@ -58,12 +59,13 @@ mod requests;
 mod rounding;
 mod route;
 mod series;
+mod session_chain;
 mod times;
 mod value;
 
 /// The kernel API: `KERNEL_API` in `streams/core/detector_kernel.py` must name the same number, or
 /// burnwatch does not use this build. Raise both when a function's inputs or outputs change.
-const API: u32 = 14;
+const API: u32 = 15;
 
 #[pymodule]
 fn burnwatch_kernel(m: &Bound<'_, PyModule>) -> PyResult<()> {

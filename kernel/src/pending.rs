@@ -17,6 +17,7 @@ use crate::pending_doc::{Entry, Pending, SCOPE_NAMES};
 use crate::pending_log::{PendingLog, Taken};
 use crate::quiet::{quiet_user_step, QuietChain, RunawayQuiet, UserEntity};
 use crate::rounding::round7;
+use crate::session_chain::{BloatChain, LoopChain, SessionQuiet};
 use crate::value::joined;
 
 const HOUR_S: f64 = 3600.0;
@@ -48,6 +49,9 @@ pub struct Waiting {
     learned: FxHashMap<String, Option<Peers>>,
     changed_states: Py<PySet>, // the runner's `changed`: (detector, entity id) of the states it saves
     quiet: RunawayQuiet,
+    // a released session's buckets are stepped here too (`release_sessions_here`): its runaway step's
+    // quiet path (least: min_requests) and its other two steps'
+    pub sessions: Option<(RunawayQuiet, SessionQuiet)>,
     pending: FxHashMap<String, Pending>,
     pub log: PendingLog,
     // entities handed to the runner to step since `begin`: they have states once it has stepped them,
@@ -79,6 +83,7 @@ impl Waiting {
             learned: FxHashMap::default(),
             changed_states,
             quiet,
+            sessions: None,
             pending: FxHashMap::default(),
             log: PendingLog::default(),
             handed: FxHashSet::default(),
@@ -111,8 +116,8 @@ impl Waiting {
                 let pending = self.pending.remove(&key).expect("a key just read");
                 self.log.gone(&key);
                 self.handed.insert(key.clone());
-                if scope == USER && self.release_quietly(py, &key, &pending)? {
-                    return self.stepped(py, &key, app, name, bucket); // its state is made
+                if self.release_quietly(py, &key, &pending)? {
+                    return self.stepped(py, &key, app, name, bucket); // its states are made
                 }
                 let doc = pending.to_python(py)?;
                 let release = PyTuple::new(
@@ -233,14 +238,19 @@ impl Waiting {
         Ok(())
     }
 
-    /// Step a user's pending buckets here, in order, from a new state (`_step_pending`): each one takes
-    /// its runaway step's quiet path, as every bucket of an entity too young to judge does. True when
-    /// they all did (its state is kept and noted); False, and nothing kept, when one did not.
-    /// The steps are taken on Rust values (`quiet::QuietChain`), and only the last state becomes a dict.
+    /// Step a released entity's pending buckets here, in order, from new states (`_step_pending`): each
+    /// one takes its steps' quiet paths, as every bucket of an entity too young to judge does (a user's
+    /// runaway step; a session's runaway, agent-loop and context-bloat steps, when `sessions` is set).
+    /// True when they all did (its states are kept and noted); False, and nothing kept, when one did not.
+    /// The steps are taken on Rust values (`quiet::QuietChain`, `session_chain`), and only the last
+    /// states become dicts.
     fn release_quietly(&self, py: Python<'_>, key: &str, pending: &Pending) -> PyResult<bool> {
+        if pending.scope == SESSION {
+            return self.release_session_quietly(py, key, pending);
+        }
         let mut chain = QuietChain::default();
         for e in &pending.b {
-            if !chain.step((e.start, e.end, e.requests, e.cost_usd), &self.quiet) {
+            if !chain.step((e.start, e.end, e.requests, e.cost_usd), &self.quiet, true) {
                 return Ok(false);
             }
         }
@@ -250,6 +260,38 @@ impl Waiting {
         let state = if pending.b.is_empty() { PyDict::new(py) } else { chain.to_dict(py, &entity)? };
         self.runaway.bind(py).set_item(key, state)?;
         self.changed_states.bind(py).add(("runaway", key))?;
+        Ok(true)
+    }
+
+    /// `release_quietly` for a session: its three steps (`SESSION_STEPS`), each bucket in turn.
+    fn release_session_quietly(&self, py: Python<'_>, key: &str, pending: &Pending) -> PyResult<bool> {
+        let Some((run, session)) = &self.sessions else {
+            return Ok(false);
+        };
+        if pending.b.is_empty() {
+            return Ok(false); // the Python steps take none: no states
+        }
+        let (mut runaway, mut looping, mut bloat) =
+            (QuietChain::default(), LoopChain::default(), BloatChain::default());
+        for e in &pending.b {
+            let quiet = runaway.step((e.start, e.end, e.requests, e.cost_usd), run, false)
+                && looping.step(e, session)
+                && bloat.step(e, session);
+            if !quiet {
+                return Ok(false);
+            }
+        }
+        let entity = PyDict::new(py);
+        entity.set_item(intern!(py, "app"), &pending.app)?;
+        entity.set_item(intern!(py, "session"), &pending.key)?;
+        let changed = self.changed_states.bind(py);
+        let key = PyString::new(py, key);
+        self.runaway.bind(py).set_item(&key, runaway.to_dict(py, &entity)?)?;
+        changed.add((intern!(py, "runaway"), &key))?;
+        self.agent_loop.bind(py).set_item(&key, looping.to_dict(py, &entity)?)?;
+        changed.add((intern!(py, "agent_loop"), &key))?;
+        self.context_bloat.bind(py).set_item(&key, bloat.to_dict(py, &entity)?)?;
+        changed.add((intern!(py, "context_bloat"), &key))?;
         Ok(true)
     }
 

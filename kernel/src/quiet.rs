@@ -14,19 +14,19 @@ use crate::rounding::round7;
 
 const HOUR_S: f64 = 3600.0;
 
-/// What the quiet path reads of `RunawayConfig`.
+/// What a quiet path reads of `RunawayConfig`, for one scope (a user's, an app's).
 pub struct RunawayQuiet {
     pub window_s: f64,
-    pub least: i64, // user_min_requests
+    pub least: i64, // the scope's least requests in a window: user_min_requests, min_requests
     pub min_usd_per_hour: f64,
     pub min_fraction: f64, // min(scan_fractions)
     pub tau_s: f64,        // baseline_tau_s
     pub warmup: i64,
-    pub user_ratio: f64,
+    pub ratio: f64, // the scope's ratio: user_ratio, app_ratio
 }
 
 /// `detectors.base.time_rate`: the per-second rate of a decayed sum begun at `since`.
-fn time_rate(total: f64, since: f64, now: f64, tau_s: f64) -> f64 {
+pub(crate) fn time_rate(total: f64, since: f64, now: f64, tau_s: f64) -> f64 {
     let span = now - since;
     let norm = if span > 0.0 { tau_s * -(-span / tau_s).exp_m1() } else { 0.0 };
     if norm > 0.0 {
@@ -38,28 +38,28 @@ fn time_rate(total: f64, since: f64, now: f64, tau_s: f64) -> f64 {
 
 /// The window's rate in USD per hour, and whether the gates (`user_min_requests`, `min_usd_per_hour`)
 /// keep it from being judged, for the kept entries' sums `usd` and `requests` with the bucket's own added.
-fn gated_rate(usd: f64, requests: i64, c: &RunawayQuiet) -> (f64, bool) {
+pub(crate) fn gated_rate(usd: f64, requests: i64, c: &RunawayQuiet) -> (f64, bool) {
     let rate = usd / c.window_s * HOUR_S;
     (rate, requests < c.least || rate / c.min_fraction < c.min_usd_per_hour)
 }
 
-/// What a user's runaway state has learned (`q0`, `ql`, `uc`, `qc`, `lt`, `m`, `v`, `n`): the decayed sums
-/// of what left the window, and the baseline of the rate. Both quiet paths (a state's dict, a chain of
-/// Rust values) step it with these functions, so their floats are the same.
+/// What a runaway state has learned (`q0`, `ql`, `uc`, `qc`, `lt`, `m`, `v`, `n`): the decayed sums of
+/// what left the window, and the baseline of the rate. Every quiet path (a user's state's dict, a chain of
+/// Rust values, an app's state) steps it with these functions, so their floats are the same.
 #[derive(Default)]
-struct Learned {
+pub(crate) struct Learned {
     q0: Option<f64>,
     ql: f64,
     uc: f64,
     qc: f64,
-    lt: Option<f64>,
+    pub(crate) lt: Option<f64>,
     m: f64,
     v: f64,
     n: i64,
 }
 
 impl Learned {
-    fn read(state: &Bound<'_, PyDict>) -> PyResult<Self> {
+    pub(crate) fn read(state: &Bound<'_, PyDict>) -> PyResult<Self> {
         let py = state.py();
         let optional = |key| -> PyResult<Option<f64>> {
             state.get_item(key)?.map(|value| value.extract::<f64>()).transpose()
@@ -77,7 +77,7 @@ impl Learned {
     }
 
     /// Set these keys on `state`, in the order a step's dict has them (a key it had keeps its place).
-    fn write(&self, state: &Bound<'_, PyDict>) -> PyResult<()> {
+    pub(crate) fn write(&self, state: &Bound<'_, PyDict>) -> PyResult<()> {
         let py = state.py();
         if let Some(q0) = self.q0 {
             state.set_item(intern!(py, "q0"), q0)?;
@@ -94,25 +94,32 @@ impl Learned {
     }
 
     /// Whether a bucket under neither gate is still unjudged: its own baseline (`_baseline`; a user has no
-    /// hour-of-day slot and no peers) is not warm yet, or `user_ratio` times it is above the fastest rate.
+    /// hour-of-day slot and no peers) is not warm yet, or `ratio` times it is above the fastest rate.
     fn unjudged(&self, rate: f64, c: &RunawayQuiet) -> bool {
+        match self.own_mean(c) {
+            None => true, // no baseline: only learned
+            Some(mean) => rate / c.min_fraction < c.ratio * mean,
+        }
+    }
+
+    /// The own baseline's mean in USD per hour (`_baseline`'s "own" basis), None while it is not warm.
+    pub(crate) fn own_mean(&self, c: &RunawayQuiet) -> Option<f64> {
         let learned_s = match self.q0 {
             Some(q0) => self.ql - q0,
             None => c.window_s,
         };
         if !(self.n >= c.warmup && learned_s >= c.window_s) {
-            return true; // no baseline: only learned
+            return None;
         }
-        let mean = match self.q0 {
+        Some(match self.q0 {
             Some(q0) => time_rate(self.uc, q0, self.ql, c.tau_s) * HOUR_S,
             None => self.m,
-        };
-        rate / c.min_fraction < c.user_ratio * mean
+        })
     }
 
     /// `_count`: the buckets that left the window (`(end, usd, requests)`) into the decayed sums, then
     /// on to a window before `end`.
-    fn count(
+    pub(crate) fn count(
         &mut self,
         start: f64,
         end: f64,
@@ -145,23 +152,97 @@ impl Learned {
     }
 
     /// `_learn` (no hour-of-day slot for a user): the baseline's mean and variance take the rate.
-    fn learn(&mut self, rate: f64, end: f64, c: &RunawayQuiet) {
+    /// Return the seconds elapsed since the last lesson, which an app's hour-of-day slot learns with too.
+    pub(crate) fn learn(&mut self, rate: f64, end: f64, c: &RunawayQuiet) -> f64 {
         let elapsed = end - self.lt.unwrap_or(end);
         let elapsed = if elapsed > 0.0 { elapsed } else { 0.0 };
         self.lt = Some(end);
-        let alpha =
-            if self.n < c.warmup { 1.0 / (self.n + 1) as f64 } else { 1.0 - (-elapsed / c.tau_s).exp() };
-        let diff = rate - self.m;
-        let incr = alpha * diff;
-        self.v = (1.0 - alpha) * (self.v + diff * incr);
-        self.m += incr;
+        (self.m, self.v) = ew(self.m, self.v, rate, alpha(self.n, elapsed, c));
         self.n = (self.n + 1).min(1_000_000);
+        elapsed
     }
 }
 
-/// A user's runaway state made by quiet steps alone from none, as Rust values: what `quiet_user_step`
-/// writes into the state's dict, step after step, without a dict made at each (a released user's pending
-/// buckets, `Waiting::release_quietly`, of which only the last state is kept).
+/// `_learn`'s learning rate after `n` lessons: a plain mean until warm, then time-weighted.
+pub(crate) fn alpha(n: i64, elapsed: f64, c: &RunawayQuiet) -> f64 {
+    if n < c.warmup {
+        1.0 / (n + 1) as f64
+    } else {
+        1.0 - (-elapsed / c.tau_s).exp()
+    }
+}
+
+/// `detectors.base.ew`: one step of an exponentially weighted mean and variance.
+pub(crate) fn ew(mean: f64, var: f64, x: f64, alpha: f64) -> (f64, f64) {
+    let diff = x - mean;
+    let incr = alpha * diff;
+    (mean + incr, (1.0 - alpha) * (var + diff * incr))
+}
+
+/// `detectors.token_runaway.slide` over a state's window (a list of `[end, usd, requests, start]` lists,
+/// and a held flag on an entry never learned): where the entries that leave it end, and the sums of those
+/// that stay, before the new bucket's own are added.
+pub(crate) struct Slid<'py> {
+    kept: Bound<'py, PyList>,
+    cut: usize,
+    pub(crate) usd: f64,
+    pub(crate) requests: i64,
+}
+
+impl<'py> Slid<'py> {
+    pub(crate) fn read(state: &Bound<'py, PyDict>, end: f64, c: &RunawayQuiet) -> PyResult<Self> {
+        let py = state.py();
+        let kept = match state.get_item(intern!(py, "w"))? {
+            Some(window) => window.cast_into::<PyList>()?,
+            None => PyList::empty(py),
+        };
+        let edge = end - c.window_s;
+        let size = kept.len();
+        let mut cut = 0;
+        while cut < size && at(&kept.get_item(cut)?, 0)?.extract::<f64>()? <= edge {
+            cut += 1;
+        }
+        let (mut usd, mut requests) = (0.0, 0i64);
+        for i in cut..size {
+            let entry = kept.get_item(i)?;
+            usd += at(&entry, 1)?.extract::<f64>()?;
+            requests += at(&entry, 2)?.extract::<i64>()?;
+        }
+        Ok(Slid { kept, cut, usd, requests })
+    }
+
+    /// The entries that leave the window, `(end, usd, requests)`; None when one was held while flagged
+    /// (it adds the expected traffic, not its own: the Python step's).
+    pub(crate) fn dropped(&self) -> PyResult<Option<Vec<(f64, f64, f64)>>> {
+        let mut dropped = Vec::with_capacity(self.cut);
+        for i in 0..self.cut {
+            let entry = self.kept.get_item(i)?;
+            if entry.len()? >= 5 && !at(&entry, 4)?.is_truthy()? {
+                return Ok(None);
+            }
+            dropped.push((
+                at(&entry, 0)?.extract::<f64>()?,
+                at(&entry, 1)?.extract::<f64>()?,
+                at(&entry, 2)?.extract::<f64>()?,
+            ));
+        }
+        Ok(Some(dropped))
+    }
+
+    /// The new window: the entries that stay, then the bucket's own.
+    pub(crate) fn window(&self, own: &(f64, f64, i64, f64)) -> PyResult<Bound<'py, PyList>> {
+        let window = PyList::empty(self.kept.py());
+        for i in self.cut..self.kept.len() {
+            window.append(self.kept.get_item(i)?)?;
+        }
+        window.append(window_entry(self.kept.py(), own)?)?;
+        Ok(window)
+    }
+}
+
+/// A user's or a session's runaway state made by quiet steps alone from none, as Rust values: what
+/// `quiet_user_step` writes into the state's dict, step after step, without a dict made at each (a released
+/// entity's pending buckets, `Waiting::release_quietly`, of which only the last state is kept).
 #[derive(Default)]
 pub struct QuietChain {
     last: f64,
@@ -172,11 +253,14 @@ pub struct QuietChain {
 
 impl QuietChain {
     /// `quiet_user_step` on these values: false (and the values left partly stepped) when the bucket
-    /// is not quiet. The same operations in the same order, so the same floats.
+    /// is not quiet. The same operations in the same order, so the same floats. `own_baseline`: a bucket
+    /// over the gates is still quiet while the own baseline leaves it unjudged (a user's; a session's is
+    /// judged against its app's peers then, so it is not quiet).
     pub fn step(
         &mut self,
         (start, end, bucket_requests, cost_usd): (f64, f64, i64, f64),
         c: &RunawayQuiet,
+        own_baseline: bool,
     ) -> bool {
         let edge = end - c.window_s;
         let cut = self.window.iter().take_while(|entry| entry.0 <= edge).count();
@@ -187,7 +271,8 @@ impl QuietChain {
         }
         let own_usd = round7(cost_usd);
         let (rate, gated) = gated_rate(usd + own_usd, requests + bucket_requests, c);
-        if !gated && !self.learned.unjudged(rate, c) {
+        let quiet = gated || own_baseline && self.learned.unjudged(rate, c);
+        if !quiet {
             return false;
         }
         self.last = end;
@@ -267,51 +352,21 @@ pub fn quiet_user_step<'py>(
     {
         return Ok(None);
     }
-    // detectors.token_runaway.slide
-    let kept = match state.get_item(intern!(py, "w"))? {
-        Some(window) => window.cast_into::<PyList>()?,
-        None => PyList::empty(py),
-    };
-    let edge = end - c.window_s;
-    let size = kept.len();
-    let mut cut = 0;
-    while cut < size && at(&kept.get_item(cut)?, 0)?.extract::<f64>()? <= edge {
-        cut += 1;
-    }
-    let (mut usd, mut requests) = (0.0, 0i64);
-    for i in cut..size {
-        let entry = kept.get_item(i)?;
-        usd += at(&entry, 1)?.extract::<f64>()?;
-        requests += at(&entry, 2)?.extract::<i64>()?;
-    }
+    let slid = Slid::read(state, end, c)?;
     let own_usd = round7(cost_usd);
-    let (rate, gated) = gated_rate(usd + own_usd, requests + bucket_requests, c);
+    let (rate, gated) = gated_rate(slid.usd + own_usd, slid.requests + bucket_requests, c);
     let mut learned = Learned::read(state)?;
     if !gated && !learned.unjudged(rate, c) {
         return Ok(None); // judged against its baseline: the Python step
     }
-    let mut dropped = Vec::with_capacity(cut);
-    for i in 0..cut {
-        let entry = kept.get_item(i)?;
-        if entry.len()? >= 5 && !at(&entry, 4)?.is_truthy()? {
-            return Ok(None); // held while flagged: it adds the expected traffic, not its own
-        }
-        dropped.push((
-            at(&entry, 0)?.extract::<f64>()?,
-            at(&entry, 1)?.extract::<f64>()?,
-            at(&entry, 2)?.extract::<f64>()?,
-        ));
-    }
+    let Some(dropped) = slid.dropped()? else {
+        return Ok(None);
+    };
     let entity = entity.for_state(state)?;
     let new = state.copy()?;
     new.set_item(intern!(py, "e"), entity)?;
     new.set_item(intern!(py, "last"), end)?;
-    let window = PyList::empty(py);
-    for i in cut..size {
-        window.append(kept.get_item(i)?)?;
-    }
-    window.append(window_entry(py, &(end, own_usd, bucket_requests, start))?)?;
-    new.set_item(intern!(py, "w"), window)?;
+    new.set_item(intern!(py, "w"), slid.window(&(end, own_usd, bucket_requests, start))?)?;
     if new.contains(intern!(py, "cs"))? {
         new.del_item(intern!(py, "cs"))?;
     }

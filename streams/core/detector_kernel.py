@@ -29,7 +29,7 @@ from streams.core.detector_feed import latest_by_lane, route, route_runs
 KernelMode = Literal["auto", "compiled", "python"]
 # The kernel API this source expects (``API`` in kernel/src/lib.rs): a kernel built from an older or a
 # newer checkout may compute differently, so it is not used.
-KERNEL_API = 14
+KERNEL_API = 15
 MODULE = "burnwatch_kernel"
 log = logging.getLogger("burnwatch.detectors")
 
