@@ -60,6 +60,7 @@ mod rounding;
 mod route;
 mod series;
 mod session_chain;
+mod session_quiet;
 mod times;
 mod value;
 

@@ -11,13 +11,14 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PySet, PyString, PyTuple};
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::buckets::{Bucket, SESSION, USER};
+use crate::buckets::{Bucket, SESSION};
 use crate::peers::{learn, peers_of, PeerConfig, Peers};
 use crate::pending_doc::{Entry, Pending, SCOPE_NAMES};
 use crate::pending_log::{PendingLog, Taken};
-use crate::quiet::{quiet_user_step, QuietChain, RunawayQuiet, UserEntity};
+use crate::quiet::{quiet_runaway_step, Entity, QuietChain, RunawayQuiet};
 use crate::rounding::round7;
 use crate::session_chain::{BloatChain, LoopChain, SessionQuiet};
+use crate::session_quiet::{quiet_bloat_step, quiet_loop_step};
 use crate::value::joined;
 
 const HOUR_S: f64 = 3600.0;
@@ -296,17 +297,18 @@ impl Waiting {
     }
 
     /// A bucket the runner would step: a user's takes its runaway step's quiet path here when it can
-    /// (`quiet::quiet_user_step`, as `DetectorRunner._llm` would step it), else it goes to the runner.
+    /// (`quiet::quiet_runaway_step`, as `DetectorRunner._llm` would step it), a session's its steps'
+    /// (`stepped_session`); else it goes to the runner.
     fn stepped<'py>(
-        &self,
+        &mut self,
         py: Python<'py>,
         key: &str,
         app: &str,
         name: &str,
         bucket: &Bucket,
     ) -> PyResult<Outcome<'py>> {
-        if bucket.scope != USER {
-            return Ok(Outcome::Step);
+        if bucket.scope == SESSION {
+            return self.stepped_session(py, key, app, name, bucket);
         }
         let states = self.runaway.bind(py);
         let key = PyString::new(py, key); // one str: hashed once for the lookup, the store and the mark
@@ -317,12 +319,62 @@ impl Waiting {
             return Ok(Outcome::Step);
         };
         let fields = (bucket.start, bucket.end, bucket.requests, bucket.cost_usd);
-        let entity = UserEntity { app, user: name };
-        let Some(new) = quiet_user_step(py, &state, fields, entity, &self.quiet)? else {
+        let entity = Entity { app, scope: "user", key: name };
+        let Some((new, _)) = quiet_runaway_step(py, &state, fields, entity, &self.quiet, true)? else {
             return Ok(Outcome::Step);
         };
         states.set_item(&key, new)?;
         self.changed_states.bind(py).add((intern!(py, "runaway"), key))?;
+        Ok(Outcome::Done)
+    }
+
+    /// A session bucket the runner would step (`DetectorRunner._session`), taken here when all its steps
+    /// are quiet (`session_quiet.rs`): the runaway step under its gates, its app's peers learning it (as
+    /// `learn_peer` after that step), the agent-loop and context-bloat steps opening nothing.
+    fn stepped_session<'py>(
+        &mut self,
+        py: Python<'py>,
+        key: &str,
+        app: &str,
+        name: &str,
+        bucket: &Bucket,
+    ) -> PyResult<Outcome<'py>> {
+        let Some((run, session)) = &self.sessions else {
+            return Ok(Outcome::Step);
+        };
+        let key = PyString::new(py, key);
+        let tables =
+            [self.runaway.bind(py), self.agent_loop.bind(py), self.context_bloat.bind(py)].map(|t| t.clone());
+        let mut states = Vec::with_capacity(3);
+        for table in &tables {
+            match table.get_item(&key)?.map(|state| state.cast_into::<PyDict>()) {
+                Some(Ok(state)) => states.push(state),
+                _ => return Ok(Outcome::Step), // a new session, or a state only the Python steps read
+            }
+        }
+        let fields = (bucket.start, bucket.end, bucket.requests, bucket.cost_usd);
+        let entity = Entity { app, scope: "session", key: name };
+        let Some((runaway, rate)) = quiet_runaway_step(py, &states[0], fields, entity, run, false)? else {
+            return Ok(Outcome::Step);
+        };
+        let entity =
+            runaway.get_item(intern!(py, "e"))?.expect("a stepped state's entity").cast_into::<PyDict>()?;
+        let Some(looping) = quiet_loop_step(&states[1], bucket, &entity, session)? else {
+            return Ok(Outcome::Step);
+        };
+        let Some(bloat) = quiet_bloat_step(&states[2], bucket, &entity, session)? else {
+            return Ok(Outcome::Step);
+        };
+        let latest = (bucket.start, bucket.end, round7(bucket.cost_usd), bucket.requests);
+        let app_object = bucket.app.bind(py).cast::<PyString>()?.clone();
+        self.learn_peers(py, &app_object, rate, latest)?;
+        let changed = self.changed_states.bind(py);
+        for ((table, name), state) in
+            tables.iter().zip(["runaway", "agent_loop", "context_bloat"]).zip([runaway, looping, bloat])
+        {
+            table.set_item(&key, state)?;
+            changed.add((PyString::intern(py, name), &key))?;
+        }
         Ok(Outcome::Done)
     }
 

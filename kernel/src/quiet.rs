@@ -302,24 +302,26 @@ impl QuietChain {
     }
 }
 
-/// A user's entity key, as `LlmBucket.entity` gives it: `{"app": app, "user": user}`. Made when a step is
-/// quiet, unless the state's own is that dict already (same keys, order and values: what the step writes
-/// is the same to the byte).
-pub struct UserEntity<'a> {
+/// A user's or a session's entity key, as `LlmBucket.entity` gives it: `{"app": app, "user": user}` or
+/// `{"app": app, "session": session}`. Made when a step is quiet, unless the state's own is that dict
+/// already (same keys, order and values: what the step writes is the same to the byte).
+pub struct Entity<'a> {
     pub app: &'a str,
-    pub user: &'a str,
+    pub scope: &'static str, // "user" or "session"
+    pub key: &'a str,
 }
 
-impl UserEntity<'_> {
-    fn for_state<'py>(self, state: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyDict>> {
-        let UserEntity { app, user } = self;
+impl Entity<'_> {
+    pub(crate) fn for_state<'py>(self, state: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyDict>> {
+        let Entity { app, scope, key } = self;
         let py = state.py();
+        let scope_name = if scope == "user" { intern!(py, "user") } else { intern!(py, "session") };
         if let Some(known) = state.get_item(intern!(py, "e"))? {
             if let Ok(known) = known.cast_into::<PyDict>() {
                 let mut items = known.iter();
                 let same = known.len() == 2
                     && matches!(items.next(), Some((k, v)) if is(&k, intern!(py, "app"))? && is_text(&v, app)?)
-                    && matches!(items.next(), Some((k, v)) if is(&k, intern!(py, "user"))? && is_text(&v, user)?);
+                    && matches!(items.next(), Some((k, v)) if is(&k, scope_name)? && is_text(&v, key)?);
                 if same {
                     return Ok(known);
                 }
@@ -327,7 +329,7 @@ impl UserEntity<'_> {
         }
         let entity = PyDict::new(py);
         entity.set_item(intern!(py, "app"), app)?;
-        entity.set_item(intern!(py, "user"), user)?;
+        entity.set_item(scope_name, key)?;
         Ok(entity)
     }
 }
@@ -337,15 +339,17 @@ fn is(key: &Bound<'_, PyAny>, name: &Bound<'_, PyString>) -> PyResult<bool> {
     Ok(key.as_ptr() == name.as_ptr() || key.eq(name)?)
 }
 
-/// The new state of a user after a quiet bucket `(start, end, requests, cost_usd)`, or None when the
-/// bucket is not quiet (or the state is of a shape only the Python step reads).
-pub fn quiet_user_step<'py>(
+/// The new runaway state of a user or a session after a quiet bucket `(start, end, requests, cost_usd)`,
+/// and its rate; None when the bucket is not quiet (or the state is of a shape only the Python step
+/// reads). `own_baseline`: as `QuietChain::step`'s (a user's; a session over its gates is judged).
+pub fn quiet_runaway_step<'py>(
     py: Python<'py>,
     state: &Bound<'py, PyDict>,
     (start, end, bucket_requests, cost_usd): (f64, f64, i64, f64),
-    entity: UserEntity<'_>,
+    entity: Entity<'_>,
     c: &RunawayQuiet,
-) -> PyResult<Option<Bound<'py, PyDict>>> {
+    own_baseline: bool,
+) -> PyResult<Option<(Bound<'py, PyDict>, f64)>> {
     if state.contains(intern!(py, "open"))?
         || state.contains(intern!(py, "hot"))?
         || state.contains(intern!(py, "mq"))?
@@ -356,8 +360,8 @@ pub fn quiet_user_step<'py>(
     let own_usd = round7(cost_usd);
     let (rate, gated) = gated_rate(slid.usd + own_usd, slid.requests + bucket_requests, c);
     let mut learned = Learned::read(state)?;
-    if !gated && !learned.unjudged(rate, c) {
-        return Ok(None); // judged against its baseline: the Python step
+    if !(gated || own_baseline && learned.unjudged(rate, c)) {
+        return Ok(None); // judged against its baseline or its peers: the Python step
     }
     let Some(dropped) = slid.dropped()? else {
         return Ok(None);
@@ -374,5 +378,5 @@ pub fn quiet_user_step<'py>(
     learned.learn(rate, end, c);
     learned.write(&new)?;
     new.set_item(intern!(py, "rate"), rate)?;
-    Ok(Some(new))
+    Ok(Some((new, rate)))
 }

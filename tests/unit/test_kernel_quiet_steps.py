@@ -30,11 +30,12 @@ from tests.unit.test_kernel import kernel_runner  # noqa: E402 - skips without t
 
 
 class PythonSteps:
-    """Count the app steps and the released entities' buckets a runner steps in Python."""
+    """Count the app steps, the released entities and the session buckets a runner steps in Python."""
 
     def __init__(self, runner: DetectorRunner) -> None:
         self.apps = self.released = 0
-        step, step_pending = runner._step_key, runner._step_pending
+        self.sessions: list[str] = []
+        step, step_pending, session = runner._step_key, runner._step_pending, runner._session
 
         def counted(name: str, key: str, bucket: Any, **extra: Any) -> None:
             self.apps += name == "model_switch"
@@ -44,8 +45,13 @@ class PythonSteps:
             self.released += 1
             step_pending(key, scope, pending)
 
+        def stepped(key: str, app_key: str, bucket: Any) -> None:
+            self.sessions.append(bucket.key)
+            session(key, app_key, bucket)
+
         runner._step_key = counted  # type: ignore[method-assign]
         runner._step_pending = released  # type: ignore[method-assign]
+        runner._session = stepped  # type: ignore[method-assign]
 
 
 configs = st.builds(
@@ -135,13 +141,14 @@ def test_a_steady_app_is_stepped_in_the_kernel_and_its_burst_and_switch_in_pytho
 
 
 session_configs = st.builds(
-    lambda min_requests, repeats, turns, growth: DetectorConfig(
+    lambda min_requests, repeats, turns, growth, most: DetectorConfig(
         runaway={"min_requests": min_requests, "min_usd_per_hour": 0.01, "warmup": 2, "peer_warmup": 3,
                  "confirm": 1, "window_s": 20.0},
-        agent_loop={"repeats": repeats, "window_s": 30.0},
+        agent_loop={"repeats": repeats, "window_s": 30.0, "max_requests": most},
         context_bloat={"rising_turns": turns, "min_growth": growth},
     ),
     st.integers(2, 10), st.integers(2, 10), st.integers(1, 9), st.sampled_from([1.0, 1.2]),
+    st.sampled_from([4, 1000]),  # a session past max_requests is unbounded, once
 )
 
 
@@ -172,10 +179,10 @@ def test_released_sessions_stepped_in_the_kernel_leave_the_python_states_and_fin
         assert kernel.findings == python.findings
 
 
-def test_sessions_released_under_the_default_thresholds_are_stepped_in_the_kernel() -> None:
-    """Sessions of rising context and repeated prompts wait, then are released when they reach the
-    count: the kernel steps their waiting buckets (none goes to the Python steps), and the loop and the
-    bloat they run into later are found as in Python."""
+def test_sessions_under_the_default_thresholds_are_stepped_in_the_kernel_until_they_find_something() -> None:
+    """Sessions wait, then are released when they reach the count: the kernel steps their waiting buckets
+    (none goes to the Python steps) and their later buckets while all three steps only learn; the loops
+    and the bloat some of them run into are found by the Python steps, as in the Python runner."""
     config = DetectorConfig()
     python, kernel = DetectorRunner(config, track_entities=False), kernel_runner(config)
     in_python = PythonSteps(kernel)
@@ -184,7 +191,7 @@ def test_sessions_released_under_the_default_thresholds_are_stepped_in_the_kerne
         for turn in range(12):
             t += 0.5 if turn % 3 else 2.5  # buckets of one request and of two or three
             tokens = 1000 + 400 * turn if s % 2 else 800 + (turn % 3) * 50
-            usage = LlmUsage(t, "bot", f"u{s % 3}", f"s{s}", "m", tokens, 10, 0.001 * (1 + turn % 4),
+            usage = LlmUsage(t, "bot", f"u{s % 3}", f"s{s}", "m", tokens, 10, 0.0002 * (1 + turn % 4),
                              "loop" if s % 4 == 0 else f"p{turn % 5}", "ml")
             for runner in (python, kernel):
                 runner.add_usage(usage)
@@ -193,6 +200,8 @@ def test_sessions_released_under_the_default_thresholds_are_stepped_in_the_kerne
         runner.advance(t + 100.0)  # every bucket closed
     assert state_json(kernel) == state_json(python)
     assert len(kernel.states["agent_loop"]) == 40 and in_python.released == 0  # every one released, here
+    plain = {f"s{s}" for s in range(2, 40, 4)}  # neither a loop nor rising context
+    assert not plain & set(in_python.sessions) and len(set(in_python.sessions)) >= 20
     for runner in (python, kernel):
         runner.advance(t + 4000.0)
     kinds = {f.kind for f in python.findings if f.state == "open"}
