@@ -190,16 +190,7 @@ impl LlmBucketer {
             tau_s: number("baseline_tau_s")?,
             alpha: number("peer_alpha")?,
         };
-        let fractions: Vec<f64> = runaway_config.getattr("scan_fractions")?.extract()?;
-        let quiet = RunawayQuiet {
-            window_s: peer.window_s,
-            least: runaway_config.getattr("user_min_requests")?.extract()?,
-            min_usd_per_hour: number("min_usd_per_hour")?,
-            min_fraction: fractions.iter().copied().fold(f64::INFINITY, f64::min),
-            tau_s: peer.tau_s,
-            warmup: runaway_config.getattr("warmup")?.extract()?,
-            ratio: number("user_ratio")?,
-        };
+        let quiet = RunawayQuiet::read(runaway_config, "user_min_requests", "user_ratio")?;
         let states = [runaway.unbind(), agent_loop.unbind(), context_bloat.unbind()];
         self.waiting = Some(Waiting::new(
             [below_session, below_user],
@@ -223,17 +214,7 @@ impl LlmBucketer {
         context_bloat_config: &Bound<'_, PyAny>,
         max_tracked: usize,
     ) -> PyResult<()> {
-        let number = |name: &str| -> PyResult<f64> { runaway_config.getattr(name)?.extract() };
-        let fractions: Vec<f64> = runaway_config.getattr("scan_fractions")?.extract()?;
-        let run = RunawayQuiet {
-            window_s: number("window_s")?,
-            least: runaway_config.getattr("min_requests")?.extract()?,
-            min_usd_per_hour: number("min_usd_per_hour")?,
-            min_fraction: fractions.iter().copied().fold(f64::INFINITY, f64::min),
-            tau_s: number("baseline_tau_s")?,
-            warmup: runaway_config.getattr("warmup")?.extract()?,
-            ratio: number("ratio")?,
-        };
+        let run = RunawayQuiet::read(runaway_config, "min_requests", "ratio")?;
         let session = SessionQuiet {
             repeats: agent_loop_config.getattr("repeats")?.extract()?,
             loop_window_s: agent_loop_config.getattr("window_s")?.extract()?,
@@ -257,18 +238,8 @@ impl LlmBucketer {
         model_switch: Bound<'_, PyDict>,
         changed: Bound<'_, PySet>,
     ) -> PyResult<()> {
-        let number = |name: &str| -> PyResult<f64> { runaway_config.getattr(name)?.extract() };
         let mix = |name: &str| model_switch_config.getattr(name);
-        let fractions: Vec<f64> = runaway_config.getattr("scan_fractions")?.extract()?;
-        let run = RunawayQuiet {
-            window_s: number("window_s")?,
-            least: runaway_config.getattr("min_requests")?.extract()?,
-            min_usd_per_hour: number("min_usd_per_hour")?,
-            min_fraction: fractions.iter().copied().fold(f64::INFINITY, f64::min),
-            tau_s: number("baseline_tau_s")?,
-            warmup: runaway_config.getattr("warmup")?.extract()?,
-            ratio: number("app_ratio")?,
-        };
+        let run = RunawayQuiet::read(runaway_config, "min_requests", "app_ratio")?;
         let mix = MixConfig {
             price_ratio: mix("price_ratio")?.extract()?,
             min_shift: mix("min_shift")?.extract()?,

@@ -25,6 +25,24 @@ pub struct RunawayQuiet {
     pub ratio: f64, // the scope's ratio: user_ratio, app_ratio
 }
 
+impl RunawayQuiet {
+    /// Read a scope's from a `RunawayConfig`: `least` and `ratio` name its fields for the scope
+    /// (`user_min_requests` and `user_ratio` for users, `min_requests` and `app_ratio` for apps).
+    pub fn read(config: &Bound<'_, PyAny>, least: &str, ratio: &str) -> PyResult<Self> {
+        let number = |name: &str| -> PyResult<f64> { config.getattr(name)?.extract() };
+        let fractions: Vec<f64> = config.getattr("scan_fractions")?.extract()?;
+        Ok(RunawayQuiet {
+            window_s: number("window_s")?,
+            least: config.getattr(least)?.extract()?,
+            min_usd_per_hour: number("min_usd_per_hour")?,
+            min_fraction: fractions.iter().copied().fold(f64::INFINITY, f64::min),
+            tau_s: number("baseline_tau_s")?,
+            warmup: config.getattr("warmup")?.extract()?,
+            ratio: number(ratio)?,
+        })
+    }
+}
+
 /// `detectors.base.time_rate`: the per-second rate of a decayed sum begun at `since`.
 pub(crate) fn time_rate(total: f64, since: f64, now: f64, tau_s: f64) -> f64 {
     let span = now - since;
