@@ -10,7 +10,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PySet, PyString};
 
-use crate::quiet::{alpha, ew, gated_rate, Learned, RunawayQuiet, Slid};
+use crate::quiet::{alpha, ew, gated_rate, learned_state, only_learns, Learned, RunawayQuiet, Slid};
 use crate::record::{at, number_or};
 use crate::rounding::{round7, round_to};
 use crate::value::joined;
@@ -135,10 +135,7 @@ fn quiet_app_runaway<'py>(
     c: &RunawayQuiet,
 ) -> PyResult<Option<Bound<'py, PyDict>>> {
     let py = state.py();
-    if state.contains(intern!(py, "open"))?
-        || state.contains(intern!(py, "hot"))?
-        || state.contains(intern!(py, "mq"))?
-    {
+    if !only_learns(state)? {
         return Ok(None);
     }
     let (start, end) = (bucket.start, bucket.end);
@@ -158,7 +155,7 @@ fn quiet_app_runaway<'py>(
         Some(hours) => hours.get_item(&slot)?,
         None => None,
     };
-    let mut learned = Learned::read(state)?;
+    let learned = Learned::read(state)?;
     if !gated {
         // `_baseline`: the hour of day's once warm, else the app's own (an app has no peers)
         let mean = match &seasonal {
@@ -180,19 +177,10 @@ fn quiet_app_runaway<'py>(
             }
         }
     }
-    let Some(dropped) = slid.dropped()? else {
+    let fields = (start, end, bucket.requests, own_usd);
+    let Some((new, elapsed)) = learned_state(state, &slid, learned, entity, fields, rate, c)? else {
         return Ok(None);
     };
-    let new = state.copy()?;
-    new.set_item(intern!(py, "e"), entity)?;
-    new.set_item(intern!(py, "last"), end)?;
-    new.set_item(intern!(py, "w"), slid.window(&(end, own_usd, bucket.requests, start))?)?;
-    if new.contains(intern!(py, "cs"))? {
-        new.del_item(intern!(py, "cs"))?;
-    }
-    learned.count(start, end, dropped, c);
-    let elapsed = learned.learn(rate, end, c);
-    learned.write(&new)?;
     // `_learn`'s hour-of-day slot: a plain mean until warm, then time-weighted, as the app's own
     let (m, v, k) = match &seasonal {
         Some(slot) => {

@@ -285,15 +285,28 @@ impl Waiting {
         let entity = PyDict::new(py);
         entity.set_item(intern!(py, "app"), &pending.app)?;
         entity.set_item(intern!(py, "session"), &pending.key)?;
-        let changed = self.changed_states.bind(py);
-        let key = PyString::new(py, key);
-        self.runaway.bind(py).set_item(&key, runaway.to_dict(py, &entity)?)?;
-        changed.add((intern!(py, "runaway"), &key))?;
-        self.agent_loop.bind(py).set_item(&key, looping.to_dict(py, &entity)?)?;
-        changed.add((intern!(py, "agent_loop"), &key))?;
-        self.context_bloat.bind(py).set_item(&key, bloat.to_dict(py, &entity)?)?;
-        changed.add((intern!(py, "context_bloat"), &key))?;
+        let states =
+            [runaway.to_dict(py, &entity)?, looping.to_dict(py, &entity)?, bloat.to_dict(py, &entity)?];
+        self.keep_session(py, &PyString::new(py, key), states)?;
         Ok(true)
+    }
+
+    /// Keep a session's new runaway, agent-loop and context-bloat states and note them as changed, as
+    /// `_note` does after each of its steps.
+    fn keep_session(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyString>,
+        states: [Bound<'_, PyDict>; 3],
+    ) -> PyResult<()> {
+        let tables = [&self.runaway, &self.agent_loop, &self.context_bloat];
+        let names = [intern!(py, "runaway"), intern!(py, "agent_loop"), intern!(py, "context_bloat")];
+        let changed = self.changed_states.bind(py);
+        for ((table, name), state) in tables.into_iter().zip(names).zip(states) {
+            table.bind(py).set_item(key, state)?;
+            changed.add((name, key))?;
+        }
+        Ok(())
     }
 
     /// A bucket the runner would step: a user's takes its runaway step's quiet path here when it can
@@ -343,10 +356,8 @@ impl Waiting {
             return Ok(Outcome::Step);
         };
         let key = PyString::new(py, key);
-        let tables =
-            [self.runaway.bind(py), self.agent_loop.bind(py), self.context_bloat.bind(py)].map(|t| t.clone());
         let mut states = Vec::with_capacity(3);
-        for table in &tables {
+        for table in [&self.runaway, &self.agent_loop, &self.context_bloat].map(|table| table.bind(py)) {
             match table.get_item(&key)?.map(|state| state.cast_into::<PyDict>()) {
                 Some(Ok(state)) => states.push(state),
                 _ => return Ok(Outcome::Step), // a new session, or a state only the Python steps read
@@ -368,13 +379,7 @@ impl Waiting {
         let latest = (bucket.start, bucket.end, round7(bucket.cost_usd), bucket.requests);
         let app_object = bucket.app.bind(py).cast::<PyString>()?.clone();
         self.learn_peers(py, &app_object, rate, latest)?;
-        let changed = self.changed_states.bind(py);
-        for ((table, name), state) in
-            tables.iter().zip(["runaway", "agent_loop", "context_bloat"]).zip([runaway, looping, bloat])
-        {
-            table.set_item(&key, state)?;
-            changed.add((PyString::intern(py, name), &key))?;
-        }
+        self.keep_session(py, &key, [runaway, looping, bloat])?;
         Ok(Outcome::Done)
     }
 

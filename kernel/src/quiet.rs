@@ -368,33 +368,61 @@ pub fn quiet_runaway_step<'py>(
     c: &RunawayQuiet,
     own_baseline: bool,
 ) -> PyResult<Option<(Bound<'py, PyDict>, f64)>> {
-    if state.contains(intern!(py, "open"))?
-        || state.contains(intern!(py, "hot"))?
-        || state.contains(intern!(py, "mq"))?
-    {
+    if !only_learns(state)? {
         return Ok(None);
     }
     let slid = Slid::read(state, end, c)?;
     let own_usd = round7(cost_usd);
     let (rate, gated) = gated_rate(slid.usd + own_usd, slid.requests + bucket_requests, c);
-    let mut learned = Learned::read(state)?;
+    let learned = Learned::read(state)?;
     if !(gated || own_baseline && learned.unjudged(rate, c)) {
         return Ok(None); // judged against its baseline or its peers: the Python step
     }
+    let entity = entity.for_state(state)?;
+    let fields = (start, end, bucket_requests, own_usd);
+    let Some((new, _)) = learned_state(state, &slid, learned, &entity, fields, rate, c)? else {
+        return Ok(None);
+    };
+    new.set_item(intern!(py, "rate"), rate)?;
+    Ok(Some((new, rate)))
+}
+
+/// Whether a runaway state may take a quiet path: nothing open or counted (`open`, `hot`), and not of the
+/// shape before the decayed sums (`mq`), which only the Python step reads.
+pub(crate) fn only_learns(state: &Bound<'_, PyDict>) -> PyResult<bool> {
+    let py = state.py();
+    Ok(!(state.contains(intern!(py, "open"))?
+        || state.contains(intern!(py, "hot"))?
+        || state.contains(intern!(py, "mq"))?))
+}
+
+/// A quiet bucket `(start, end, requests, USD rounded to 7 places)` learned into a copy of `state`: the
+/// entity and `last` stamped, the window slid (`slid`), `cs` dropped, the decayed sums moved on and the
+/// baseline learned, the keys set as the Python step sets them; `rate` is the caller's to set, last.
+/// Return it and the seconds since the last lesson (`Learned::learn`); None when an entry leaving the
+/// window was held while flagged.
+pub(crate) fn learned_state<'py>(
+    state: &Bound<'py, PyDict>,
+    slid: &Slid<'py>,
+    mut learned: Learned,
+    entity: &Bound<'py, PyDict>,
+    (start, end, requests, own_usd): (f64, f64, i64, f64),
+    rate: f64,
+    c: &RunawayQuiet,
+) -> PyResult<Option<(Bound<'py, PyDict>, f64)>> {
+    let py = state.py();
     let Some(dropped) = slid.dropped()? else {
         return Ok(None);
     };
-    let entity = entity.for_state(state)?;
     let new = state.copy()?;
     new.set_item(intern!(py, "e"), entity)?;
     new.set_item(intern!(py, "last"), end)?;
-    new.set_item(intern!(py, "w"), slid.window(&(end, own_usd, bucket_requests, start))?)?;
+    new.set_item(intern!(py, "w"), slid.window(&(end, own_usd, requests, start))?)?;
     if new.contains(intern!(py, "cs"))? {
         new.del_item(intern!(py, "cs"))?;
     }
     learned.count(start, end, dropped, c);
-    learned.learn(rate, end, c);
+    let elapsed = learned.learn(rate, end, c);
     learned.write(&new)?;
-    new.set_item(intern!(py, "rate"), rate)?;
-    Ok(Some((new, rate)))
+    Ok(Some((new, elapsed)))
 }

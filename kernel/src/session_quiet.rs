@@ -41,34 +41,21 @@ pub fn quiet_loop_step<'py>(
         }
     }
     for (prompt, count) in &bucket.prompts {
-        let known =
-            seen.iter().position(|(key, _)| key.cast::<PyString>().is_ok_and(|key| key == prompt.as_str()));
-        let entry = match known {
+        match seen.iter().position(|(key, _)| key.cast::<PyString>().is_ok_and(|key| key == prompt.as_str()))
+        {
             Some(i) => {
                 let entry = &seen[i].1;
-                PyList::new(
-                    py,
-                    [
-                        (at(entry, 0)?.extract::<i64>()? + count).into_pyobject(py)?.into_any(),
-                        at(entry, 1)?,
-                        at(entry, 2)?,
-                    ],
-                )?
-                .into_any()
+                let counted = (at(entry, 0)?.extract::<i64>()? + count).into_pyobject(py)?.into_any();
+                seen[i].1 = PyList::new(py, [counted, at(entry, 1)?, at(entry, 2)?])?.into_any();
             }
-            None => PyList::new(
-                py,
-                [
+            None => {
+                let entry = [
                     count.into_pyobject(py)?.into_any(),
                     bucket.start.into_pyobject(py)?.into_any(),
                     round7(usd - bucket.cost_usd).into_pyobject(py)?.into_any(),
-                ],
-            )?
-            .into_any(),
-        };
-        match known {
-            Some(i) => seen[i].1 = entry,
-            None => seen.push((PyString::new(py, prompt).into_any(), entry)),
+                ];
+                seen.push((PyString::new(py, prompt).into_any(), PyList::new(py, entry)?.into_any()));
+            }
         }
     }
     if seen.len() > c.max_tracked {
