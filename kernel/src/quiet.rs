@@ -1,8 +1,9 @@
-//! The quiet path of a user's runaway step: `TokenRunawayDetector.update` for a user bucket that nothing
-//! can flag, with nothing open or counted: too few requests in the window or too little spend, or a rate
-//! under `user_ratio` times the user's own learned baseline (no span is then judged). Such a bucket is
-//! only learned: the window slides, the decayed sums move on and the baseline learns the rate.
-//! The Python step is the reference; any other bucket goes to it (`quiet_user_step` returns None).
+//! The quiet path of a user's or a session's runaway step: `TokenRunawayDetector.update` for a bucket
+//! that nothing can flag, with nothing open or counted: too few requests in the window or too little
+//! spend, or (a user's) a rate under `user_ratio` times its own learned baseline (no span is then judged).
+//! Such a bucket is only learned: the window slides, the decayed sums move on and the baseline learns the
+//! rate. The Python step is the reference; any other bucket goes to it (`quiet_runaway_step` returns
+//! None). The pieces serve an app's quiet step too (`app_quiet.rs`).
 
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -259,7 +260,7 @@ impl<'py> Slid<'py> {
 }
 
 /// A user's or a session's runaway state made by quiet steps alone from none, as Rust values: what
-/// `quiet_user_step` writes into the state's dict, step after step, without a dict made at each (a released
+/// `quiet_runaway_step` writes into the state's dict, step after step, without a dict made at each (a released
 /// entity's pending buckets, `Waiting::release_quietly`, of which only the last state is kept).
 #[derive(Default)]
 pub struct QuietChain {
@@ -270,7 +271,7 @@ pub struct QuietChain {
 }
 
 impl QuietChain {
-    /// `quiet_user_step` on these values: false (and the values left partly stepped) when the bucket
+    /// `quiet_runaway_step` on these values: false (and the values left partly stepped) when the bucket
     /// is not quiet. The same operations in the same order, so the same floats. `own_baseline`: a bucket
     /// over the gates is still quiet while the own baseline leaves it unjudged (a user's; a session's is
     /// judged against its app's peers then, so it is not quiet).
